@@ -1,0 +1,1 @@
+"""Shared matplotlib figures, one module per topic."""

@@ -1,0 +1,72 @@
+"""Atomic writes, results files and configuration hashes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from equisae import io
+
+
+def test_write_json_atomic_round_trip_and_no_temp_files(tmp_path) -> None:
+    data = {"a": torch.tensor([1.0, 2.0]), "b": np.float32(0.5), "c": np.arange(3)}
+    path = io.write_json_atomic(tmp_path / "sub" / "x.json", data)
+    assert io.read_json(path) == {"a": [1.0, 2.0], "b": 0.5, "c": [0, 1, 2]}
+    assert [p.name for p in path.parent.iterdir()] == ["x.json"]
+
+
+def test_failed_write_leaves_previous_file_intact(tmp_path) -> None:
+    path = io.write_json_atomic(tmp_path / "x.json", {"v": 1})
+    with pytest.raises(TypeError):
+        io.write_json_atomic(path, {"v": object()})
+    assert io.read_json(path) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_non_finite_numbers_become_null(tmp_path) -> None:
+    path = io.write_json_atomic(tmp_path / "x.json", {"v": float("nan")})
+    assert json.loads(path.read_text()) == {"v": None}
+
+
+def test_read_json_errors_name_the_file(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        io.read_json(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json"):
+        io.read_json(bad)
+
+
+def test_results_round_trip_and_mode_check(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv(io.RESULTS_ENV, str(tmp_path))
+    io.save_results("quick", "01_data", {"n": 3})
+    assert io.load_results("quick", "01_data") == {"n": 3}
+    with pytest.raises(ValueError, match="mode"):
+        io.results_dir("medium")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cfg:
+    k: int
+    name: str
+
+
+def test_config_hash_is_stable_across_processes_and_sensitive_to_fields() -> None:
+    here = io.config_hash(_Cfg(4, "topk"))
+    code = "from equisae.io import config_hash; print(config_hash({'k': 4, 'name': 'topk'}))"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert other.stdout.strip() == here
+    assert io.config_hash(_Cfg(5, "topk")) != here
+
+
+def test_seed_everything_is_deterministic() -> None:
+    a = io.seed_everything(3)
+    x = torch.randn(4, generator=a)
+    b = io.seed_everything(3)
+    assert torch.equal(x, torch.randn(4, generator=b))
