@@ -1,0 +1,60 @@
+"""The notebooks follow the pipeline's conventions; after a quick run, they executed cleanly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from equisae.io import read_json
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+EXPECTED_STEMS = [
+    "01_data",
+    "02_base_models",
+    "03_linear_representation",
+    "04_planted_features",
+    "05_frontier",
+    "06_probing",
+]
+
+
+def _ids(paths: list[Path]) -> list[str]:
+    return [p.stem for p in paths]
+
+
+def test_all_six_findings_are_present() -> None:
+    assert _ids(NOTEBOOKS) == EXPECTED_STEMS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_conventions(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.lstrip().startswith("# ")
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1, "exactly one cell tagged 'parameters'"
+    assert "mode = " in params[0].source and "seed = " in params[0].source
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "sys.path" not in code, "notebooks import the installed package"
+    assert "save_results(" in code, "headline numbers go through equisae.io.save_results"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs, "source notebooks are committed without outputs"
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("stem", EXPECTED_STEMS)
+def test_quick_run_executed_cleanly_and_wrote_results(stem: str) -> None:
+    executed = ROOT / "book" / "notebooks" / f"{stem}.ipynb"
+    assert executed.is_file(), f"run `equisae reproduce --mode quick` first ({executed})"
+    nb = nbformat.read(executed, as_version=4)
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and all("remove-cell" in c.metadata["tags"] for c in injected)
+    assert "quick" in injected[0].source
+    results = read_json(ROOT / "results" / "quick" / f"{stem}.json")
+    assert results, f"{stem} wrote an empty results file"
