@@ -1,0 +1,41 @@
+"""Sphinx extension for the equisae book: make plain-text docstrings safe for reStructuredText.
+
+The library's docstrings write shapes as ``(N, |G|, d)`` and norms as ``|x|``; outside inline
+literals reStructuredText reads ``|G|`` as a substitution reference and fails the strict build.
+This hook escapes such bars in the text autodoc extracts, leaving inline literals, roles and
+interpreted text untouched, so the docstrings read the same in the terminal and in the book.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# inline literals ``...``, roles :name:`...` and interpreted text `...` are kept verbatim
+_VERBATIM = re.compile(r"``.+?``|:[\w:.-]+:`[^`]*`|`[^`]*`")
+
+
+def escape_bars(line: str) -> str:
+    """Escape ``|`` outside inline literals/roles, unless the line is an rST table or line block."""
+    stripped = line.lstrip()
+    if stripped.startswith(("| ", "+-", "+=")) or stripped == "|":
+        return line
+    out, last = [], 0
+    for match in _VERBATIM.finditer(line):
+        out.append(line[last : match.start()].replace("|", r"\|"))
+        out.append(match.group(0))
+        last = match.end()
+    out.append(line[last:].replace("|", r"\|"))
+    return "".join(out)
+
+
+def _process_docstring(
+    app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]
+) -> None:
+    lines[:] = [escape_bars(line) for line in lines]
+
+
+def setup(app: Any) -> dict[str, Any]:
+    """Register the docstring hook."""
+    app.connect("autodoc-process-docstring", _process_docstring)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

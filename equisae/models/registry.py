@@ -1,0 +1,98 @@
+"""The named base autoencoders: which architecture, which constructor settings, which layers."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from equisae.models.cnn import CNNAutoencoder
+from equisae.models.gcnn import GCNNAutoencoder
+from equisae.models.mlp import MLPAutoencoder
+from equisae.models.vit import ViTAutoencoder
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "cnn": CNNAutoencoder,
+    "gcnn": GCNNAutoencoder,
+    "mlp": MLPAutoencoder,
+    "vit": ViTAutoencoder,
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named model: its architecture, whether training rotates inputs, and a description."""
+
+    architecture: str
+    augment: bool
+    description: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+MODEL_SPECS: dict[str, ModelSpec] = {
+    "cnn_canonical": ModelSpec(
+        "cnn",
+        augment=False,
+        description="CNN autoencoder trained on canonical (unrotated) images only",
+    ),
+    "cnn_augmented": ModelSpec(
+        "cnn",
+        augment=True,
+        description="the same CNN trained with random C4 rotations of its inputs",
+    ),
+    "gcnn": ModelSpec(
+        "gcnn",
+        augment=False,
+        description="exactly C4-equivariant group-convolutional autoencoder "
+        "(trained on canonical images: equivariance comes from the architecture)",
+    ),
+    "mlp_augmented": ModelSpec(
+        "mlp", augment=True, description="MLP autoencoder trained with random C4 rotations"
+    ),
+    "vit_augmented": ModelSpec(
+        "vit",
+        augment=True,
+        description="patch transformer autoencoder trained with random C4 rotations",
+    ),
+}
+
+MODEL_NAMES: tuple[str, ...] = tuple(MODEL_SPECS)
+
+# Layers to hook (names as in ``model.named_modules()``): every architecture calls its encoder
+# trunk ``encoder`` (output <= 1024 numbers) and its code ``bottleneck``.
+LAYERS: dict[str, dict[str, str]] = {
+    name: {"bottleneck": "bottleneck", "intermediate": "encoder"} for name in MODEL_NAMES
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` of a named model; KeyError listing the known names otherwise."""
+    if name not in MODEL_SPECS:
+        raise KeyError(f"unknown model name {name!r}; known models: {', '.join(MODEL_NAMES)}")
+    return MODEL_SPECS[name]
+
+
+def model_config(name: str, **overrides: Any) -> dict[str, Any]:
+    """The full constructor configuration of a named model, with ``overrides`` applied
+    (without building the model, so the global RNG is left alone)."""
+    spec = get_spec(name)
+    params = inspect.signature(ARCHITECTURES[spec.architecture].__init__).parameters
+    defaults = {k: p.default for k, p in params.items() if k != "self"}
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"unknown overrides {unknown} for model {name!r}; allowed: {sorted(defaults)}"
+        )
+    config = {**defaults, **spec.defaults, **overrides}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+
+
+def build_model(name: str, **overrides: Any) -> nn.Module:
+    """Build a freshly initialised model by name (``MODEL_NAMES``); ``overrides`` replace
+    constructor arguments (e.g. ``bottleneck_dim=32``). Initialisation uses torch's global RNG."""
+    spec = get_spec(name)
+    config = model_config(name, **overrides)
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    return ARCHITECTURES[spec.architecture](**kwargs)

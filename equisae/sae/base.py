@@ -1,0 +1,355 @@
+"""The sparse-autoencoder base class, its outputs, and the architecture registry.
+
+Weights follow the SAELens layout: ``W_enc`` (d_in, d_sae), ``b_enc`` (d_sae,),
+``W_dec`` (d_sae, d_in) with unit-norm rows, ``b_dec`` (d_in,). A subclass only has to
+implement :meth:`SparseAutoencoder.activation` (pre-activations -> latents); orbit SAEs
+override :meth:`SparseAutoencoder.loss` to take ``(B, |G|, d)`` batches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "ARCHITECTURES",
+    "LossOutput",
+    "SAEOutput",
+    "SparseAutoencoder",
+    "get_architecture",
+    "register_architecture",
+]
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+@dataclass
+class SAEOutput:
+    """What :meth:`SparseAutoencoder.forward` returns; leading dimensions of the input are kept."""
+
+    latents: Tensor  # (..., d_sae)
+    recon: Tensor  # (..., d_in)
+    pre_acts: Tensor  # (..., d_sae)
+
+
+@dataclass
+class LossOutput:
+    """A training loss: ``total`` (scalar, differentiable) and its named ``terms``.
+
+    ``latents`` has shape (..., d_sae) (the trainer counts firing over all leading dimensions);
+    ``recon`` and ``target`` have the same shape and give the reconstruction metrics.
+    """
+
+    total: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+    latents: Tensor | None = None
+    recon: Tensor | None = None
+    target: Tensor | None = None
+
+
+ARCHITECTURES: dict[str, type[SparseAutoencoder]] = {}
+
+_S = TypeVar("_S", bound="type[SparseAutoencoder]")
+
+
+def register_architecture(name: str) -> Callable[[_S], _S]:
+    """Class decorator: register an SAE class under ``name`` so :func:`load_sae` can rebuild it."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"architecture name must be a non-empty string, got {name!r}")
+
+    def decorator(cls: _S) -> _S:
+        if not (isinstance(cls, type) and issubclass(cls, SparseAutoencoder)):
+            raise ValueError(f"register_architecture({name!r}) needs a SparseAutoencoder subclass")
+        existing = ARCHITECTURES.get(name)
+        if existing is not None and existing.__qualname__ != cls.__qualname__:
+            raise ValueError(f"architecture {name!r} is already registered to {existing.__name__}")
+        cls.architecture = name
+        ARCHITECTURES[name] = cls
+        return cls
+
+    return decorator
+
+
+def get_architecture(name: str) -> type[SparseAutoencoder]:
+    """The registered SAE class called ``name`` (KeyError listing the known names otherwise)."""
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown SAE architecture {name!r}; registered: {sorted(ARCHITECTURES)}"
+        ) from None
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+class SparseAutoencoder(nn.Module):
+    """Base class: ``z = act((h - b_dec) W_enc + b_enc)``, ``h_hat = z W_dec + b_dec``.
+
+    The decoder is initialised with random unit-norm rows (from ``seed``) and the encoder
+    with the decoder's transpose. Inputs may have any leading dimensions: ``(..., d_in)``.
+    Subclasses implement :meth:`activation` and may add constructor arguments, which they
+    must also return from :meth:`config` so that ``cls.from_config(sae.config())`` rebuilds
+    the same model.
+    """
+
+    architecture: ClassVar[str] = "base"
+    #: cfg fields that are ours (not model constructor arguments) and ignored by from_config.
+    _NON_INIT_FIELDS: ClassVar[tuple[str, ...]] = (
+        "architecture",
+        "device",
+        "apply_b_dec_to_input",
+        "normalize_activations",
+        "reshape_activations",
+        "metadata",
+        "model_name",
+        "hook_name",
+        "equisae_version",
+        "equisae_architecture",
+        "rescale_acts_by_decoder_norm",
+    )
+
+    def __init__(
+        self,
+        d_in: int,
+        d_sae: int,
+        *,
+        aux_k: int | None = None,
+        aux_coef: float = 1.0 / 32.0,
+        seed: int = 0,
+        dtype: str = "float32",
+    ) -> None:
+        super().__init__()
+        self.d_in = _check_positive_int("d_in", d_in)
+        self.d_sae = _check_positive_int("d_sae", d_sae)
+        if aux_k is not None:
+            _check_positive_int("aux_k", aux_k)
+        if not (isinstance(aux_coef, (int, float)) and aux_coef >= 0 and math.isfinite(aux_coef)):
+            raise ValueError(f"aux_coef must be a finite number >= 0, got {aux_coef!r}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        self.aux_k = aux_k
+        self.aux_coef = float(aux_coef)
+        self.seed = int(seed)
+        self.dtype_name = dtype
+        torch_dtype = DTYPES[dtype]
+        gen = torch.Generator().manual_seed(self.seed)
+        w_dec = torch.randn(d_sae, d_in, generator=gen, dtype=torch.float64)
+        w_dec = w_dec / w_dec.norm(dim=1, keepdim=True)
+        self.W_dec = nn.Parameter(w_dec.to(torch_dtype))
+        self.W_enc = nn.Parameter(w_dec.T.contiguous().to(torch_dtype))
+        self.b_enc = nn.Parameter(torch.zeros(d_sae, dtype=torch_dtype))
+        self.b_dec = nn.Parameter(torch.zeros(d_in, dtype=torch_dtype))
+
+    # ------------------------------------------------------------------ configuration
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments plus SAELens-style fields (see ``equisae.sae.io``)."""
+        return {
+            "architecture": self.architecture,
+            "d_in": self.d_in,
+            "d_sae": self.d_sae,
+            "dtype": self.dtype_name,
+            "device": str(self.W_dec.device),
+            "apply_b_dec_to_input": True,
+            "normalize_activations": "none",
+            "aux_k": self.aux_k,
+            "aux_coef": self.aux_coef,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> SparseAutoencoder:
+        """Rebuild an (untrained) model of this class from :meth:`config`'s dictionary."""
+        if not isinstance(cfg, dict):
+            raise ValueError(f"cfg must be a dict, got {type(cfg).__name__}")
+        arch = cfg.get("architecture", cls.architecture)
+        if arch != cls.architecture:
+            raise ValueError(f"cfg architecture {arch!r} does not match {cls.__name__}")
+        kwargs = {k: v for k, v in cfg.items() if k not in cls._NON_INIT_FIELDS}
+        return cls(**kwargs)
+
+    @property
+    def n_params(self) -> int:
+        """Number of trainable scalars."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def extra_repr(self) -> str:
+        return f"d_in={self.d_in}, d_sae={self.d_sae}"
+
+    # ------------------------------------------------------------------ shapes
+    def _flatten(self, h: Tensor, name: str = "h") -> tuple[Tensor, torch.Size]:
+        """(..., d_in) -> ((N, d_in), leading shape), with a clear error on a bad last dim."""
+        if not isinstance(h, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(h).__name__}")
+        if h.ndim == 0 or h.shape[-1] != self.d_in:
+            raise ValueError(
+                f"{name} must have shape (..., d_in={self.d_in}), got {tuple(h.shape)}"
+            )
+        return h.reshape(-1, self.d_in), h.shape[:-1]
+
+    def _flatten_latents(self, z: Tensor) -> tuple[Tensor, torch.Size]:
+        if not isinstance(z, Tensor):
+            raise ValueError(f"z must be a torch.Tensor, got {type(z).__name__}")
+        if z.ndim == 0 or z.shape[-1] != self.d_sae:
+            raise ValueError(f"z must have shape (..., d_sae={self.d_sae}), got {tuple(z.shape)}")
+        return z.reshape(-1, self.d_sae), z.shape[:-1]
+
+    # ------------------------------------------------------------------ the model
+    def pre_activations(self, h: Tensor) -> Tensor:
+        """``(h - b_dec) W_enc + b_enc`` for (..., d_in) inputs."""
+        flat, lead = self._flatten(h)
+        pre = torch.addmm(self.b_enc, flat - self.b_dec, self.W_enc)
+        return pre.reshape(*lead, self.d_sae)
+
+    def activation(self, pre_acts: Tensor) -> Tensor:
+        """Map (N, d_sae) pre-activations to latents. Implemented by every architecture."""
+        raise NotImplementedError(f"{type(self).__name__} must implement activation()")
+
+    def encode(self, h: Tensor) -> Tensor:
+        """Latents (..., d_sae) of activations (..., d_in)."""
+        flat, lead = self._flatten(h)
+        pre = torch.addmm(self.b_enc, flat - self.b_dec, self.W_enc)
+        return self.activation(pre).reshape(*lead, self.d_sae)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Reconstruction (..., d_in) of latents (..., d_sae)."""
+        flat, lead = self._flatten_latents(z)
+        return torch.addmm(self.b_dec, flat, self.W_dec).reshape(*lead, self.d_in)
+
+    def forward(self, h: Tensor) -> SAEOutput:
+        """Encode then decode; returns latents, reconstruction and pre-activations."""
+        flat, lead = self._flatten(h)
+        pre = torch.addmm(self.b_enc, flat - self.b_dec, self.W_enc)
+        z = self.activation(pre)
+        recon = torch.addmm(self.b_dec, z, self.W_dec)
+        return SAEOutput(
+            latents=z.reshape(*lead, self.d_sae),
+            recon=recon.reshape(*lead, self.d_in),
+            pre_acts=pre.reshape(*lead, self.d_sae),
+        )
+
+    # ------------------------------------------------------------------ training
+    def loss(self, batch: Tensor, dead_mask: Tensor | None = None) -> LossOutput:
+        """Training loss on a batch (..., d_in): ``mse`` plus ``sparsity_loss`` plus AuxK.
+
+        ``mse`` is the mean squared error per element. With a ``dead_mask`` (d_sae,) bool,
+        the AuxK term of Gao et al. (2024) is added: the top ``aux_k`` dead latents
+        reconstruct the residual, scored by normalised MSE and weighted by ``aux_coef``.
+        """
+        out = self.forward(batch)
+        flat_target, _ = self._flatten(batch, "batch")
+        flat_recon = out.recon.reshape(-1, self.d_in)
+        flat_z = out.latents.reshape(-1, self.d_sae)
+        mse = (flat_recon - flat_target).pow(2).mean()
+        terms: dict[str, Tensor] = {"mse": mse}
+        total = mse
+        for name, value in self.sparsity_loss(flat_z).items():
+            terms[name] = value
+            total = total + value
+        aux = self.auxk_loss(
+            out.pre_acts.reshape(-1, self.d_sae), flat_target - flat_recon.detach(), dead_mask
+        )
+        if aux is not None:
+            terms["auxk"] = aux
+            total = total + self.aux_coef * aux
+        return LossOutput(
+            total=total, terms=terms, latents=out.latents, recon=out.recon, target=batch
+        )
+
+    def sparsity_loss(self, latents: Tensor) -> dict[str, Tensor]:
+        """Extra penalty terms on (N, d_sae) latents (none by default; ReLU adds L1)."""
+        return {}
+
+    def auxk_loss(
+        self,
+        pre_acts: Tensor,
+        residual: Tensor,
+        dead_mask: Tensor | None,
+        decode_fn: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor | None:
+        """AuxK loss: reconstruct ``residual`` (N, d) from the top-k_aux dead pre-activations.
+
+        ``k_aux`` is ``aux_k`` or ``d_in // 2``, capped by the number of dead latents.
+        ``decode_fn`` maps (N, d_sae) codes to (N, d) without the bias (default ``z W_dec``);
+        orbit SAEs pass their own. Returns ``None`` when there is no dead latent.
+        """
+        if dead_mask is None:
+            return None
+        if dead_mask.shape != (self.d_sae,) or dead_mask.dtype != torch.bool:
+            raise ValueError(
+                f"dead_mask must be a bool tensor of shape ({self.d_sae},), "
+                f"got {dead_mask.dtype} {tuple(dead_mask.shape)}"
+            )
+        n_dead = int(dead_mask.sum())
+        if n_dead == 0:
+            return None
+        k_aux = min(self.aux_k if self.aux_k is not None else max(1, self.d_in // 2), n_dead)
+        masked = pre_acts.masked_fill(~dead_mask, float("-inf"))
+        vals, idx = masked.topk(k_aux, dim=-1, sorted=False)
+        codes = torch.zeros_like(pre_acts).scatter(-1, idx, vals.relu())
+        aux_recon = codes @ self.W_dec if decode_fn is None else decode_fn(codes)
+        residual = residual.detach()
+        denom = residual.pow(2).sum(-1).clamp_min(1e-12)
+        nmse = (aux_recon - residual).pow(2).sum(-1) / denom
+        return torch.nan_to_num(nmse.mean(), nan=0.0)
+
+    def init_from_sample(self, sample: Tensor, method: str = "geometric_median") -> None:
+        """Set ``b_dec`` from a sample (..., d_in): its geometric median, mean, or leave it."""
+        from equisae.sae.train import geometric_median  # local import: train imports base
+
+        flat, _ = self._flatten(sample, "sample")
+        if method == "none":
+            return
+        if method == "mean":
+            centre = flat.double().mean(0)
+        elif method == "geometric_median":
+            centre = geometric_median(flat)
+        else:
+            raise ValueError(
+                f"b_dec init method must be 'geometric_median', 'mean' or 'none', got {method!r}"
+            )
+        with torch.no_grad():
+            self.b_dec.copy_(centre.to(self.b_dec.dtype))
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """Rescale every decoder row ``W_dec[j]`` to unit norm (in place)."""
+        norms = self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        self.W_dec.div_(norms)
+
+    @torch.no_grad()
+    def remove_parallel_grads(self) -> None:
+        """Remove from ``W_dec.grad`` the component parallel to each (unit) decoder row."""
+        grad = self.W_dec.grad
+        if grad is None:
+            return
+        w = self.W_dec
+        norms_sq = w.pow(2).sum(dim=1, keepdim=True).clamp_min(1e-12)
+        parallel = (grad * w).sum(dim=1, keepdim=True) / norms_sq
+        grad.sub_(parallel * w)
+
+    @torch.no_grad()
+    def fold_activation_scale(self, scale: float) -> None:
+        """Fold an input scaling into the weights.
+
+        After training on ``scale * h``, make the model act on ``h`` directly. Valid for
+        positively homogeneous activations (TopK, ReLU, thresholds scaled with them): biases
+        and thresholds are divided by ``scale``; the unit-norm decoder rows are unchanged.
+        """
+        if not (scale > 0 and math.isfinite(scale)):
+            raise ValueError(f"scale must be a finite positive number, got {scale!r}")
+        self.b_enc.div_(scale)
+        self.b_dec.div_(scale)

@@ -1,0 +1,180 @@
+"""Group crosscoder (Gorton, arXiv:2410.24184): read the pose-0 activation, write every pose.
+
+The encoder is a TopK SAE encoder on ``h_0``; the decoder has one block per group element,
+``W_dec`` of shape ``(d_sae, |G| d_in)`` (block ``p`` = ``W_dec[:, p d : (p+1) d]``) and
+``b_dec`` of shape ``(|G| d_in,)``; the reconstruction of ``h_p`` is block ``p``. Each block row
+is kept at unit norm. Comparing a latent's blocks tells what kind of feature it is: equal
+blocks (cosine ~ 1 for every ``p``) mean a G-invariant feature, distinct blocks an equivariant
+one (its blocks are the feature's transforms). Applied to a single activation of unknown pose,
+the crosscoder treats it as the canonical pose 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from equisae.sae.base import LossOutput, SAEOutput, _check_positive_int, register_architecture
+from equisae.sae.topk import TopKSAE
+
+__all__ = ["GroupCrosscoder"]
+
+
+@register_architecture("group_crosscoder")
+class GroupCrosscoder(TopKSAE):
+    """TopK crosscoder from pose 0 to all ``group_order`` poses of an orbit."""
+
+    def __init__(self, d_in: int, d_sae: int, k: int, group_order: int = 4, **kwargs: Any) -> None:
+        super().__init__(d_in, d_sae, k, **kwargs)
+        self.group_order = _check_positive_int("group_order", group_order)
+        gen = torch.Generator().manual_seed(self.seed + 1)
+        dtype = self.W_dec.dtype
+        blocks = torch.randn(d_sae, group_order, d_in, generator=gen, dtype=torch.float64)
+        blocks[:, 0] = self.W_dec.detach().double()
+        blocks = blocks / blocks.norm(dim=-1, keepdim=True)
+        self.W_dec = nn.Parameter(blocks.reshape(d_sae, group_order * d_in).to(dtype))
+        self.b_dec = nn.Parameter(torch.zeros(group_order * d_in, dtype=dtype))
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "group_order": self.group_order}
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, group_order={self.group_order}"
+
+    # ------------------------------------------------------------------ blocks
+    @property
+    def decoder_blocks(self) -> Tensor:
+        """Decoder as (d_sae, group_order, d_in)."""
+        return self.W_dec.reshape(self.d_sae, self.group_order, self.d_in)
+
+    @property
+    def bias_blocks(self) -> Tensor:
+        """Decoder bias as (group_order, d_in)."""
+        return self.b_dec.reshape(self.group_order, self.d_in)
+
+    @torch.no_grad()
+    def block_cosines(self) -> Tensor:
+        """Cosine between each latent's block 0 and block ``p``: (d_sae, group_order)."""
+        blocks = nn.functional.normalize(self.decoder_blocks, dim=-1)
+        return (blocks * blocks[:, :1]).sum(-1)
+
+    @torch.no_grad()
+    def invariant_latents(self, threshold: float = 0.9) -> Tensor:
+        """Bool (d_sae,): latents whose blocks all have cosine > ``threshold`` with block 0."""
+        if not 0 < threshold < 1:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
+        return self.block_cosines().min(-1).values > threshold
+
+    def classify_latents(self, threshold: float = 0.9) -> list[str]:
+        """``"invariant"`` or ``"equivariant"`` per latent (see :meth:`invariant_latents`)."""
+        mask = self.invariant_latents(threshold)
+        return ["invariant" if bool(m) else "equivariant" for m in mask]
+
+    # ------------------------------------------------------------------ shapes
+    def check_orbits(self, batch: Tensor, name: str = "batch") -> Tensor:
+        """Validate an orbit batch ``(B, group_order, d_in)`` and return it."""
+        if not isinstance(batch, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(batch).__name__}")
+        if batch.ndim != 3 or batch.shape[1:] != (self.group_order, self.d_in):
+            raise ValueError(
+                f"{name} must be an orbit batch of shape (B, group_order={self.group_order}, "
+                f"d_in={self.d_in}), got {tuple(batch.shape)}"
+            )
+        return batch
+
+    # ------------------------------------------------------------------ the model
+    def pre_activations(self, h: Tensor) -> Tensor:
+        """``(h - b_dec[block 0]) W_enc + b_enc`` for (..., d_in) inputs taken as pose 0."""
+        flat, lead = self._flatten(h)
+        pre = torch.addmm(self.b_enc, flat - self.bias_blocks[0], self.W_enc)
+        return pre.reshape(*lead, self.d_sae)
+
+    def encode(self, h: Tensor) -> Tensor:
+        """Latents (..., d_sae) of activations (..., d_in), each taken as the canonical pose."""
+        return self.activation(self.pre_activations(h).reshape(-1, self.d_sae)).reshape(
+            *h.shape[:-1], self.d_sae
+        )
+
+    def decode(self, z: Tensor, pose: int | None = None) -> Tensor:
+        """All poses (..., group_order, d_in) of latents (..., d_sae), or one pose (..., d_in)."""
+        flat, lead = self._flatten_latents(z)
+        out = torch.addmm(self.b_dec, flat, self.W_dec).reshape(-1, self.group_order, self.d_in)
+        if pose is None:
+            return out.reshape(*lead, self.group_order, self.d_in)
+        if isinstance(pose, bool) or not isinstance(pose, int) or not 0 <= pose < self.group_order:
+            raise ValueError(f"pose must be an int in 0..{self.group_order - 1}, got {pose!r}")
+        return out[:, pose].reshape(*lead, self.d_in)
+
+    def forward(self, h: Tensor) -> SAEOutput:
+        """Encode (..., d_in) as pose 0; ``recon`` holds every pose: (..., group_order, d_in)."""
+        flat, lead = self._flatten(h)
+        pre = torch.addmm(self.b_enc, flat - self.bias_blocks[0], self.W_enc)
+        z = self.activation(pre)
+        recon = torch.addmm(self.b_dec, z, self.W_dec)
+        return SAEOutput(
+            latents=z.reshape(*lead, self.d_sae),
+            recon=recon.reshape(*lead, self.group_order, self.d_in),
+            pre_acts=pre.reshape(*lead, self.d_sae),
+        )
+
+    def loss(self, batch: Tensor, dead_mask: Tensor | None = None) -> LossOutput:
+        """Per-element MSE of the reconstruction of every pose from ``h_0``, plus AuxK."""
+        self.check_orbits(batch)
+        out = self.forward(batch[:, 0])
+        mse = (out.recon - batch).pow(2).mean()
+        terms: dict[str, Tensor] = {"mse": mse}
+        total = mse
+        residual = (batch - out.recon.detach()).reshape(batch.shape[0], -1)
+        decode_fn: Callable[[Tensor], Tensor] = lambda codes: codes @ self.W_dec  # noqa: E731
+        aux = self.auxk_loss(out.pre_acts, residual, dead_mask, decode_fn)
+        if aux is not None:
+            terms["auxk"] = aux
+            total = total + self.aux_coef * aux
+        return LossOutput(
+            total=total, terms=terms, latents=out.latents, recon=out.recon, target=batch
+        )
+
+    # ------------------------------------------------------------------ training hooks
+    def init_from_sample(self, sample: Tensor, method: str = "geometric_median") -> None:
+        """Set every bias block from a sample of orbits.
+
+        ``sample`` is ``(B, group_order, d_in)`` or the trainer's flattened ``(B group_order, d_in)``
+        (rows in orbit order); block ``p`` gets the median (or mean) of the pose-``p`` rows.
+        """
+        from equisae.sae.train import geometric_median
+
+        if method == "none":
+            return
+        if method not in ("geometric_median", "mean"):
+            raise ValueError(
+                f"b_dec init method must be 'geometric_median', 'mean' or 'none', got {method!r}"
+            )
+        if sample.ndim == 2 and sample.shape[0] % self.group_order == 0:
+            sample = sample.reshape(-1, self.group_order, sample.shape[-1])
+        self.check_orbits(sample, "sample")
+        centres = [
+            geometric_median(sample[:, p]) if method == "geometric_median" else sample[:, p].mean(0)
+            for p in range(self.group_order)
+        ]
+        with torch.no_grad():
+            self.b_dec.copy_(torch.cat(centres).to(self.b_dec.dtype))
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """Rescale every block row ``W_dec[j, block p]`` to unit norm."""
+        blocks = self.decoder_blocks
+        blocks.div_(blocks.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+
+    @torch.no_grad()
+    def remove_parallel_grads(self) -> None:
+        """Remove from each block row's gradient its component along that (unit) block row."""
+        grad = self.W_dec.grad
+        if grad is None:
+            return
+        g = grad.view(self.d_sae, self.group_order, self.d_in)
+        w = self.decoder_blocks
+        parallel = (g * w).sum(-1, keepdim=True) / w.pow(2).sum(-1, keepdim=True).clamp_min(1e-12)
+        g.sub_(parallel * w)

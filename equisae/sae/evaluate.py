@@ -1,0 +1,184 @@
+"""One evaluation for every SAE type on orbit activations ``(N, |G|, d)``.
+
+Pose conventions (every reconstruction number says which one it used):
+
+* regular SAEs (TopK, ReLU, wide, ...) need no pose: each activation is encoded and decoded;
+* equivariant SAEs (fixed or adaptive ``M``) infer the pose of each activation,
+  ``p_hat = argmin_p ||h - (M^p W_dec z + b_dec)||`` (``fvu_inferred_pose``, the headline
+  ``fvu``); with the true pose given they report ``fvu_oracle_pose`` as a labelled extra;
+* the group crosscoder treats each activation as the canonical pose 0 and reconstructs it with
+  block 0 (``fvu``); reconstructing every pose of an orbit from its true ``h_0`` is its
+  ``fvu_oracle_pose``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from equisae.sae.base import SparseAutoencoder
+from equisae.sae.crosscoder import GroupCrosscoder
+from equisae.sae.equivariant import EquivariantSAE
+
+__all__ = [
+    "POSE_MODES",
+    "decoder_atoms",
+    "evaluate_on_orbits",
+    "fvu",
+    "latent_equivariance_error",
+    "orbit_latents",
+    "orbit_reconstructions",
+]
+
+POSE_MODES = ("inferred", "oracle")
+
+
+def fvu(recon: Tensor, target: Tensor) -> float:
+    """Fraction of variance unexplained: ``sum ||h - h_hat||^2 / sum ||h - mean h||^2`` over
+    all rows of ``(..., d)`` (poses pooled)."""
+    if recon.shape != target.shape:
+        raise ValueError(f"recon {tuple(recon.shape)} and target {tuple(target.shape)} differ")
+    t = target.reshape(-1, target.shape[-1]).double()
+    err = (recon.reshape(t.shape).double() - t).pow(2).sum()
+    var = (t - t.mean(0)).pow(2).sum()
+    return float(err / var.clamp_min(1e-30))
+
+
+def latent_equivariance_error(latents: Tensor) -> float:
+    """Relative spread of latents across the poses of each orbit, ``(N, |G|, d_sae)`` ->
+    ``sum_n sum_p ||z_p - mean_q z_q||^2 / sum_n sum_p ||z_p||^2`` (0: invariant latents)."""
+    if latents.ndim != 3:
+        raise ValueError(f"latents must have shape (N, |G|, d_sae), got {tuple(latents.shape)}")
+    z = latents.double()
+    spread = (z - z.mean(1, keepdim=True)).pow(2).sum()
+    return float(spread / z.pow(2).sum().clamp_min(1e-30))
+
+
+def _check_acts(sae: SparseAutoencoder, acts: Tensor) -> None:
+    if not isinstance(sae, SparseAutoencoder):
+        raise ValueError(f"sae must be a SparseAutoencoder, got {type(sae).__name__}")
+    if not isinstance(acts, Tensor) or acts.ndim != 3 or acts.shape[-1] != sae.d_in:
+        shape = tuple(acts.shape) if isinstance(acts, Tensor) else type(acts).__name__
+        raise ValueError(f"acts must have shape (N, |G|, d_in={sae.d_in}), got {shape}")
+    order = getattr(sae, "group_order", None)
+    if isinstance(sae, (EquivariantSAE, GroupCrosscoder)) and acts.shape[1] != order:
+        raise ValueError(
+            f"acts has {acts.shape[1]} poses but {type(sae).__name__} has group_order={order}"
+        )
+
+
+def _check_pose(pose: str) -> None:
+    if pose not in POSE_MODES:
+        raise ValueError(f"pose must be one of {POSE_MODES}, got {pose!r}")
+
+
+@torch.no_grad()
+def _batch(sae: SparseAutoencoder, acts: Tensor, pose: str) -> tuple[Tensor, Tensor, Tensor]:
+    """Latents (B, G, d_sae), reconstructions (B, G, d) and inferred poses (B, G) of one batch."""
+    n, order, d = acts.shape
+    flat = acts.reshape(n * order, d)
+    true_pose = torch.arange(order).repeat(n)
+    poses = true_pose
+    if isinstance(sae, EquivariantSAE):
+        if pose == "inferred":
+            poses = sae.infer_pose(flat)
+        out = sae(flat, pose=poses)
+        z, recon = out.latents, out.recon
+    elif isinstance(sae, GroupCrosscoder):
+        z = sae.encode(flat)
+        if pose == "oracle":
+            recon = sae.decode(z.reshape(n, order, -1)[:, 0])  # (n, G, d) from h_0
+            return z.reshape(n, order, -1), recon, true_pose.reshape(n, order)
+        recon = sae.decode(z, pose=0)
+    else:
+        out = sae(flat)
+        z, recon = out.latents, out.recon
+    return z.reshape(n, order, -1), recon.reshape(n, order, d), poses.reshape(n, order)
+
+
+@torch.no_grad()
+def orbit_reconstructions(
+    sae: SparseAutoencoder,
+    acts: Tensor,
+    pose: str = "inferred",
+    batch_size: int = 1024,
+    progress: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Latents (N, G, d_sae), reconstructions (N, G, d) and poses used (N, G) for orbit
+    activations, under the pose convention of the module docstring."""
+    _check_acts(sae, acts)
+    _check_pose(pose)
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    was_training = sae.training
+    sae.eval()
+    parts = [
+        _batch(sae, acts[i : i + batch_size], pose)
+        for i in tqdm(range(0, acts.shape[0], batch_size), desc="evaluate", disable=not progress)
+    ]
+    sae.train(was_training)
+    return tuple(torch.cat(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]
+
+
+def orbit_latents(
+    sae: SparseAutoencoder, acts: Tensor, pose: str = "inferred", batch_size: int = 1024
+) -> Tensor:
+    """Per-activation latents (N, |G|, d_sae) of orbit activations (see module docstring)."""
+    return orbit_reconstructions(sae, acts, pose, batch_size)[0]
+
+
+def decoder_atoms(sae: SparseAutoencoder) -> Tensor:
+    """The decoder directions of any SAE as (n_atoms, d_in): rows of ``W_dec``, and for the
+    crosscoder every block of every latent (``d_sae * |G|`` atoms)."""
+    with torch.no_grad():
+        if isinstance(sae, GroupCrosscoder):
+            return sae.decoder_blocks.reshape(-1, sae.d_in).clone()
+        return sae.W_dec.detach().clone()
+
+
+@torch.no_grad()
+def evaluate_on_orbits(
+    sae: SparseAutoencoder,
+    acts: Tensor,
+    batch_size: int = 1024,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Reconstruction, sparsity and invariance metrics of ``sae`` on orbits ``(N, |G|, d)``.
+
+    Returns ``fvu`` and ``mse`` (headline, pose not given: see the module docstring for each
+    model's convention, named in ``pose``), ``l0`` (mean active latents per activation),
+    ``dead_fraction`` (latents that never fire here), ``n_params`` (trainable) and
+    ``n_fixed_params`` (a frozen ``M``), ``latent_equivariance_error`` (relative spread of the
+    latents over each orbit's poses); orbit SAEs add ``fvu_inferred_pose`` or ``fvu`` under
+    their convention and ``fvu_oracle_pose``; equivariant SAEs add ``pose_accuracy``.
+    """
+    z, recon, poses = orbit_reconstructions(sae, acts, "inferred", batch_size, progress)
+    fired = (z != 0).reshape(-1, z.shape[-1])
+    out: dict[str, Any] = {
+        "fvu": fvu(recon, acts),
+        "mse": float((recon.double() - acts.double()).pow(2).mean()),
+        "l0": float(fired.sum(-1).double().mean()),
+        "dead_fraction": float((~fired.any(0)).double().mean()),
+        "n_params": int(sae.n_params),
+        "n_fixed_params": int(getattr(sae, "n_fixed_params", 0)),
+        "latent_equivariance_error": latent_equivariance_error(z),
+        "architecture": sae.architecture,
+    }
+    if isinstance(sae, EquivariantSAE):
+        true_pose = torch.arange(acts.shape[1]).expand_as(poses)
+        _, recon_oracle, _ = orbit_reconstructions(sae, acts, "oracle", batch_size)
+        out.update(
+            pose="inferred",
+            fvu_inferred_pose=out["fvu"],
+            fvu_oracle_pose=fvu(recon_oracle, acts),
+            pose_accuracy=float((poses == true_pose).double().mean()),
+        )
+    elif isinstance(sae, GroupCrosscoder):
+        _, recon_oracle, _ = orbit_reconstructions(sae, acts, "oracle", batch_size)
+        out.update(pose="each activation as pose 0", fvu_oracle_pose=fvu(recon_oracle, acts))
+    else:
+        out["pose"] = "not needed"
+    return out

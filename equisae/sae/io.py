@@ -1,0 +1,109 @@
+"""Save and load SAEs as a folder with ``cfg.json`` and ``sae_weights.safetensors``.
+
+The layout and names follow SAELens: tensors ``W_enc`` (d_in, d_sae), ``b_enc``, ``W_dec``
+(d_sae, d_in), ``b_dec``; cfg fields ``architecture``, ``d_in``, ``d_sae``, ``dtype``,
+``device``, ``apply_b_dec_to_input``, ``normalize_activations`` (and ``k`` for TopK), so a
+TopK SAE saved here can be read by SAELens' ``SAE.load_from_disk``. Our own fields (seed,
+aux settings, ``equisae_architecture`` for architectures whose SAELens name differs) ride
+along; any extra tensors in ``state_dict()`` (e.g. an equivariant SAE's ``M``) are saved too.
+The folder is written to a temporary sibling and renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+import equisae
+from equisae.io import read_json, write_json_atomic
+from equisae.sae.base import SparseAutoencoder, get_architecture
+
+__all__ = ["CFG_FILENAME", "WEIGHTS_FILENAME", "load_sae", "save_sae"]
+
+CFG_FILENAME = "cfg.json"
+WEIGHTS_FILENAME = "sae_weights.safetensors"
+#: our architecture name -> the SAELens name of the same inference architecture
+SAELENS_ARCHITECTURE = {"relu": "standard", "topk": "topk"}
+
+
+def _saelens_config(sae: SparseAutoencoder) -> dict[str, Any]:
+    cfg = dict(sae.config())
+    ours = cfg["architecture"]
+    cfg["equisae_architecture"] = ours
+    cfg["architecture"] = SAELENS_ARCHITECTURE.get(ours, ours)
+    cfg["device"] = "cpu"
+    cfg.setdefault("apply_b_dec_to_input", True)
+    cfg.setdefault("normalize_activations", "none")
+    cfg.setdefault("reshape_activations", "none")
+    if ours == "topk":
+        cfg.setdefault("rescale_acts_by_decoder_norm", False)
+    cfg.setdefault("metadata", {})
+    cfg["equisae_version"] = equisae.__version__
+    return cfg
+
+
+def save_sae(sae: SparseAutoencoder, folder: str | os.PathLike) -> Path:
+    """Write ``sae`` to ``folder`` (replaced atomically if it exists); returns the folder."""
+    if not isinstance(sae, SparseAutoencoder):
+        raise ValueError(f"sae must be a SparseAutoencoder, got {type(sae).__name__}")
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        name: t.detach().to("cpu").contiguous().clone() for name, t in sae.state_dict().items()
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        os.chmod(tmp, 0o755)
+        save_file(tensors, str(tmp / WEIGHTS_FILENAME), metadata={"format": "pt"})
+        write_json_atomic(tmp / CFG_FILENAME, _saelens_config(sae))
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old.{os.getpid()}")
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def load_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """The ``cfg.json`` of a saved SAE, with ``architecture`` set to our registry name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"SAE folder not found: {folder}")
+    cfg = read_json(folder / CFG_FILENAME)
+    if not isinstance(cfg, dict) or "architecture" not in cfg:
+        raise ValueError(f"{folder / CFG_FILENAME} has no 'architecture' field")
+    cfg = dict(cfg)
+    cfg["architecture"] = cfg.pop("equisae_architecture", cfg["architecture"])
+    return cfg
+
+
+def load_sae(folder: str | os.PathLike, device: str | torch.device = "cpu") -> SparseAutoencoder:
+    """Rebuild a saved SAE of any registered architecture, in eval mode."""
+    folder = Path(folder)
+    cfg = load_config(folder)
+    weights = folder / WEIGHTS_FILENAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"SAE weights not found: {weights}")
+    cls = get_architecture(cfg["architecture"])
+    sae = cls.from_config(cfg)
+    state = load_file(str(weights))
+    missing = sorted(set(sae.state_dict()) - set(state))
+    unexpected = sorted(set(state) - set(sae.state_dict()))
+    if missing or unexpected:
+        raise ValueError(
+            f"{weights} does not match architecture {cfg['architecture']!r}: "
+            f"missing {missing}, unexpected {unexpected}"
+        )
+    sae.load_state_dict(state)
+    return sae.to(device).eval()

@@ -1,0 +1,36 @@
+"""ReLU sparse autoencoder with an L1 penalty (the SAELens "standard" architecture)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch import Tensor
+
+from equisae.sae.base import SparseAutoencoder, register_architecture
+
+__all__ = ["ReLUSAE"]
+
+
+@register_architecture("relu")
+class ReLUSAE(SparseAutoencoder):
+    """``z = ReLU(pre)``; the loss adds ``l1_coeff * sum_j |z_j| ||W_dec[j]||`` per example."""
+
+    def __init__(self, d_in: int, d_sae: int, l1_coeff: float = 1e-3, **kwargs: Any) -> None:
+        super().__init__(d_in, d_sae, **kwargs)
+        if not (isinstance(l1_coeff, (int, float)) and l1_coeff >= 0 and math.isfinite(l1_coeff)):
+            raise ValueError(f"l1_coeff must be a finite number >= 0, got {l1_coeff!r}")
+        self.l1_coeff = float(l1_coeff)
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "l1_coeff": self.l1_coeff}
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, l1_coeff={self.l1_coeff:g}"
+
+    def activation(self, pre_acts: Tensor) -> Tensor:
+        return pre_acts.relu()
+
+    def sparsity_loss(self, latents: Tensor) -> dict[str, Tensor]:
+        weighted = latents.abs() * self.W_dec.norm(dim=1)
+        return {"l1": self.l1_coeff * weighted.sum(-1).mean()}

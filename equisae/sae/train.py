@@ -1,0 +1,300 @@
+"""A generic SAE trainer: Adam with warm-up and decay, unit-norm decoder, AuxK for dead latents.
+
+``train_sae`` works with any :class:`~equisae.sae.base.SparseAutoencoder` (orbit SAEs included,
+since the loss is the model's own ``loss`` method) and any iterable of activation batches.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from equisae.sae.base import LossOutput, SparseAutoencoder
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "activation_scale",
+    "geometric_median",
+    "iterate_minibatches",
+    "train_sae",
+]
+
+B_DEC_INITS = ("geometric_median", "mean", "none")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Trainer settings.
+
+    ``n_steps`` None means "as many steps as the iterable has" (it must then have a length).
+    The learning rate rises linearly over ``warmup_steps``, stays at ``lr``, and decays
+    linearly to zero over the last ``decay_fraction`` of the steps. A latent is dead when it
+    has not fired on the last ``dead_after`` examples (rows of the flattened latents).
+    ``normalize_activations`` scales inputs to mean norm sqrt(d_in) during training and folds
+    the scale back into the weights at the end.
+    """
+
+    n_steps: int | None = None
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 50
+    decay_fraction: float = 0.2
+    grad_clip: float | None = 1.0
+    b_dec_init: str = "geometric_median"
+    init_batches: int = 4
+    geometric_median_iters: int = 20
+    normalize_activations: bool = True
+    dead_after: int = 20_000
+    use_auxk: bool = True
+    log_every: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_steps is not None and (not isinstance(self.n_steps, int) or self.n_steps <= 0):
+            raise ValueError(f"n_steps must be a positive integer or None, got {self.n_steps!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a finite positive number, got {self.lr!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps!r}")
+        if not 0 <= self.decay_fraction <= 1:
+            raise ValueError(f"decay_fraction must be in [0, 1], got {self.decay_fraction!r}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
+        if self.b_dec_init not in B_DEC_INITS:
+            raise ValueError(f"b_dec_init must be one of {B_DEC_INITS}, got {self.b_dec_init!r}")
+        if self.init_batches <= 0:
+            raise ValueError(f"init_batches must be positive, got {self.init_batches!r}")
+        if self.dead_after <= 0:
+            raise ValueError(f"dead_after must be positive, got {self.dead_after!r}")
+        if self.log_every <= 0:
+            raise ValueError(f"log_every must be positive, got {self.log_every!r}")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_sae` returns.
+
+    ``history``: one dict per logged step (step, lr, loss, the loss terms as ``loss_<name>``,
+    mse in input units, fvu, l0, dead_fraction). ``final``: the same metrics averaged over the last logging window.
+    ``dead_mask``: latents dead at the end. ``activation_scale``: the input scale used in
+    training (already folded into the weights; 1.0 without normalisation).
+    """
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    final: dict[str, float] = field(default_factory=dict)
+    dead_mask: Tensor | None = None
+    activation_scale: float = 1.0
+    n_steps: int = 0
+    seconds: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def geometric_median(points: Tensor, n_iter: int = 20, eps: float = 1e-8) -> Tensor:
+    """Geometric median of (N, d) points by Weiszfeld iterations, started at the mean (float64)."""
+    if points.ndim != 2 or points.shape[0] == 0:
+        raise ValueError(f"points must have shape (N>0, d), got {tuple(points.shape)}")
+    x = points.detach().double()
+    median = x.mean(0)
+    for _ in range(n_iter):
+        weights = 1.0 / (x - median).norm(dim=1).clamp_min(eps)
+        new = (weights[:, None] * x).sum(0) / weights.sum()
+        if (new - median).norm() <= eps * (1 + median.norm()):
+            median = new
+            break
+        median = new
+    return median
+
+
+def activation_scale(sample: Tensor) -> float:
+    """The factor that gives the (N, d) rows of ``sample`` mean norm sqrt(d)."""
+    mean_norm = float(sample.detach().double().norm(dim=-1).mean())
+    if not (mean_norm > 0 and math.isfinite(mean_norm)):
+        raise ValueError(f"cannot normalise activations with mean norm {mean_norm!r}")
+    return math.sqrt(sample.shape[-1]) / mean_norm
+
+
+def iterate_minibatches(
+    tensor: Tensor, batch_size: int, n_steps: int, seed: int = 0
+) -> Iterator[Tensor]:
+    """Yield ``n_steps`` random minibatches of ``tensor`` (N, ...) along dim 0, epoch by epoch.
+
+    Each epoch is a fresh permutation from a generator seeded with ``seed``; the last partial
+    batch of an epoch is dropped unless the whole tensor is smaller than one batch.
+    """
+    if not isinstance(tensor, Tensor) or tensor.ndim == 0 or tensor.shape[0] == 0:
+        raise ValueError("tensor must be a torch.Tensor with at least one row")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps <= 0:
+        raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+    n = tensor.shape[0]
+    size = min(batch_size, n)
+    gen = torch.Generator().manual_seed(seed)
+    step = 0
+    while True:
+        perm = torch.randperm(n, generator=gen)
+        for start in range(0, n - size + 1, size):
+            yield tensor[perm[start : start + size]]
+            step += 1
+            if step >= n_steps:
+                return
+
+
+class _Minibatches:
+    """An iterable with a length, so train_sae can size its schedule from it."""
+
+    def __init__(self, tensor: Tensor, batch_size: int, n_steps: int, seed: int) -> None:
+        self.args = (tensor, batch_size, n_steps, seed)
+        next(iterate_minibatches(*self.args))  # validate eagerly
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return iterate_minibatches(*self.args)
+
+    def __len__(self) -> int:
+        return self.args[2]
+
+
+def minibatches(tensor: Tensor, batch_size: int, n_steps: int, seed: int = 0) -> _Minibatches:
+    """Like :func:`iterate_minibatches` but re-iterable and with ``len()``."""
+    return _Minibatches(tensor, batch_size, n_steps, seed)
+
+
+def _lr_factor(step: int, n_steps: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, constant, then linear decay to zero over the last decay_fraction."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+    decay_steps = int(round(cfg.decay_fraction * n_steps))
+    if decay_steps > 0 and step >= n_steps - decay_steps:
+        return warm * max(0.0, (n_steps - step) / (decay_steps + 1))
+    return warm
+
+
+def _batch_metrics(out: LossOutput, d_sae: int, scale: float = 1.0) -> dict[str, float]:
+    """MSE (in input units: divided by ``scale**2``), FVU and L0 of one batch."""
+    metrics: dict[str, float] = {}
+    if out.recon is not None and out.target is not None:
+        target = out.target.detach()
+        err = (out.recon.detach() - target).pow(2)
+        d = target.shape[-1]
+        flat = target.reshape(-1, d)
+        var = (flat - flat.mean(0)).pow(2).sum()
+        metrics["mse"] = float(err.mean()) / scale**2
+        metrics["fvu"] = float(err.sum() / var.clamp_min(1e-12))
+    if out.latents is not None:
+        z = out.latents.detach().reshape(-1, d_sae)
+        metrics["l0"] = float((z != 0).sum(-1).double().mean())
+    return metrics
+
+
+def train_sae(
+    sae: SparseAutoencoder,
+    batches: Iterable[Tensor],
+    cfg: TrainConfig | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``sae`` in place on ``batches`` (each (..., d_in), or whatever ``sae.loss`` takes).
+
+    Steps: b_dec from the geometric median (or mean) of the first ``init_batches`` batches;
+    optional normalisation of activations to mean norm sqrt(d_in); Adam with warm-up and
+    linear decay; per step the gradient parallel to each decoder row is removed, gradients
+    are clipped and decoder rows are renormalised; AuxK on latents dead for ``dead_after``
+    examples. Deterministic under ``cfg.seed`` on CPU.
+    """
+    cfg = cfg or TrainConfig()
+    if not isinstance(sae, SparseAutoencoder):
+        raise ValueError(f"sae must be a SparseAutoencoder, got {type(sae).__name__}")
+    n_steps = cfg.n_steps
+    if n_steps is None:
+        try:
+            n_steps = len(batches)  # type: ignore[arg-type]
+        except TypeError:
+            raise ValueError(
+                "cfg.n_steps is None and batches has no len(): give n_steps explicitly"
+            ) from None
+        if n_steps <= 0:
+            raise ValueError("batches is empty")
+    torch.manual_seed(cfg.seed)
+    iterator = iter(batches)
+    head = list(itertools.islice(iterator, cfg.init_batches))
+    if not head:
+        raise ValueError("batches is empty")
+    for i, b in enumerate(head):
+        if not isinstance(b, Tensor):
+            raise ValueError(f"batch {i} must be a torch.Tensor, got {type(b).__name__}")
+    sample = torch.cat([b.reshape(-1, b.shape[-1]) for b in head])
+    if sample.shape[-1] != sae.d_in:
+        raise ValueError(
+            f"batches must have last dimension d_in={sae.d_in}, got {sample.shape[-1]}"
+        )
+    scale = activation_scale(sample) if cfg.normalize_activations else 1.0
+    sae.train()
+    sae.init_from_sample(sample * scale, cfg.b_dec_init)
+    sae.normalize_decoder()
+
+    optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _lr_factor(step, n_steps, cfg)
+    )
+    since_fired = torch.zeros(sae.d_sae, dtype=torch.long)
+    history: list[dict[str, float]] = []
+    window: list[dict[str, float]] = []
+    start = time.perf_counter()
+    stream = itertools.chain(head, iterator)
+    bar = tqdm(total=n_steps, desc=f"train {sae.architecture}", disable=not progress)
+    step = 0
+    for step, batch in enumerate(itertools.islice(stream, n_steps)):
+        if scale != 1.0:
+            batch = batch * scale
+        dead = since_fired >= cfg.dead_after
+        out = sae.loss(batch, dead_mask=dead if cfg.use_auxk and bool(dead.any()) else None)
+        optimizer.zero_grad(set_to_none=True)
+        out.total.backward()
+        sae.remove_parallel_grads()
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        sae.normalize_decoder()
+
+        if out.latents is not None:
+            z = out.latents.detach().reshape(-1, sae.d_sae)
+            fired = (z != 0).any(0)
+            since_fired += z.shape[0]
+            since_fired[fired] = 0
+        row = {"loss": float(out.total.detach())}
+        row.update({f"loss_{name}": float(v.detach()) for name, v in out.terms.items()})
+        row.update(_batch_metrics(out, sae.d_sae, scale))
+        row["dead_fraction"] = float((since_fired >= cfg.dead_after).double().mean())
+        window.append(row)
+        if (step + 1) % cfg.log_every == 0 or step + 1 == n_steps:
+            mean_row = {k: sum(r.get(k, 0.0) for r in window) / len(window) for k in window[-1]}
+            mean_row["dead_fraction"] = row["dead_fraction"]
+            history.append({"step": step + 1, "lr": optimizer.param_groups[0]["lr"], **mean_row})
+            bar.set_postfix(
+                {k: f"{mean_row[k]:.3g}" for k in ("loss", "fvu", "l0") if k in mean_row}
+            )
+            window = []
+        bar.update(1)
+    bar.close()
+    steps_done = step + 1
+    if scale != 1.0:
+        sae.fold_activation_scale(scale)
+    sae.eval()
+    final = dict(history[-1]) if history else {}
+    return TrainResult(
+        history=history,
+        final=final,
+        dead_mask=since_fired >= cfg.dead_after,
+        activation_scale=scale,
+        n_steps=steps_done,
+        seconds=time.perf_counter() - start,
+        config=asdict(cfg),
+    )

@@ -1,0 +1,186 @@
+"""Activation extraction with forward hooks and the OrbitActivations store."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from equisae.activations import (
+    OrbitActivations,
+    extract_activations,
+    extract_many,
+    get_module,
+    list_layers,
+    orbit_activations,
+)
+
+
+class TupleOut(nn.Module):
+    """Returns (tensor, extra) like an attention block."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x * 2, x.sum()
+
+
+class CountingDecoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return x
+
+
+class Rot90:
+    """A minimal stand-in for a C4 group acting on images."""
+
+    name = "C4"
+    order = 4
+
+    def act_images(self, x: torch.Tensor, a: int) -> torch.Tensor:
+        return torch.rot90(x, a, dims=(-2, -1))
+
+
+def small_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(2 * 6 * 6, 5),
+        TupleOut(),
+    )
+
+
+def test_list_layers_and_unknown_name() -> None:
+    model = small_model()
+    assert list_layers(model) == ["0", "1", "2", "3", "4"]
+    with pytest.raises(KeyError, match="Did you mean"):
+        get_module(model, "33")
+    with pytest.raises(KeyError, match="Available layers"):
+        extract_activations(model, torch.zeros(2, 1, 6, 6), "encoder")
+
+
+def test_extract_matches_manual_forward_and_is_batch_invariant() -> None:
+    model = small_model()
+    x = torch.randn(7, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    conv = extract_activations(model, x, "1", batch_size=3, progress=False)
+    assert conv.shape == (7, 2 * 6 * 6) and conv.dtype == torch.float32
+    expected = torch.relu(model[0](x)).reshape(7, -1)
+    torch.testing.assert_close(conv, expected.detach())
+    whole = extract_activations(model, x, "1", batch_size=100, progress=False)
+    torch.testing.assert_close(conv, whole, rtol=0, atol=1e-6)
+    assert not conv.requires_grad
+
+
+def test_tuple_output_takes_first_tensor() -> None:
+    model = small_model()
+    x = torch.randn(4, 1, 6, 6)
+    out = extract_activations(model, x, "4", progress=False)
+    expected = 2 * model[3](model[2](torch.relu(model[0](x))))
+    torch.testing.assert_close(out, expected.detach())
+
+
+def test_eval_mode_used_and_training_mode_restored() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.9))
+    model.train()
+    x = torch.randn(16, 4)
+    a = extract_activations(model, x, "1", progress=False)
+    b = extract_activations(model, x, "1", progress=False)
+    torch.testing.assert_close(a, b)  # dropout off: deterministic
+    torch.testing.assert_close(a, model[0](x).detach())
+    assert model.training
+
+
+def test_forward_stops_after_last_requested_layer() -> None:
+    decoder = CountingDecoder()
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), decoder)
+    acts = extract_many(model, torch.randn(10, 3), ["0", "1"], batch_size=4, progress=False)
+    assert set(acts) == {"0", "1"} and acts["1"].shape == (10, 3)
+    assert decoder.calls == 0
+    extract_activations(model, torch.randn(10, 3), "2", batch_size=4, progress=False)
+    assert decoder.calls == 3
+
+
+def test_bad_input_raises() -> None:
+    model = small_model()
+    with pytest.raises(ValueError, match="images"):
+        extract_activations(model, torch.zeros(5), "1")
+    with pytest.raises(ValueError, match="batch_size"):
+        extract_activations(model, torch.zeros(2, 1, 6, 6), "1", batch_size=0)
+
+
+def test_orbit_activations_from_canonical_and_orbit_images_agree() -> None:
+    model = small_model()
+    gen = torch.Generator().manual_seed(2)
+    images = torch.randn(5, 1, 6, 6, generator=gen)
+    group = Rot90()
+    orbit_images = torch.stack([group.act_images(images, p) for p in range(4)], dim=1)
+    shape = torch.arange(5)
+    orbit_ds = SimpleNamespace(
+        images=orbit_images, factors={"shape": shape.reshape(-1, 1).expand(5, 4)}
+    )
+    acts = orbit_activations(model, orbit_ds, group, ["1", "3"], model_name="toy", progress=False)
+    assert acts["3"].acts.shape == (5, 4, 5) and acts["1"].acts.shape == (5, 4, 72)
+    for p in range(4):
+        direct = extract_activations(model, group.act_images(images, p), "3", progress=False)
+        torch.testing.assert_close(acts["3"].acts[:, p], direct)
+    single = orbit_activations(model, orbit_ds, group, "3", progress=False)
+    assert isinstance(single, OrbitActivations) and single.layer == "3"
+    assert torch.equal(single.poses[2], torch.arange(4))
+    flat, poses, factors = single.flat()
+    assert flat.shape == (20, 5) and torch.equal(poses[:4], torch.arange(4))
+    assert torch.equal(factors["shape"][:4], torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="poses"):
+        orbit_activations(model, SimpleNamespace(images=orbit_images[:, :3], factors={}), group, "3")
+
+
+def test_orbit_activations_of_equivariant_layer_are_rotations() -> None:
+    """A pointwise (1x1) conv commutes with rot90: pose p is the rotated pose-0 feature map."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU())
+    images = torch.randn(3, 1, 4, 4)
+    group = Rot90()
+    orbit_images = torch.stack([group.act_images(images, p) for p in range(4)], dim=1)
+    ds = SimpleNamespace(images=orbit_images, factors={})
+    acts = orbit_activations(model, ds, group, "1", progress=False).acts
+    base = acts[:, 0].reshape(3, 2, 4, 4)
+    for p in range(4):
+        expected = torch.rot90(base, p, dims=(-2, -1)).reshape(3, -1)
+        torch.testing.assert_close(acts[:, p], expected)
+
+
+def test_save_load_roundtrip_and_overwrite(tmp_path) -> None:
+    gen = torch.Generator().manual_seed(4)
+    store = OrbitActivations(
+        acts=torch.randn(6, 4, 3, generator=gen),
+        factors={"quadrant": torch.randint(0, 4, (6, 4), generator=gen)},
+        group_name="C4",
+        layer="bottleneck",
+        model_name="gcnn",
+        metadata={"mode": "quick", "seed": 0},
+    )
+    folder = store.save(tmp_path / "acts")
+    back = OrbitActivations.load(folder)
+    assert torch.equal(back.acts, store.acts)
+    assert torch.equal(back.factors["quadrant"], store.factors["quadrant"])
+    assert (back.group_name, back.layer, back.model_name) == ("C4", "bottleneck", "gcnn")
+    assert back.metadata == {"mode": "quick", "seed": 0}
+    store.acts = store.acts + 1
+    store.save(folder)
+    assert torch.equal(OrbitActivations.load(folder).acts, store.acts)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["acts"]  # no temporary leftovers
+
+
+def test_store_rejects_bad_shapes_and_missing_folder(tmp_path) -> None:
+    with pytest.raises(ValueError, match="acts must have shape"):
+        OrbitActivations(torch.zeros(4, 3), {}, "C4", "x", "m")
+    with pytest.raises(ValueError, match="factor 'shape'"):
+        OrbitActivations(torch.zeros(4, 4, 2), {"shape": torch.zeros(4)}, "C4", "x", "m")
+    with pytest.raises(FileNotFoundError, match="no saved orbit activations"):
+        OrbitActivations.load(tmp_path / "missing")

@@ -1,0 +1,206 @@
+"""Tests of equisae.check on small synthetic results trees."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from equisae import check
+from equisae.io import write_json_atomic
+
+
+def _write(folder: Path, stem: str, tree: dict) -> None:
+    write_json_atomic(folder / f"{stem}.json", tree)
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> tuple[Path, Path]:
+    ref, run = tmp_path / "reference", tmp_path / "run"
+    ref.mkdir()
+    run.mkdir()
+    return ref, run
+
+
+REFERENCE = {
+    "r2": {"cnn_canonical": [0.99, 0.98, 0.97], "cnn_augmented": [0.90, 0.85, 0.80]},
+    "frontier": {"fvu": [0.5, 0.3, 0.2], "l0": [8.0, 16.0, 32.0]},
+    "probing": {"f1_invariant": {"mean": 0.80, "std": 0.02, "n_seeds": 3}},
+    "planted": {"recovery": {"per_seed": [0.90, 0.92, 0.94]}},
+    "n_train": 2000,
+    "seconds": 12.5,
+    "model": "cnn",
+}
+
+
+def test_identical_trees_reproduce(dirs: tuple[Path, Path]) -> None:
+    ref, run = dirs
+    _write(ref, "03_linrep", REFERENCE)
+    _write(run, "03_linrep", REFERENCE)
+    report = check.compare_results(ref, run)
+    assert report.ok
+    assert not report.failures and not report.notes
+    # every numeric leaf except the timing is compared (3+3+3+3+2 ... counted explicitly)
+    paths = {leaf.path for leaf in report.leaves}
+    assert "03_linrep/r2/cnn_canonical/2" in paths
+    assert "03_linrep/frontier/l0/1" in paths
+    assert "03_linrep/n_train" in paths
+    assert not any("seconds" in p for p in paths)
+    figures = report.figures()
+    assert set(figures) == {
+        "03_linrep/r2",
+        "03_linrep/frontier",
+        "03_linrep/probing",
+        "03_linrep/planted",
+        "03_linrep/n_train",
+    }
+    assert all(s.reproduced for s in figures.values())
+
+
+def test_relative_tolerance_and_floor(dirs: tuple[Path, Path]) -> None:
+    ref, run = dirs
+    _write(ref, "05_frontier", {"frontier": {"fvu": [0.5, 0.001]}, "other": 100.0})
+    # FVU: 10 % relative with a 0.01 floor; default: 10 % relative.
+    _write(run, "05_frontier", {"frontier": {"fvu": [0.54, 0.009]}, "other": 109.0})
+    assert check.compare_results(ref, run).ok
+    _write(run, "05_frontier", {"frontier": {"fvu": [0.56, 0.001]}, "other": 109.0})
+    report = check.compare_results(ref, run)
+    assert not report.ok
+    assert [leaf.path for leaf in report.failed_leaves] == ["05_frontier/frontier/fvu/0"]
+    assert not report.figures()["05_frontier/frontier"].reproduced
+    assert report.figures()["05_frontier/other"].reproduced
+    _write(run, "05_frontier", {"frontier": {"fvu": [0.5, 0.001]}, "other": 111.0})
+    assert not check.compare_results(ref, run).ok
+
+
+def test_seed_spread_tolerance(dirs: tuple[Path, Path]) -> None:
+    ref, run = dirs
+    tree = {"probing": {"f1": {"mean": 0.80, "std": 0.02}}}
+    _write(ref, "06_probing", tree)
+    # 3 x spread = 0.06 > the F1 floor of 0.03: a 0.05 shift passes, 0.07 does not.
+    _write(run, "06_probing", {"probing": {"f1": {"mean": 0.85, "std": 0.02}}})
+    assert check.compare_results(ref, run).ok
+    _write(run, "06_probing", {"probing": {"f1": {"mean": 0.87, "std": 0.02}}})
+    assert not check.compare_results(ref, run).ok
+    # with no spread the floor applies: 0.02 passes, 0.04 does not
+    _write(ref, "06_probing", {"probing": {"f1": {"mean": 0.80, "std": 0.0}}})
+    _write(run, "06_probing", {"probing": {"f1": {"mean": 0.82, "std": 0.0}}})
+    assert check.compare_results(ref, run).ok
+    _write(run, "06_probing", {"probing": {"f1": {"mean": 0.84, "std": 0.0}}})
+    assert not check.compare_results(ref, run).ok
+
+
+def test_per_seed_lists_compare_means(dirs: tuple[Path, Path]) -> None:
+    ref, run = dirs
+    _write(ref, "04_planted", {"recovery": {"per_seed": [0.80, 0.90, 1.00]}})
+    # spread = pstdev = 0.0816, tolerance 0.245: means 0.9 vs 1.1 pass although seeds differ
+    _write(run, "04_planted", {"recovery": {"per_seed": [1.05, 1.10, 1.15]}})
+    report = check.compare_results(ref, run)
+    assert report.ok
+    (leaf,) = report.leaves
+    assert leaf.path == "04_planted/recovery/per_seed/mean"
+    assert leaf.tolerance == pytest.approx(3 * 0.0816497, rel=1e-4)
+    _write(run, "04_planted", {"recovery": {"per_seed": [1.40, 1.40, 1.40]}})
+    assert not check.compare_results(ref, run).ok
+
+
+def test_counts_are_exact_and_bools_match(dirs: tuple[Path, Path]) -> None:
+    ref, run = dirs
+    _write(ref, "01_data", {"sizes": {"n_train": 2000}, "flags": {"exact": True}})
+    _write(run, "01_data", {"sizes": {"n_train": 2001}, "flags": {"exact": True}})
+    assert not check.compare_results(ref, run).ok
+    _write(run, "01_data", {"sizes": {"n_train": 2000}, "flags": {"exact": False}})
+    assert not check.compare_results(ref, run).ok
+    _write(run, "01_data", {"sizes": {"n_train": 2000}, "flags": {"exact": True}})
+    assert check.compare_results(ref, run).ok
+
+
+def test_missing_files_and_keys_fail_extras_are_notes(dirs: tuple[Path, Path]) -> None:
+    ref, run = dirs
+    _write(ref, "02_base", {"mse": {"cnn": 0.1, "mlp": 0.2}})
+    _write(ref, "03_linrep", {"r2": 1.0})
+    _write(run, "02_base", {"mse": {"cnn": 0.1, "vit": 0.3}, "new_figure": 1.0})
+    _write(run, "99_extra", {"x": 1.0})
+    report = check.compare_results(ref, run)
+    assert not report.ok
+    assert any("missing key 02_base/mse/mlp" in f for f in report.failures)
+    assert any(f.startswith("03_linrep: results file missing") for f in report.failures)
+    assert any("extra key 02_base/mse/vit" in n for n in report.notes)
+    assert any("02_base/new_figure: extra figure" in n for n in report.notes)
+    assert any("99_extra: extra results file" in n for n in report.notes)
+    figures = report.figures()
+    assert not figures["02_base/mse"].reproduced
+    assert not figures["03_linrep"].reproduced
+
+
+def test_shape_and_type_mismatches_fail(dirs: tuple[Path, Path]) -> None:
+    ref, run = dirs
+    _write(ref, "05", {"curve": [1.0, 2.0], "nested": {"a": 1.0}, "value": 1.0})
+    _write(run, "05", {"curve": [1.0, 2.0, 3.0], "nested": [1.0], "value": None})
+    report = check.compare_results(ref, run)
+    assert not report.ok
+    assert any("05/curve has 3 entries, the reference 2" in f for f in report.failures)
+    assert any("05/nested is a mapping in the reference only" in f for f in report.failures)
+    assert [leaf.path for leaf in report.failed_leaves] == ["05/value"]
+
+
+def test_string_changes_are_notes(dirs: tuple[Path, Path]) -> None:
+    ref, run = dirs
+    _write(ref, "02", {"meta": {"torch": "2.13.0", "mse": 0.1}})
+    _write(run, "02", {"meta": {"torch": "2.14.0", "mse": 0.1}})
+    report = check.compare_results(ref, run)
+    assert report.ok
+    assert any("changed from '2.13.0' to '2.14.0'" in n for n in report.notes)
+
+
+def test_missing_reference_folder_raises(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="reference folder not found"):
+        check.compare_results(tmp_path / "nope", tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no reference results"):
+        check.compare_results(tmp_path / "empty", tmp_path)
+
+
+def test_rules_cover_documented_patterns() -> None:
+    assert check.rule_for("03/r2/cnn/1").description.startswith("R^2")
+    assert check.rule_for("06/probing/f1_macro").description.startswith("F1")
+    assert check.rule_for("05/frontier/fvu/0").rel == pytest.approx(0.10)
+    assert check.rule_for("02/train_seconds").skip
+    assert check.rule_for("02/wall_time/3").skip
+    assert check.rule_for("01_data/render_images_per_second").skip
+    assert check.rule_for("02/timings/cnn_canonical").skip
+    assert not check.rule_for("02/optimiser/lr").skip
+    assert check.rule_for("01/sizes/n_train").abs == 0.0
+    assert check.rule_for("04/something_else") is check.DEFAULT_RULE
+
+
+def test_publish_and_main_check(tmp_path: Path) -> None:
+    results = tmp_path / "results" / "quick"
+    _write(results, "03_linrep", {"r2": [1.0, 0.99]})
+    out = io.StringIO()
+    assert check.main_check("quick", root=tmp_path, stream=out) == 2
+    assert "reference folder not found" in out.getvalue()
+    target = check.publish_reference("quick", root=tmp_path)
+    assert target == tmp_path / "reference" / "quick"
+    assert json.loads((target / "03_linrep.json").read_text()) == {"r2": [1.0, 0.99]}
+    out = io.StringIO()
+    assert check.main_check("quick", root=tmp_path, stream=out) == 0
+    assert "1/1 figures reproduced" in out.getvalue()
+    _write(results, "03_linrep", {"r2": [1.0, 0.90]})
+    out = io.StringIO()
+    assert check.main_check("quick", root=tmp_path, stream=out) == 1
+    assert "NOT reproduced" in out.getvalue()
+    assert "03_linrep/r2/1" in out.getvalue()
+    # publishing again replaces the reference, leaving no staging folders behind
+    check.publish_reference("quick", root=tmp_path)
+    assert check.main_check("quick", root=tmp_path, stream=io.StringIO()) == 0
+    assert sorted(p.name for p in (tmp_path / "reference").iterdir()) == ["quick"]
+
+
+def test_bad_mode_and_nothing_to_publish(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="mode"):
+        check.reference_dir("medium", tmp_path)
+    with pytest.raises(FileNotFoundError, match="no results"):
+        check.publish_reference("quick", root=tmp_path)

@@ -1,0 +1,206 @@
+"""The linear-representation fit: planted representations are recovered, exact equivariance
+gives R^2 = 1, and bad input is refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from equisae.activations import OrbitActivations, orbit_activations
+from equisae.linrep import (
+    analyse_linear_representation,
+    fit_linear_representation,
+    group_error,
+    irrep_matrix,
+    irrep_multiplicities,
+    irrep_names,
+    orthogonality_error,
+    r2_score,
+    representation_from_multiplicities,
+    root_of_unity_distance,
+)
+
+PLANTED = {"trivial": 2, "sign": 1, "rotation_1": 3}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small float64 solves are faster (and less noisy on a shared machine) on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def planted_orbits(rep: torch.Tensor, n_examples: int, noise: float, seed: int) -> torch.Tensor:
+    """h_p = R^p h_0 + mu + noise, with h_0 Gaussian of unequal scales; shape (N, n, d)."""
+    gen = torch.Generator().manual_seed(seed)
+    d = rep.shape[0]
+    scales = torch.linspace(0.5, 2.0, d, dtype=torch.float64)
+    h0 = torch.randn(n_examples, d, generator=gen, dtype=torch.float64) * scales
+    poses = [h0 @ torch.linalg.matrix_power(rep, p).T for p in range(4)]
+    h = torch.stack(poses, dim=1) + 1.5
+    return (h + noise * torch.randn(h.shape, generator=gen, dtype=torch.float64)).float()
+
+
+def splits(rep: torch.Tensor, noise: float, n_train: int = 400) -> list[torch.Tensor]:
+    return [planted_orbits(rep, n, noise, seed) for n, seed in ((n_train, 0), (200, 1), (200, 2))]
+
+
+def test_irreps_and_planted_representation_are_group_representations() -> None:
+    assert irrep_names(4) == ["trivial", "sign", "rotation_1"]
+    assert irrep_names(6) == ["trivial", "sign", "rotation_1", "rotation_2"]
+    assert irrep_names(3) == ["trivial", "rotation_1"]
+    rep = representation_from_multiplicities(PLANTED, 4, seed=3)
+    assert rep.shape == (9, 9)
+    assert group_error(rep, 4) < 1e-12
+    assert group_error(rep, 2) > 0.5  # rotation blocks have order 4, not 2
+    assert orthogonality_error(rep) < 1e-12
+    raw = irrep_multiplicities(rep, 4)
+    for name, mult in PLANTED.items():
+        assert raw[name] == pytest.approx(mult, abs=1e-10)
+    assert root_of_unity_distance(torch.linalg.eigvals(rep), 4).max() < 1e-10
+    with pytest.raises(KeyError, match="rotation_2"):
+        irrep_matrix("rotation_2", 4)
+    with pytest.raises(ValueError, match="group order"):
+        irrep_names(1)
+
+
+@pytest.mark.parametrize(
+    "planted", [PLANTED, {"rotation_1": 4}, {"trivial": 3, "sign": 3}, {"sign": 1, "rotation_1": 1}]
+)
+def test_recovers_planted_representation_and_multiplicities(planted: dict[str, int]) -> None:
+    rep = representation_from_multiplicities(planted, 4, seed=7)
+    train, val, test = splits(rep, noise=0.02)
+    fit, result = analyse_linear_representation(train, val, test)
+    assert torch.linalg.matrix_norm(fit.M - rep) / torch.linalg.matrix_norm(rep) < 0.02
+    expected = {name: planted.get(name, 0) for name in irrep_names(4)}
+    assert result.irrep_multiplicities == expected
+    assert result.rank == rep.shape[0]
+    assert min(result.r2_single) > 0.99
+    assert result.group_error < 0.02
+
+
+def test_recovery_error_shrinks_with_noise_and_is_exact_without() -> None:
+    rep = representation_from_multiplicities(PLANTED, 4, seed=1)
+    errors, group_errors = [], []
+    for noise in (0.0, 0.01, 0.1, 0.3):
+        fit, result = analyse_linear_representation(*splits(rep, noise))
+        errors.append(float(torch.linalg.matrix_norm(fit.M - rep) / torch.linalg.matrix_norm(rep)))
+        group_errors.append(result.group_error)
+    assert errors == sorted(errors) and group_errors == sorted(group_errors)
+    assert errors[0] < 1e-5 and group_errors[0] < 1e-5
+    assert errors[-1] > 10 * errors[1]
+
+
+def test_r2_references_identity_and_per_power() -> None:
+    rep = representation_from_multiplicities(PLANTED, 4, seed=2)
+    _, result = analyse_linear_representation(*splits(rep, noise=0.3))
+    assert result.r2_identity[0] == pytest.approx(1.0)
+    assert max(result.r2_identity[1:]) < 0.5  # rotation changes these activations a lot
+    for p in range(4):
+        # The per-power map is the best linear map: never much worse than M^p.
+        assert result.r2_per_power[p] >= result.r2_single[p] - 0.01
+        if p > 0:
+            assert result.r2_single[p] > result.r2_identity[p]
+    assert result.power_consistency[1] < 0.2
+
+
+def test_non_representation_is_flagged() -> None:
+    """Activations that are not related by any fixed linear map: the fit says so."""
+    gen = torch.Generator().manual_seed(5)
+    orbits = [torch.randn(n, 4, 6, generator=gen) for n in (300, 150, 150)]
+    _, result = analyse_linear_representation(*orbits)
+    assert max(result.r2_single[1:]) < 0.1
+    assert result.group_error > 0.5
+    assert result.root_distance_max > 0.5
+
+
+def test_dead_units_are_dropped_and_group_law_stays_exact() -> None:
+    rep = representation_from_multiplicities(PLANTED, 4, seed=4)
+    padded = []
+    for orbit in splits(rep, noise=0.0):
+        dead = torch.full((orbit.shape[0], 4, 3), 0.25)
+        padded.append(torch.cat([orbit, dead], dim=2))
+    fit, result = analyse_linear_representation(*padded)
+    assert (result.dim, result.rank) == (12, 9)
+    assert result.group_error < 1e-5
+    assert result.explained_variance == pytest.approx(1.0)
+    assert fit.predict(padded[2][:, 0], 2).shape == (200, 12)
+
+
+def test_random_init_gcnn_is_exactly_equivariant() -> None:
+    """A random-init p4 G-CNN: h(g x) is a permutation of h(x), at both hooked layers."""
+    from equisae.groups import get_group
+    from equisae.models import LAYERS, build_model
+
+    torch.manual_seed(0)
+    model = build_model("gcnn", image_size=16)  # 16x16 keeps the test fast; same layers
+    group = get_group("C4")
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(400, 3, 16, 16, generator=gen)
+    orbit = torch.stack([group.act_images(images, p) for p in range(4)], dim=1)
+    layers = list(LAYERS["gcnn"].values())
+    data = {"images": orbit, "factors": {}}
+    acts = orbit_activations(model, type("DS", (), data)(), group, layers, progress=False)
+    for layer in layers:
+        full = acts[layer].acts
+        train, val, test = full[:280], full[280:340], full[340:]
+        _, result = analyse_linear_representation(train, val, test)
+        assert min(result.r2_single) >= 0.999, (layer, result.r2_single)
+        assert result.group_error < 1e-4, (layer, result.group_error)
+        assert result.whitened_orthogonality_error < 1e-3
+        assert sum(result.irrep_multiplicities.values()) > 0
+
+
+def test_deterministic_and_json_ready() -> None:
+    rep = representation_from_multiplicities(PLANTED, 4, seed=6)
+    data = splits(rep, noise=0.1)
+    fit_a, res_a = analyse_linear_representation(*data)
+    fit_b, res_b = analyse_linear_representation(*data)
+    assert torch.equal(fit_a.M, fit_b.M)
+    payload = res_a.to_dict()
+    assert payload == res_b.to_dict()
+    text = json.dumps(payload, allow_nan=False)
+    for key in ("r2_single", "r2_identity", "r2_per_power", "group_error", "irrep_multiplicities"):
+        assert key in json.loads(text)
+    assert len(payload["eigenvalues"]["real"]) == rep.shape[0]
+
+
+def test_accepts_orbit_activations_and_refuses_non_cyclic_groups() -> None:
+    rep = representation_from_multiplicities(PLANTED, 4, seed=8)
+    train, val, _ = splits(rep, noise=0.05)
+    store = OrbitActivations(train, {}, "C4", "bottleneck", "planted")
+    assert fit_linear_representation(store, val).rank == 9
+    with pytest.raises(ValueError, match="cyclic"):
+        fit_linear_representation(OrbitActivations(train, {}, "D4", "b", "m"), val)
+
+
+def test_bad_input_raises_clear_errors() -> None:
+    rep = representation_from_multiplicities(PLANTED, 4, seed=9)
+    train, val, test = splits(rep, noise=0.05)
+    with pytest.raises(ValueError, match="share"):
+        fit_linear_representation(train, val[:, :, :5])
+    with pytest.raises(ValueError, match=r"shape \(N, n, d\)"):
+        fit_linear_representation(train[:, 0], val)
+    with pytest.raises(ValueError, match="too few training examples"):
+        fit_linear_representation(train[:6], val)
+    bad = train.clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        fit_linear_representation(bad, val)
+    fit = fit_linear_representation(train, val)
+    from equisae.linrep import evaluate_linear_representation
+
+    with pytest.raises(ValueError, match="test activations"):
+        evaluate_linear_representation(fit, test[:, :3])
+    with pytest.raises(ValueError, match="ridge_grid"):
+        fit_linear_representation(train, val, ridge_grid=[-1.0])
+    with pytest.raises(ValueError, match="same shape|shape \\(N, d\\)"):
+        r2_score(torch.zeros(3, 2), torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="zero variance"):
+        r2_score(torch.zeros(3, 2), torch.ones(3, 2))
+    with pytest.raises(ValueError, match="square"):
+        group_error(torch.zeros(2, 3), 4)

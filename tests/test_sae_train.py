@@ -1,0 +1,177 @@
+"""Tests for the SAE trainer (equisae.sae.train): convergence, recovery, AuxK, determinism."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from equisae.metrics import feature_density, fvu, mean_max_cosine
+from equisae.sae import (
+    BatchTopKSAE,
+    ReLUSAE,
+    TopKSAE,
+    TrainConfig,
+    iterate_minibatches,
+    minibatches,
+    train_sae,
+)
+from equisae.sae.train import geometric_median
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models train faster (and reproducibly) on one thread; restore afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def planted(d: int, n_features: int, k: int, n: int, seed: int, noise: float = 0.01):
+    """Unit features F (n_features, d) and data = k-sparse positive codes @ F + noise + offset."""
+    gen = torch.Generator().manual_seed(seed)
+    features = torch.randn(n_features, d, generator=gen)
+    features /= features.norm(dim=1, keepdim=True)
+    support = torch.rand(n, n_features, generator=gen).argsort(1)[:, :k]
+    codes = torch.zeros(n, n_features).scatter(1, support, torch.rand(n, k, generator=gen) + 0.5)
+    data = codes @ features + noise * torch.randn(n, d, generator=gen) + 0.5
+    return features, data
+
+
+def test_iterate_minibatches_epochs_and_determinism():
+    x = torch.arange(10.0)[:, None]
+    batches = list(iterate_minibatches(x, 4, 5, seed=0))
+    assert len(batches) == 5 and all(b.shape == (4, 1) for b in batches)
+    first_epoch = torch.cat(batches[:2]).flatten()
+    assert len(set(first_epoch.tolist())) == 8  # no repeats within an epoch
+    again = list(iterate_minibatches(x, 4, 5, seed=0))
+    assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
+    other = list(iterate_minibatches(x, 4, 5, seed=1))
+    assert not all(torch.equal(a, b) for a, b in zip(batches, other, strict=True))
+    assert len(minibatches(x, 4, 7)) == 7
+    with pytest.raises(ValueError, match="batch_size"):
+        next(iterate_minibatches(x, 0, 5))
+    with pytest.raises(ValueError, match="n_steps"):
+        next(iterate_minibatches(x, 2, 0))
+
+
+def test_geometric_median_is_robust_to_outliers():
+    gen = torch.Generator().manual_seed(0)
+    pts = torch.randn(200, 3, generator=gen) * 0.1 + torch.tensor([1.0, 2.0, 3.0])
+    pts[:20] += 100.0
+    med = geometric_median(pts, n_iter=100)
+    assert (med - torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)).norm() < 0.1
+    assert (pts.double().mean(0) - med).norm() > 5.0
+
+
+def test_train_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig(lr=0.0)
+    with pytest.raises(ValueError, match="b_dec_init"):
+        TrainConfig(b_dec_init="median")
+    with pytest.raises(ValueError, match="n_steps"):
+        TrainConfig(n_steps=0)
+
+
+def test_trainer_input_errors():
+    sae = TopKSAE(8, 16, k=2)
+    with pytest.raises(ValueError, match="d_in=8"):
+        train_sae(sae, [torch.randn(4, 7)], TrainConfig(n_steps=1), progress=False)
+    with pytest.raises(ValueError, match="no len"):
+        train_sae(sae, iter([torch.randn(4, 8)]), TrainConfig(), progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        train_sae(sae, [], TrainConfig(n_steps=3), progress=False)
+
+
+@pytest.mark.parametrize("make", [lambda: TopKSAE(16, 32, k=3), lambda: ReLUSAE(16, 32)])
+def test_loss_falls_on_fixed_batch_and_decoder_stays_unit(make):
+    _, data = planted(16, 32, 3, 256, seed=0)
+    sae = make()
+    cfg = TrainConfig(n_steps=60, lr=5e-3, warmup_steps=5, log_every=5, normalize_activations=False)
+    result = train_sae(sae, [data] * 60, cfg, progress=False)
+    losses = [row["loss"] for row in result.history]
+    assert losses[-1] < 0.5 * losses[0]
+    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(32))
+    assert result.n_steps == 60 and len(result.history) == 12
+    assert {"mse", "fvu", "l0", "dead_fraction", "loss_mse", "lr"} <= set(result.final)
+
+
+def test_planted_dictionary_is_recovered():
+    features, data = planted(16, 32, 2, 8192, seed=0)
+    sae = TopKSAE(16, 32, k=2, seed=0)
+    cfg = TrainConfig(lr=1e-2, warmup_steps=20, dead_after=2048)
+    result = train_sae(sae, minibatches(data, 256, 400, seed=0), cfg, progress=False)
+    assert mean_max_cosine(sae.W_dec, features) > 0.95
+    assert result.final["fvu"] < 0.15 and result.final["l0"] == 2.0
+    # normalisation was folded back: the model works on raw activations
+    assert result.activation_scale != 1.0
+    assert fvu(data, sae(data).recon) < 0.15
+
+
+def test_batchtopk_trains_to_average_k():
+    features, data = planted(16, 32, 2, 4096, seed=1)
+    sae = BatchTopKSAE(16, 32, k=2, seed=0)
+    cfg = TrainConfig(lr=1e-2, warmup_steps=20)
+    result = train_sae(sae, minibatches(data, 256, 300, seed=0), cfg, progress=False)
+    assert result.final["l0"] == pytest.approx(2.0)
+    assert not sae.training and sae.threshold > 0
+    eval_l0 = float((sae.encode(data) != 0).sum(-1).float().mean())
+    assert 1.0 < eval_l0 < 3.5  # the learned threshold gives about k latents per example
+    assert mean_max_cosine(sae.W_dec, features) > 0.9
+
+
+def _sae_with_dead_half(features: torch.Tensor, aux_coef: float) -> TopKSAE:
+    """Latents 16..31 copy the encoders of 0..15 at a tenth of the scale: they never win top-1."""
+    sae = TopKSAE(32, 32, k=1, seed=0, aux_coef=aux_coef)
+    with torch.no_grad():
+        sae.W_enc[:, :16] = 2 * features[:16].T
+        sae.W_dec[:16] = features[:16]
+        sae.W_enc[:, 16:] = 0.1 * features[:16].T
+    return sae
+
+
+def test_auxk_revives_dead_latents():
+    gen = torch.Generator().manual_seed(0)
+    features = torch.randn(32, 32, generator=gen)
+    features /= features.norm(dim=1, keepdim=True)
+    which = torch.randint(0, 32, (4096, 1), generator=gen)
+    data = torch.zeros(4096, 32).scatter(1, which, torch.rand(4096, 1, generator=gen) + 0.5)
+    data = data @ features
+    revived = {}
+    for use_auxk in (False, True):
+        sae = _sae_with_dead_half(features, aux_coef=1.0)
+        assert (feature_density(sae.encode(data))[16:] == 0).all()  # dead by construction
+        cfg = TrainConfig(
+            lr=3e-3,
+            warmup_steps=10,
+            dead_after=1024,
+            use_auxk=use_auxk,
+            b_dec_init="none",
+            normalize_activations=False,
+        )
+        train_sae(sae, minibatches(data, 256, 300, seed=0), cfg, progress=False)
+        revived[use_auxk] = int((feature_density(sae.encode(data))[16:] > 0).sum())
+    assert revived[True] >= revived[False] + 4
+
+
+def test_training_is_deterministic_under_seed():
+    _, data = planted(16, 32, 2, 2048, seed=0)
+
+    def run(seed: int) -> TopKSAE:
+        sae = TopKSAE(16, 32, k=2, seed=seed)
+        cfg = TrainConfig(lr=1e-2, warmup_steps=5, seed=seed, dead_after=256)
+        train_sae(sae, minibatches(data, 128, 40, seed=seed), cfg, progress=False)
+        return sae
+
+    a, b, c = run(0), run(0), run(1)
+    for name, tensor in a.state_dict().items():
+        assert torch.equal(tensor, b.state_dict()[name]), name
+    assert not torch.equal(a.W_dec, c.W_dec)
+
+
+def test_trainer_accepts_leading_dimensions():
+    _, data = planted(16, 32, 2, 1024, seed=0)
+    orbits = data.reshape(256, 4, 16)
+    sae = TopKSAE(16, 32, k=2)
+    result = train_sae(sae, minibatches(orbits, 32, 10), TrainConfig(log_every=5), progress=False)
+    assert result.final["l0"] == 2.0 and result.n_steps == 10
