@@ -251,12 +251,18 @@ _SDF: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 }
 
 
-def _unrotate(x: Tensor, y: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
-    """Rotate (x, y) clockwise by ``k`` quarter turns (per element, exact: swaps and signs)."""
-    k = k % 4
-    out_x = torch.where(k == 0, x, torch.where(k == 1, y, torch.where(k == 2, -x, -y)))
-    out_y = torch.where(k == 0, y, torch.where(k == 1, -x, torch.where(k == 2, -y, x)))
-    return out_x, out_y
+_COS = torch.tensor([1.0, 0.0, -1.0, 0.0])
+_SIN = torch.tensor([0.0, 1.0, 0.0, -1.0])
+
+
+def _unrotate(x: Tensor, y: Tensor, k: Tensor, flip: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Rotate (x, y) clockwise by ``k`` quarter turns, then negate x where ``flip``.
+
+    Per element and exact: the multipliers are 0 and +-1, so this only swaps and negates.
+    """
+    cos, sin = _COS[k % 4], _SIN[k % 4]
+    sign_x = 1.0 if flip is None else 1.0 - 2.0 * flip.to(torch.float32)
+    return (x * cos + y * sin) * sign_x, y * cos - x * sin
 
 
 # --------------------------------------------------------------------------------------------
@@ -361,8 +367,9 @@ def _render_batch(f: Mapping[str, Tensor], cfg: ShapesConfig, noise: Tensor | No
         img = img + cfg.background_noise * noise
     cue = f["cue"]
     if (cue >= 0).any():
-        cx, cy = _unrotate(gx[None], gy[None], cue.clamp(min=0)[:, None, None])
-        alpha = _coverage(cy + size / 2 - cfg.cue_width) * (cue >= 0)[:, None, None]
+        _, cy = _unrotate(gx[None], gy[None], torch.arange(4)[:, None, None])
+        maps = _coverage(cy + size / 2 - cfg.cue_width)  # (4, H, W): the line in each direction
+        alpha = maps[cue.clamp(min=0)] * (cue >= 0)[:, None, None]
         col = torch.tensor(cfg.cue_colour, dtype=torch.float32).view(1, 3, 1, 1)
         img = img + alpha[:, None] * (col - img)
     half = torch.tensor(cfg.half_extents(), dtype=torch.float32)[f["scale"]][:, None, None]
@@ -370,8 +377,8 @@ def _render_batch(f: Mapping[str, Tensor], cfg: ShapesConfig, noise: Tensor | No
         gx[None] - f["x"][:, None, None],
         gy[None] - f["y"][:, None, None],
         f["orientation"].clamp(min=0)[:, None, None],
+        (f["mirror"] == 1)[:, None, None],
     )
-    lx = torch.where((f["mirror"] == 1)[:, None, None], -lx, lx)
     vx, vy = lx / half, ly / half
     sdf = torch.empty(n, size, size)
     for index, name in enumerate(SHAPES):
@@ -473,6 +480,12 @@ class OrbitDataset:
         return flat
 
 
+def _check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    return int(seed)
+
+
 def _derived_seed(seed: int, name: str) -> int:
     state = np.random.SeedSequence([int(seed), zlib.crc32(name.encode())]).generate_state(2)
     return int(state[0]) << 32 | int(state[1]) >> 1
@@ -484,14 +497,15 @@ def make_shapes(n: int, cfg: ShapesConfig, seed: int, progress: bool = False) ->
         raise ValueError(f"n must be an int >= 1, got {n!r}")
     if not isinstance(cfg, ShapesConfig):
         raise ValueError(f"cfg must be a ShapesConfig, got {type(cfg).__name__}")
-    g = torch.Generator().manual_seed(int(seed))
+    seed = _check_seed(seed)
+    g = torch.Generator().manual_seed(seed)
     factors = sample_factors(n, cfg, g)
     noise = None
     if cfg.background_noise > 0:
         size = cfg.image_size
         noise = torch.randn(n, 1, size, size, generator=g)
     images = render(factors, cfg, noise, progress=progress)
-    return ShapesDataset(images=images, factors=factors, config=cfg, noise=noise, seed=int(seed))
+    return ShapesDataset(images=images, factors=factors, config=cfg, noise=noise, seed=seed)
 
 
 def make_splits(
@@ -504,6 +518,10 @@ def make_splits(
     """
     if not sizes:
         raise ValueError("sizes must name at least one split, e.g. {'train': 2000}")
+    seed = _check_seed(seed)
+    for name, size in sizes.items():
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise ValueError(f"sizes[{name!r}] must be an int >= 1, got {size!r}")
     return {
         name: make_shapes(int(size), cfg, _derived_seed(seed, name), progress=progress)
         for name, size in sizes.items()
@@ -564,13 +582,22 @@ def orbit(ds: ShapesDataset, group: Group | str) -> OrbitDataset:
     return OrbitDataset(images, factors, poses, group.name, ds.config, noise)
 
 
-def equivariance_errors(ds: ShapesDataset, group: Group | str) -> Tensor:
+def equivariance_errors(
+    ds: ShapesDataset, group: Group | str, batch_size: int = 256, progress: bool = False
+) -> Tensor:
     """Per group element ``a``: max |render(a f) - a render(f)| over all images and pixels."""
-    orb = orbit(ds, group)
-    noise = None if orb.noise is None else orb.noise.reshape(-1, *orb.noise.shape[2:])
-    rendered = render(orb.flat_factors(), ds.config, noise)
-    diff = (rendered - orb.flat_images()).abs().reshape(len(ds), orb.order, -1)
-    return diff.amax(dim=(0, 2))
+    group = get_group(group) if isinstance(group, str) else group
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    worst = torch.zeros(group.order)
+    starts = range(0, len(ds), batch_size)
+    for start in tqdm(starts, desc="equivariance", disable=not progress, leave=False):
+        orb = orbit(ds.subset(slice(start, start + batch_size)), group)
+        noise = None if orb.noise is None else orb.noise.reshape(-1, *orb.noise.shape[2:])
+        rendered = render(orb.flat_factors(), ds.config, noise)
+        diff = (rendered - orb.flat_images()).abs().reshape(len(orb), orb.order, -1)
+        worst = torch.maximum(worst, diff.amax(dim=(0, 2)))
+    return worst
 
 
 def equivariance_error(ds: ShapesDataset, group: Group | str) -> float:
@@ -589,12 +616,17 @@ def valid_mask(factors: Mapping[str, Tensor], name: str) -> Tensor:
 
 def render_throughput(
     n: int = 50_000, cfg: ShapesConfig | None = None, seed: int = 0, repeats: int = 1
-) -> float:
-    """Canonical images rendered per second by :func:`make_shapes` (best of ``repeats``)."""
+) -> dict[str, float]:
+    """Images per second of :func:`make_shapes`, best of ``repeats`` runs.
+
+    Returns ``{"wall": ..., "cpu": ...}``: per wall-clock second and per CPU second of this
+    process (the CPU figure is the meaningful one on a shared machine; with one torch thread).
+    """
     cfg = cfg or standard_config()
-    best = float("inf")
+    best_wall = best_cpu = float("inf")
     for _ in range(max(1, repeats)):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         make_shapes(n, cfg, seed)
-        best = min(best, time.perf_counter() - start)
-    return n / best
+        best_wall = min(best_wall, time.perf_counter() - wall)
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+    return {"wall": n / best_wall, "cpu": n / max(best_cpu, 1e-9)}

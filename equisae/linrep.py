@@ -115,6 +115,22 @@ def group_error(m: Tensor, n: int) -> float:
     )
 
 
+def weighted_group_error(m: Tensor, n: int, variances: Tensor) -> float:
+    """``sqrt(E||(M^n - I) z||^2 / E||z||^2)`` for z with the diagonal covariance ``variances``.
+
+    Unlike :func:`group_error`, directions weigh by how much data variance they carry, so
+    poorly determined low-variance directions do not dominate.
+    """
+    _check_square(m, "M")
+    _check_order(n)
+    if variances.shape != (m.shape[0],):
+        raise ValueError(f"variances must have shape ({m.shape[0]},), got {tuple(variances.shape)}")
+    m = m.double()
+    dev = torch.linalg.matrix_power(m, n) - torch.eye(m.shape[0], dtype=torch.float64)
+    scale = variances.double().clamp_min(0).sqrt()
+    return float(torch.linalg.matrix_norm(dev * scale) / torch.linalg.vector_norm(scale))
+
+
 def irrep_multiplicities(m: Tensor, n: int) -> dict[str, float]:
     """Raw multiplicity of each real irrep of C_n in M, from its character ``tr(M^p)``.
 
@@ -194,33 +210,56 @@ def _as_orbit(acts: Any, name: str) -> Tensor:
     return acts
 
 
-def _ridge_solve(xtx: Tensor, xty: Tensor, alpha: float) -> Tensor:
-    """W minimising ``||Y - X W||^2 + lam ||W||^2`` with ``lam = alpha * tr(X^T X) / r``."""
-    r = xtx.shape[0]
-    lam = alpha * torch.trace(xtx) / r
-    return torch.linalg.solve(xtx + lam * torch.eye(r, dtype=xtx.dtype), xty)
+class _RidgeFitter:
+    """Ridge fits ``y ~= x W`` for several targets sharing the inputs ``x`` (and ``x_val``).
 
-
-def _fit_ridge(
-    x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor, grid: Sequence[float]
-) -> tuple[Tensor, float, float]:
-    """Fit ``y ~= x W`` for each ridge strength; keep the one with the best validation R^2.
-
-    Returns (M, alpha, validation R^2) with ``M = W^T`` acting on column vectors.
+    The penalty is ``lam ||W||_F^2`` with ``lam = alpha * tr(X^T X) / r``. With the eigen-
+    decomposition ``X^T X = V diag(s) V^T`` and ``B = V^T X^T Y``, ``W = V diag(1/(s+lam)) B``,
+    and the validation error ``SSE = tr(Yv^T Yv) - 2 tr(W^T Xv^T Yv) + tr(W^T Xv^T Xv W)``
+    reduces to sums over r x r matrices, so each alpha of the grid costs O(r^2).
     """
-    xtx, xty = x.T @ x, x.T @ y
-    best: tuple[Tensor, float, float] | None = None
-    for alpha in grid:
-        try:
-            w = _ridge_solve(xtx, xty, float(alpha))
-        except torch.linalg.LinAlgError:
-            continue  # singular without ridge: another alpha of the grid will do
-        score = r2_score(x_val @ w, y_val)
-        if math.isfinite(score) and (best is None or score > best[2]):
-            best = (w.T.contiguous(), float(alpha), score)
-    if best is None:
-        raise ValueError(f"the ridge fit failed for every alpha in {list(grid)}; add a larger one")
-    return best
+
+    def __init__(self, x: Tensor, x_val: Tensor) -> None:
+        self.x, self.x_val = x, x_val
+        self.evals, self.v = torch.linalg.eigh(x.T @ x)
+        self.c = self.v.T @ (x_val.T @ x_val) @ self.v
+
+    def fit(self, y: Tensor, y_val: Tensor, grid: Sequence[float]) -> tuple[Tensor, float, float]:
+        """Best alpha by validation R^2: (M = W^T acting on column vectors, alpha, val R^2).
+
+        An alpha that leaves the system singular (``s + lam`` below 1e-12 of the largest
+        eigenvalue) is skipped.
+        """
+        evals, v = self.evals, self.v
+        r = evals.shape[0]
+        b = v.T @ (self.x.T @ y)
+        e = (v.T @ (self.x_val.T @ y_val)) * b
+        g = b @ b.T
+        vyy = (y_val**2).sum()
+        sst = ((y_val - y_val.mean(dim=0)) ** 2).sum()
+        if sst <= 0:
+            raise ValueError("validation targets have zero variance: cannot choose the ridge")
+        top = float(evals.abs().max())
+        best: tuple[float, float] | None = None  # (alpha, score)
+        for alpha in grid:
+            lam = float(alpha) * float(evals.sum()) / r
+            denom = evals + lam
+            if float(denom.min()) <= 1e-12 * top:
+                continue  # singular without (enough) ridge: another alpha will do
+            dinv = denom.reciprocal()
+            cross = (dinv * e.sum(dim=1)).sum()
+            quad = (dinv.reshape(-1, 1) * self.c * dinv.reshape(1, -1) * g.T).sum()
+            score = float(1 - (vyy - 2 * cross + quad).clamp_min(0) / sst)
+            if math.isfinite(score) and (best is None or score > best[1]):
+                best = (float(alpha), score)
+        if best is None:
+            raise ValueError(
+                f"the ridge fit failed for every alpha in {list(grid)}; add a larger one"
+            )
+        alpha, score = best
+        lam = alpha * float(evals.sum()) / r
+        w = v @ (b / (evals + lam).reshape(-1, 1))
+        return w.T.contiguous(), alpha, score
 
 
 @dataclass
@@ -338,16 +377,13 @@ def fit_linear_representation(
     zt, zv = (tr - mean) @ basis, (va - mean) @ basis  # (N, n, r)
     step = torch.roll(zt, shifts=-1, dims=1)  # step[:, p] = z_{p+1 mod n}
     step_val = torch.roll(zv, shifts=-1, dims=1)
-    m_red, alpha, val_r2 = _fit_ridge(
-        zt.reshape(-1, r),
-        step.reshape(-1, r),
-        zv.reshape(-1, r),
-        step_val.reshape(-1, r),
-        ridge_grid,
+    m_red, alpha, val_r2 = _RidgeFitter(zt.reshape(-1, r), zv.reshape(-1, r)).fit(
+        step.reshape(-1, r), step_val.reshape(-1, r), ridge_grid
     )
     per_power, alphas = [], []
+    from_canonical = _RidgeFitter(zt[:, 0], zv[:, 0])
     for p in range(n):
-        m_p, a_p, _ = _fit_ridge(zt[:, 0], zt[:, p], zv[:, 0], zv[:, p], ridge_grid)
+        m_p, a_p, _ = from_canonical.fit(zt[:, p], zv[:, p], ridge_grid)
         per_power.append(m_p)
         alphas.append(a_p)
     return LinearRepresentation(
@@ -379,6 +415,7 @@ class LinRepResult:
     r2_identity: list[float]
     r2_per_power: list[float]
     group_error: float
+    group_error_weighted: float
     power_consistency: list[float]
     eigenvalues: np.ndarray
     root_distance_max: float
@@ -443,6 +480,7 @@ def evaluate_linear_representation(rep: LinearRepresentation, test: Any) -> LinR
         r2_identity=r2_identity,
         r2_per_power=r2_pp,
         group_error=group_error(m, n),
+        group_error_weighted=weighted_group_error(m, n, rep.variances),
         power_consistency=consistency,
         eigenvalues=eig.numpy(),
         root_distance_max=float(dist.max()),

@@ -123,3 +123,46 @@ def _extract_all(model_name: str, extra_layer: str, mode: str, seed: int, progre
             key = activation_key(model_name, layer, mode, seed, split)
             acts.metadata = {"key": key, "model_folder": info.get("folder")}
             acts.save(io.artifacts_dir() / "activations" / io.config_hash(key))
+
+
+def output_equivariance_error(
+    model_name: str,
+    mode: str,
+    seed: int = 0,
+    split: str = "test",
+    max_examples: int = 500,
+    progress: bool = True,
+) -> float:
+    """How far a base autoencoder's output is from C4-equivariant, independent of any fit.
+
+    ``mean_p ||f(g^p x) - g^p f(x)||^2 / ||g^p f(x) - mean||^2`` over p = 1..3 and the first
+    ``max_examples`` images of ``split`` (0 for an exactly equivariant model).
+    """
+    import torch
+
+    from equisae import data
+    from equisae.groups import get_group
+    from equisae.models import train_or_load
+
+    _check_args(mode, split, seed)
+    if max_examples < 2:
+        raise ValueError(f"max_examples must be >= 2, got {max_examples}")
+    model, _ = train_or_load(model_name, mode, seed, progress=progress)
+    size = data.dataset_sizes(mode)[split]
+    images = data.make_splits({split: size}, data.standard_config(), seed)[split].images
+    images = images[:max_examples]
+    group = get_group(GROUP_NAME)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(images)
+            errors = []
+            for p in range(1, group.order):
+                target = group.act_images(out, p)
+                moved = model(group.act_images(images, p))
+                sst = ((target - target.mean(dim=0)) ** 2).sum()
+                errors.append(float(((moved - target) ** 2).sum() / sst))
+    finally:
+        model.train(was_training)
+    return sum(errors) / len(errors)

@@ -711,7 +711,7 @@ def _run_dask(
                     n_workers=workers,
                     threads_per_worker=1,
                     processes=True,
-                    dashboard_address=None,
+                    dashboard_address=":0",  # any free port: never clashes with another cluster
                     env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
                 )
             )
@@ -734,10 +734,13 @@ def _run_dask(
         unfinished = 0
         for future in as_completed(list(futures.values())):
             key = by_future[future.key]
-            if future.status == "error":
-                errors[key] = future.exception()
-            else:
+            if future.status == "finished":
                 outcomes[key] = future.result()
+            else:  # "error" (a worker died running it) or "cancelled" (the cluster went away)
+                try:
+                    errors[key] = future.exception()
+                except BaseException as exc:  # CancelledError
+                    errors[key] = exc
             if not isinstance(outcomes.get(key), JobResult):
                 unfinished += 1
                 bar.set_postfix(failed_or_skipped=unfinished)

@@ -137,7 +137,9 @@ def test_orbit_activations_from_canonical_and_orbit_images_agree() -> None:
     assert flat.shape == (20, 5) and torch.equal(poses[:4], torch.arange(4))
     assert torch.equal(factors["shape"][:4], torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="poses"):
-        orbit_activations(model, SimpleNamespace(images=orbit_images[:, :3], factors={}), group, "3")
+        orbit_activations(
+            model, SimpleNamespace(images=orbit_images[:, :3], factors={}), group, "3"
+        )
 
 
 def test_orbit_activations_of_equivariant_layer_are_rotations() -> None:
@@ -184,3 +186,60 @@ def test_store_rejects_bad_shapes_and_missing_folder(tmp_path) -> None:
         OrbitActivations(torch.zeros(4, 4, 2), {"shape": torch.zeros(4)}, "C4", "x", "m")
     with pytest.raises(FileNotFoundError, match="no saved orbit activations"):
         OrbitActivations.load(tmp_path / "missing")
+
+
+@pytest.fixture
+def tiny_pipeline(tmp_path, monkeypatch):
+    """The pipeline on 8/4/4 images with an untrained G-CNN (no training), counting loads."""
+    import equisae.data
+    import equisae.models
+
+    monkeypatch.setenv("EQUISAE_ARTIFACTS", str(tmp_path))
+    monkeypatch.setattr(
+        equisae.data, "dataset_sizes", lambda mode: {"train": 8, "val": 4, "test": 4}
+    )
+    calls = []
+
+    def fake_train_or_load(name, mode="quick", seed=0, progress=True, **kwargs):
+        calls.append((name, mode, seed))
+        torch.manual_seed(seed)
+        return equisae.models.build_model(name), {"folder": None}
+
+    monkeypatch.setattr(equisae.models, "train_or_load", fake_train_or_load)
+    return calls
+
+
+def test_pipeline_caches_every_split_and_layer(tiny_pipeline, tmp_path) -> None:
+    from equisae.pipeline import activation_folder, orbit_activations_for
+
+    first = orbit_activations_for("gcnn", "bottleneck", "quick", seed=0, progress=False)
+    assert first.acts.shape == (8, 4, 64) and first.model_name == "gcnn"
+    assert first.layer == "bottleneck" and first.group_name == "C4"
+    assert len(tiny_pipeline) == 1
+    again = orbit_activations_for("gcnn", "bottleneck", "quick", seed=0, progress=False)
+    test = orbit_activations_for("gcnn", "intermediate", "quick", split="test", progress=False)
+    assert len(tiny_pipeline) == 1  # both were cached by the first call
+    assert torch.equal(again.acts, first.acts) and test.acts.shape == (4, 4, 512)
+    assert activation_folder("gcnn", "bottleneck", "quick", 0, "train").is_dir()
+    assert activation_folder("gcnn", "bottleneck", "quick", 1, "train") != activation_folder(
+        "gcnn", "bottleneck", "quick", 0, "train"
+    )
+    # Per-pose factors move with the group: invariant ones stay, the quadrant turns.
+    shape = first.factors["shape"]
+    assert torch.equal(shape, shape[:, :1].expand(-1, 4))
+    quadrant = first.factors["quadrant"]
+    assert len({tuple(row.tolist()) for row in quadrant.T}) > 1
+
+
+def test_pipeline_rejects_bad_arguments(tiny_pipeline) -> None:
+    from equisae.pipeline import orbit_activations_for
+
+    with pytest.raises(KeyError, match="unknown model"):
+        orbit_activations_for("resnet", "bottleneck", "quick")
+    with pytest.raises(KeyError, match="unknown layer"):
+        orbit_activations_for("gcnn", "decoder.9", "quick")
+    with pytest.raises(ValueError, match="split"):
+        orbit_activations_for("gcnn", "bottleneck", "quick", split="holdout")
+    with pytest.raises(ValueError, match="mode"):
+        orbit_activations_for("gcnn", "bottleneck", "fast")
+    assert tiny_pipeline == []

@@ -30,7 +30,7 @@ NOISY = ShapesConfig(background_noise=0.05, orientation_cue=True, random_mirror=
 
 @pytest.fixture(scope="module")
 def noisy_ds() -> data.ShapesDataset:
-    return make_shapes(300, NOISY, seed=11)
+    return make_shapes(200, NOISY, seed=11)
 
 
 @pytest.mark.parametrize("group", [CyclicGroup(4), DihedralGroup(4)], ids=repr)
@@ -42,9 +42,8 @@ def test_render_of_transformed_factors_equals_transformed_render(noisy_ds, group
         noise = group.act_images(noisy_ds.noise, a)
         rendered = render(factors, NOISY, noise)
         assert (rendered - moved).abs().max() <= 1e-5
-    per_element = data.equivariance_errors(noisy_ds, group)
+    per_element = data.equivariance_errors(noisy_ds.subset(slice(0, 100)), group, batch_size=64)
     assert per_element.shape == (group.order,) and (per_element <= 1e-5).all()
-    assert data.equivariance_error(noisy_ds, group) <= 1e-5
 
 
 def test_equivariance_check_is_sensitive(noisy_ds) -> None:
@@ -118,6 +117,19 @@ def test_determinism_and_seed_dependence() -> None:
     assert not torch.equal(a.images, c.images)
 
 
+def test_rendering_does_not_depend_on_thread_count() -> None:
+    cfg = standard_config()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = make_shapes(300, cfg, seed=9)
+        torch.set_num_threads(2)
+        two = make_shapes(300, cfg, seed=9)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one.images, two.images)
+
+
 def test_splits_are_disjoint_reproducible_draws() -> None:
     sizes = {"train": 300, "val": 100, "test": 100}
     cfg = standard_config()
@@ -134,18 +146,19 @@ def test_splits_are_disjoint_reproducible_draws() -> None:
 
 
 def test_factors_are_balanced_and_in_range() -> None:
-    ds = make_shapes(4000, standard_config(), seed=2)
+    factors = data.sample_factors(4000, standard_config(), torch.Generator().manual_seed(2))
     for name in INVARIANT_FACTORS + EQUIVARIANT_FACTORS:
-        values = ds.factors[name]
+        values = factors[name]
         valid = values[values >= 0]
         counts = torch.bincount(valid, minlength=FACTOR_CLASSES[name])
         assert counts.numel() == FACTOR_CLASSES[name]
         expected = valid.numel() / FACTOR_CLASSES[name]
         assert (counts - expected).abs().max() < 0.2 * expected, (name, counts)
     assert len(SHAPES) >= 6
-    assert (ds.images >= 0).all() and (ds.images <= 1).all()
-    x, y = ds.factors["x"], ds.factors["y"]
+    x, y = factors["x"], factors["y"]
     assert (x.abs() >= 0.5).all() and (y.abs() >= 0.5).all()
+    ds = make_shapes(200, standard_config(), seed=2)
+    assert (ds.images >= 0).all() and (ds.images <= 1).all()
 
 
 def test_cue_and_noise_are_visible() -> None:
@@ -202,6 +215,10 @@ def test_errors_on_bad_input(noisy_ds) -> None:
         make_shapes(5, {"image_size": 32}, seed=0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="sizes"):
         make_splits({}, standard_config(), seed=0)
+    with pytest.raises(ValueError, match=r"sizes\['val'\]"):
+        make_splits({"train": 10, "val": 0}, standard_config(), seed=0)
+    with pytest.raises(ValueError, match="seed"):
+        make_shapes(5, standard_config(), seed=-1)
     factors = dict(noisy_ds.factors)
     del factors["colour"]
     with pytest.raises(KeyError, match="colour"):

@@ -318,6 +318,10 @@ def test_artifact_layout_and_cache_reuse(tmp_path: Path) -> None:
             outcome is not None and outcome.metrics["mse"] < 2 * outcome.metrics["train_loss"] + 0.1
         )
 
+    rows = first.records()
+    assert [row["hash"] for row in rows] == [job.hash for job in jobs]
+    assert rows[0]["hidden"] == 4 and rows[0]["loss"] == first[0].metrics["loss"]
+
     second = run_sweep(jobs, scheduler="serial", artifacts=art, progress=False)
     assert _count(markers) == 9  # nothing recomputed
     assert second.computed == [] and second.n_cached == 9
@@ -395,6 +399,8 @@ def test_interrupted_sweep_reruns_only_missing_jobs(tmp_path: Path) -> None:
         assert _count(markers, job) == expected, job.label()
     assert _count(markers) == 9
     assert verify_artifact(torn, jobs[5]) is None  # replaced by a complete artifact
+    assert runner.clean_partial_artifacts(art, older_than_s=3600) == []  # too recent
+    assert half.exists()
     assert runner.clean_partial_artifacts(art, older_than_s=0) == [half]
     assert not half.exists()
 

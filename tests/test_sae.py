@@ -267,3 +267,26 @@ def test_load_errors(tmp_path):
         load_sae(folder)
     with pytest.raises(ValueError, match="SparseAutoencoder"):
         save_sae(torch.nn.Linear(2, 2), tmp_path / "x")
+
+
+@pytest.mark.parametrize("n_dead", [0, 20])
+def test_sparse_training_path_matches_dense(n_dead):
+    """The sparse TopK loss gives the dense loss, latents and gradients (float rounding aside)."""
+    sparse = _perturbed(TopKSAE(16, 48, k=4, seed=1, aux_k=5))
+    dense = TopKSAE(16, 48, k=4, seed=1, aux_k=5, sparse_training=False)
+    dense.load_state_dict(sparse.state_dict())
+    h = 2 * _randn(64, 16) + 0.3
+    dead = torch.arange(48) < n_dead
+    out_sparse, out_dense = sparse.loss(h, dead), dense.loss(h, dead)
+    assert (
+        out_sparse.terms.keys()
+        == out_dense.terms.keys()
+        == ({"mse", "auxk"} if n_dead else {"mse"})
+    )
+    torch.testing.assert_close(out_sparse.total, out_dense.total)
+    assert torch.equal(out_sparse.latents, out_dense.latents)
+    torch.testing.assert_close(out_sparse.recon, out_dense.recon)
+    out_sparse.total.backward()
+    out_dense.total.backward()
+    for (name, p), q in zip(sparse.named_parameters(), dense.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)

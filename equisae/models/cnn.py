@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 
@@ -65,6 +64,11 @@ class CNNAutoencoder(nn.Module):
             _upsample(),
             nn.Conv2d(c1, in_channels, k, padding=k // 2),
         )
+
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_uniform_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
 
     def config(self) -> dict:
         """Constructor arguments, enough to rebuild the model."""

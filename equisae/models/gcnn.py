@@ -33,6 +33,14 @@ def _upsample() -> nn.Upsample:
     return nn.Upsample(scale_factor=2, mode="nearest")
 
 
+def _he_uniform(weight: Tensor, fan_in: int) -> None:
+    """He (ReLU-gain) uniform initialisation: keeps the signal from fading through the deep
+    pooled stack (PyTorch's default conv init left training stuck at the mean image)."""
+    bound = math.sqrt(6.0 / fan_in)
+    with torch.no_grad():
+        weight.uniform_(-bound, bound)
+
+
 def _check_kernel(kernel_size: int) -> None:
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
@@ -51,7 +59,7 @@ class LiftingConv(nn.Module):
         )
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels))
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        _he_uniform(self.weight, fan_in=in_channels * kernel_size * kernel_size)
 
     def expanded_weight(self) -> Tensor:
         """The ordinary conv weight ``(C_out * 4, C_in, k, k)``: filter ``c`` rotated by ``r``."""
@@ -78,9 +86,7 @@ class GroupConv(nn.Module):
             torch.empty(out_channels, in_channels, ORDER, kernel_size, kernel_size)
         )
         self.bias = nn.Parameter(torch.zeros(out_channels))
-        fan_in = in_channels * ORDER * kernel_size * kernel_size
-        bound = 1.0 / math.sqrt(fan_in)
-        nn.init.uniform_(self.weight, -math.sqrt(3.0) * bound, math.sqrt(3.0) * bound)
+        _he_uniform(self.weight, fan_in=in_channels * ORDER * kernel_size * kernel_size)
 
     def expanded_weight(self) -> Tensor:
         """Ordinary conv weight ``(C_out*4, C_in*4, k, k)``: output rotation ``s`` uses the

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from equisae import io
 from equisae.models.registry import build_model, get_spec, model_config
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # bump whenever architecture code or training code changes results
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"

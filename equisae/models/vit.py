@@ -59,8 +59,10 @@ def _transformer(dim: int, depth: int, heads: int) -> nn.TransformerEncoder:
 
 
 class ViTAutoencoder(nn.Module):
-    """Patch tokens -> transformer encoder -> linear bottleneck on the flattened tokens ->
-    tokens -> transformer decoder -> pixels.
+    """Patch tokens -> transformer encoder -> linear bottleneck on the flattened tokens; the
+    decoder maps the code to per-patch tokens (linear + GELU) and each token to its pixels.
+    (A transformer decoder trained far slower on this data: the analysed layers are in the
+    encoder, so the decoder is kept light.)
 
     Named layers: ``encoder`` (all encoder tokens, ``(image_size/patch_size)^2 * dim`` numbers,
     768 by default) and ``bottleneck``.
@@ -97,10 +99,8 @@ class ViTAutoencoder(nn.Module):
         self.bottleneck = nn.Sequential(nn.Flatten(), nn.Linear(n_tokens * dim, bottleneck_dim))
         self.decoder = nn.Sequential(
             nn.Linear(bottleneck_dim, n_tokens * dim),
+            nn.GELU(),
             nn.Unflatten(1, (n_tokens, dim)),
-            PositionalEmbedding(n_tokens, dim),
-            _transformer(dim, depth, heads),
-            nn.LayerNorm(dim),
             nn.Linear(dim, patch_dim),
             Unpatchify(patch_size, in_channels, image_size),
         )

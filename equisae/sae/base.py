@@ -288,19 +288,31 @@ class SparseAutoencoder(nn.Module):
         """
         if dead_mask is None:
             return None
+        self._check_dead_mask(dead_mask)
+        n_dead = int(dead_mask.sum())
+        if n_dead == 0:
+            return None
+        k_aux = self.aux_k_for(n_dead)
+        masked = pre_acts.masked_fill(~dead_mask, float("-inf"))
+        vals, idx = masked.topk(k_aux, dim=-1, sorted=False)
+        codes = torch.zeros_like(pre_acts).scatter(-1, idx, vals.relu())
+        aux_recon = codes @ self.W_dec if decode_fn is None else decode_fn(codes)
+        return self.normalized_aux_error(aux_recon, residual)
+
+    def _check_dead_mask(self, dead_mask: Tensor) -> None:
         if dead_mask.shape != (self.d_sae,) or dead_mask.dtype != torch.bool:
             raise ValueError(
                 f"dead_mask must be a bool tensor of shape ({self.d_sae},), "
                 f"got {dead_mask.dtype} {tuple(dead_mask.shape)}"
             )
-        n_dead = int(dead_mask.sum())
-        if n_dead == 0:
-            return None
-        k_aux = min(self.aux_k if self.aux_k is not None else max(1, self.d_in // 2), n_dead)
-        masked = pre_acts.masked_fill(~dead_mask, float("-inf"))
-        vals, idx = masked.topk(k_aux, dim=-1, sorted=False)
-        codes = torch.zeros_like(pre_acts).scatter(-1, idx, vals.relu())
-        aux_recon = codes @ self.W_dec if decode_fn is None else decode_fn(codes)
+
+    def aux_k_for(self, n_dead: int) -> int:
+        """How many dead latents AuxK uses: ``aux_k`` (default d_in // 2), capped by ``n_dead``."""
+        return min(self.aux_k if self.aux_k is not None else max(1, self.d_in // 2), n_dead)
+
+    @staticmethod
+    def normalized_aux_error(aux_recon: Tensor, residual: Tensor) -> Tensor:
+        """Mean over rows of ``||aux_recon - e||^2 / ||e||^2`` with the residual ``e`` detached."""
         residual = residual.detach()
         denom = residual.pow(2).sum(-1).clamp_min(1e-12)
         nmse = (aux_recon - residual).pow(2).sum(-1) / denom

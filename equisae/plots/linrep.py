@@ -1,0 +1,109 @@
+"""Figures for the linear representation of C_n in activation space (notebook 03)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = ["plot_eigenvalues", "plot_r2_by_power", "plot_r2_vs_equivariance"]
+
+
+def _eigenvalues(result: Any) -> np.ndarray:
+    """Complex eigenvalues from a LinRepResult or its ``to_dict()``."""
+    eig = result["eigenvalues"] if isinstance(result, Mapping) else result.eigenvalues
+    if isinstance(eig, Mapping):
+        return np.asarray(eig["real"]) + 1j * np.asarray(eig["imag"])
+    return np.asarray(eig)
+
+
+def _get(result: Any, key: str) -> Any:
+    return result[key] if isinstance(result, Mapping) else getattr(result, key)
+
+
+def plot_eigenvalues(results: Mapping[str, Any], n: int = 4, ncols: int = 5) -> Figure:
+    """Eigenvalues of each fitted M in the complex plane, with the unit circle and the n-th
+    roots of unity; ``results`` maps a panel title to a LinRepResult (or its dict)."""
+    if not results:
+        raise ValueError("results must hold at least one fitted representation")
+    ncols = min(ncols, len(results))
+    nrows = math.ceil(len(results) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.9 * ncols, 2.9 * nrows), squeeze=False)
+    circle = np.exp(1j * np.linspace(0, 2 * np.pi, 256))
+    roots = np.exp(2j * np.pi * np.arange(n) / n)
+    for ax, (title, result) in zip(axes.flat, results.items(), strict=False):
+        eig = _eigenvalues(result)
+        ax.plot(circle.real, circle.imag, color="0.7", lw=1)
+        ax.scatter(eig.real, eig.imag, s=10, alpha=0.6, label="eigenvalues of M")
+        ax.scatter(roots.real, roots.imag, marker="x", s=60, color="crimson", label=f"{n}th roots")
+        lim = max(1.3, float(np.abs(eig).max()) * 1.1 if eig.size else 1.3)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("Re")
+        ax.set_ylabel("Im")
+    for ax in list(axes.flat)[len(results) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"Eigenvalues of the fitted generator M against the {n}th roots of unity")
+    fig.tight_layout()
+    return fig
+
+
+def plot_r2_by_power(results: Mapping[str, Any], layer: str = "") -> Figure:
+    """Held-out R^2 per power p for M^p, the identity and the per-power fit M_p, one panel per
+    entry of ``results`` (title -> LinRepResult or its dict)."""
+    if not results:
+        raise ValueError("results must hold at least one fitted representation")
+    fig, axes = plt.subplots(1, len(results), figsize=(2.8 * len(results), 3.0), squeeze=False)
+    styles = {
+        "r2_single": ("M^p (one matrix)", "o-"),
+        "r2_per_power": ("M_p (fitted per power)", "s--"),
+        "r2_identity": ("identity", "^:"),
+    }
+    for ax, (title, result) in zip(axes.flat, results.items(), strict=True):
+        for key, (label, style) in styles.items():
+            values = np.asarray(_get(result, key), dtype=float)
+            ax.plot(np.arange(len(values)), np.maximum(values, -1.0), style, label=label, ms=4)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("power p")
+        ax.set_ylabel("held-out R^2 (clipped at -1)")
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_xticks(range(len(values)))
+    axes.flat[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"Predicting h(g^p x) from h(x){f' at the {layer} layer' if layer else ''}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_r2_vs_equivariance(
+    equivariance: Mapping[str, float], r2: Mapping[str, Mapping[str, float]]
+) -> Figure:
+    """Each model's output equivariance error (x, log scale) against the mean held-out R^2 of
+    M^p over p >= 1 (y), one marker style per layer: ``r2[layer][model]``."""
+    if not equivariance or not r2:
+        raise ValueError("equivariance and r2 must not be empty")
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    markers = ["o", "s", "^", "D"]
+    floor = 1e-12
+    for (layer, per_model), marker in zip(r2.items(), markers, strict=False):
+        missing = sorted(set(per_model) - set(equivariance))
+        if missing:
+            raise KeyError(f"no equivariance error for models {missing}")
+        xs = [max(equivariance[m], floor) for m in per_model]
+        ys = list(per_model.values())
+        ax.scatter(xs, ys, marker=marker, s=50, label=layer)
+        for model, x, y in zip(per_model, xs, ys, strict=True):
+            ax.annotate(model, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("output equivariance error of the autoencoder (log; 0 drawn at 1e-12)")
+    ax.set_ylabel("mean held-out R^2 of M^p, p = 1..n-1")
+    ax.set_title("Does a single linear map explain rotations better for more equivariant models?")
+    ax.legend(title="layer")
+    fig.tight_layout()
+    return fig
