@@ -65,10 +65,11 @@ __all__ = [
     "render_throughput",
 ]
 
+#: The shape classes; the ``shape`` factor indexes this tuple.
 SHAPES: tuple[str, ...] = ("circle", "square", "plus", "triangle", "T", "half_disc", "L")
-# Which symmetries of the square each shape has, as drawn at orientation 0:
-# "full": all of D4 (orientation -1, mirror -1); "mirror": the flip x -> -x (mirror -1);
-# "none": chiral, no symmetry.
+#: Which symmetries of the square each shape has, as drawn at orientation 0:
+#: ``"full"``: all of D4 (orientation -1, mirror -1); ``"mirror"``: the flip x -> -x
+#: (mirror -1); ``"none"``: chiral, no symmetry.
 SHAPE_SYMMETRY: dict[str, str] = {
     "circle": "full",
     "square": "full",
@@ -78,6 +79,7 @@ SHAPE_SYMMETRY: dict[str, str] = {
     "half_disc": "mirror",
     "L": "none",
 }
+#: The colour classes (name -> RGB in [0, 1]); the ``colour`` factor indexes them in order.
 COLOURS: dict[str, tuple[float, float, float]] = {
     "red": (0.90, 0.15, 0.15),
     "green": (0.20, 0.80, 0.25),
@@ -85,11 +87,14 @@ COLOURS: dict[str, tuple[float, float, float]] = {
     "yellow": (0.95, 0.85, 0.15),
     "magenta": (0.85, 0.25, 0.85),
 }
-# Half extent of each scale class, as a fraction of the image size.
+#: Half extent of each scale class, as a fraction of the image size.
 SCALE_FRACTIONS: tuple[float, ...] = (0.14, 0.19, 0.24)
 
+#: Factors every group element leaves unchanged.
 INVARIANT_FACTORS: tuple[str, ...] = ("shape", "colour", "scale")
+#: Factors a quarter turn moves (``orientation`` is -1 where undefined).
 EQUIVARIANT_FACTORS: tuple[str, ...] = ("quadrant", "orientation")
+#: Number of classes of every discrete factor (-1 marks "not defined" and is not a class).
 FACTOR_CLASSES: dict[str, int] = {
     "shape": len(SHAPES),
     "colour": len(COLOURS),
@@ -99,7 +104,9 @@ FACTOR_CLASSES: dict[str, int] = {
     "mirror": 2,
     "cue": 4,
 }
+#: Every factor name, discrete ones first, then the continuous centre ``x``, ``y``.
 FACTOR_NAMES: tuple[str, ...] = (*FACTOR_CLASSES, "x", "y")
+#: The split names :func:`make_splits` is usually given.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 _SIZES: dict[str, dict[str, int]] = {

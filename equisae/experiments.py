@@ -15,6 +15,7 @@ them. :func:`sweep_settings` fixes the grid per mode; notebooks 05 and 06 and th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -116,22 +117,27 @@ class SweepSettings:
     probe_k: int  # the SAE k (matched L0) at which every SAE type is probed
     training: SAETraining
     probing: ProbeSettings
-    #: SAE types restricted to some targets: {sae_type: targets}; others run on every target.
-    restricted: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    #: a smaller k sweep for the (wider, costlier) intermediate layers; None: ``ks``
+    intermediate_ks: tuple[int, ...] | None = None
+    #: seeds of the random-dictionary reference
+    reference_seeds: tuple[int, ...] = (0,)
     data_seed: int = 0
 
-    def targets_for(self, sae_type: str) -> tuple[tuple[str, str], ...]:
-        """The (model, layer) targets an SAE type is trained on."""
-        return dict(self.restricted).get(sae_type, self.targets)
+    def ks_for(self, layer: str) -> tuple[int, ...]:
+        """The k sweep of a layer (always containing ``probe_k``)."""
+        if layer == "intermediate" and self.intermediate_ks is not None:
+            return self.intermediate_ks
+        return self.ks
 
 
 def sweep_settings(mode: str) -> SweepSettings:
     """The grid per mode, sized so notebooks 05 + 06 stay within their CPU budget.
 
-    ``full``: the bottleneck of all five base models and the intermediate layer of
-    ``cnn_augmented`` and ``gcnn``; every SAE type; k in {4, 8, 16, 32}; 3 seeds.
-    ``quick``: the bottleneck of ``cnn_augmented`` and ``gcnn``; every SAE type; k in {4, 16};
-    one seed; shorter training and smaller probe sets.
+    ``full``: the bottleneck of all five base models (k in {4, 8, 16, 32}) and the intermediate
+    layer of ``cnn_augmented`` and ``gcnn`` (k in {8, 32}); every SAE type; 3 seeds; probes at
+    k = 8 with probe sizes all, 1, 2, 5, 16. ``quick``: the bottleneck of ``cnn_augmented`` and
+    ``gcnn``; every SAE type; k in {4, 16}; one seed; shorter training, probes at k = 4 with
+    probe sizes all and 2 on smaller subsamples.
     """
     from equisae.models import MODEL_NAMES
 
@@ -148,8 +154,10 @@ def sweep_settings(mode: str) -> SweepSettings:
             ks=(4, 8, 16, 32),
             seeds=(0, 1, 2),
             probe_k=8,
-            training=SAETraining(n_steps=600, batch_size=256, max_d_sae=256),
-            probing=ProbeSettings(),
+            training=SAETraining(n_steps=500, batch_size=256, max_d_sae=256),
+            probing=ProbeSettings(max_orbits=(300, 150, 250)),
+            intermediate_ks=(8, 32),
+            reference_seeds=(0, 1, 2),
         )
     return SweepSettings(
         mode=mode,
@@ -160,7 +168,7 @@ def sweep_settings(mode: str) -> SweepSettings:
         probe_k=4,
         training=SAETraining(n_steps=200, batch_size=256, max_d_sae=256),
         probing=ProbeSettings(
-            probe_ks=(None, 1, 5), c_grid=(0.1, 1.0), max_orbits=(200, 100, 150), max_iter=100
+            probe_ks=(None, 2), c_grid=(0.1, 1.0), max_orbits=(150, 75, 100), max_iter=100
         ),
     )
 
@@ -189,6 +197,12 @@ def full_rank_representation(rep: Any) -> Tensor:
     d = basis.shape[0]
     eye = torch.eye(d, dtype=torch.float64)
     return (basis @ rep.M_reduced.double() @ basis.T + eye - basis @ basis.T).float()
+
+
+def eval_batch_size(d: int, group_order: int = 4, budget_bytes: int = 256 * 2**20) -> int:
+    """Orbits per evaluation batch so that per-row (d, d) representation matrices (equivariant
+    SAEs gather one per activation) stay within ``budget_bytes``; at most 1024."""
+    return int(max(8, min(1024, budget_bytes // (4 * group_order * d * d))))
 
 
 def subsample_orbits(n: int, limit: int, seed: int) -> Tensor:
@@ -388,7 +402,7 @@ class SAEJob(Job):
             self.sae_type, train.acts, self.k, self.seed, self.training, M
         )
         save_sae(sae, workdir / "sae")
-        metrics = evaluate_on_orbits(sae, test.acts)
+        metrics = evaluate_on_orbits(sae, test.acts, batch_size=eval_batch_size(sae.d_in))
         metrics["train_seconds"] = result.seconds
         metrics["d_sae"] = sae.d_sae
         metrics["d_in"] = sae.d_in
@@ -429,7 +443,9 @@ def _probe_feature_sets(
     if with_pose:
         sets["latents+pose"] = {}
     for split, (acts, _) in splits.items():
-        z, _, poses = orbit_reconstructions(sae, acts, pose="inferred")
+        z, _, poses = orbit_reconstructions(
+            sae, acts, pose="inferred", batch_size=eval_batch_size(acts.shape[-1], acts.shape[1])
+        )
         flat = z.reshape(-1, z.shape[-1])
         sets["latents"][split] = flat.numpy()
         if with_pose:
@@ -537,28 +553,39 @@ class ReferenceProbeJob(Job):
 # ------------------------------------------------------------------------------------------
 
 
-def frontier_jobs(mode: str) -> list[SAEJob]:
-    """Every SAE of the frontier grid of ``mode``: targets x SAE types x k x seeds."""
-    s = sweep_settings(mode)
+def _with_data_seed(settings: SweepSettings, data_seed: int | None) -> SweepSettings:
+    if data_seed is None:
+        return settings
+    if isinstance(data_seed, bool) or not isinstance(data_seed, int) or data_seed < 0:
+        raise ValueError(f"data_seed must be a non-negative int, got {data_seed!r}")
+    return dataclasses.replace(settings, data_seed=data_seed)
+
+
+def frontier_jobs(mode: str, data_seed: int | None = None) -> list[SAEJob]:
+    """Every SAE of the frontier grid of ``mode``: targets x SAE types x k x seeds.
+
+    ``data_seed`` (default: the settings' ``data_seed``) picks the base models and data.
+    """
+    s = _with_data_seed(sweep_settings(mode), data_seed)
     return [
         SAEJob(model, layer, sae_type, k, seed, mode, s.training, s.data_seed)
         for sae_type in s.sae_types
-        for (model, layer) in s.targets_for(sae_type)
-        for k in s.ks
+        for (model, layer) in s.targets
+        for k in s.ks_for(layer)
         for seed in s.seeds
     ]
 
 
-def probing_jobs(mode: str) -> list[Job]:
+def probing_jobs(mode: str, data_seed: int | None = None) -> list[Job]:
     """Probes at matched L0 (``probe_k``) on every SAE type, plus the raw and random references."""
-    s = sweep_settings(mode)
+    s = _with_data_seed(sweep_settings(mode), data_seed)
     jobs: list[Job] = [
         ProbeJob(
             SAEJob(model, layer, sae_type, s.probe_k, seed, mode, s.training, s.data_seed),
             s.probing,
         )
         for sae_type in s.sae_types
-        for (model, layer) in s.targets_for(sae_type)
+        for (model, layer) in s.targets
         for seed in s.seeds
     ]
     for model, layer in s.targets:
@@ -571,7 +598,7 @@ def probing_jobs(mode: str) -> list[Job]:
             ReferenceProbeJob(
                 model, layer, "random", s.probe_k, seed, mode, s.training, s.probing, s.data_seed
             )
-            for seed in s.seeds
+            for seed in s.reference_seeds
         )
     return jobs
 

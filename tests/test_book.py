@@ -157,9 +157,26 @@ def test_glue_references_point_at_listed_notebooks() -> None:
         if not source.is_file():
             pytest.skip(f"{source} not written yet")
         code = "\n".join("".join(c["source"]) for c in json.loads(source.read_text())["cells"])
-        assert re.search(rf"glue\(\s*[\"']{re.escape(key)}[\"']", code) or key in code, (
-            f"{source.name} does not glue {key!r}, which a book page pastes"
+        assert _source_glues(code, key), f"{source.name} does not glue {key!r}, which a page pastes"
+
+
+def _source_glues(code: str, key: str) -> bool:
+    """Whether notebook code glues ``key``, literally or through an f-string like f"{name}_gap"."""
+    for literal in re.findall(r"glue\(\s*f?[\"']([^\"']+)[\"']", code):
+        pattern = "".join(
+            ".+" if part.startswith("{") else re.escape(part)
+            for part in re.split(r"(\{[^}]*\})", literal)
         )
+        if re.fullmatch(pattern, key):
+            return True
+    return False
+
+
+def test_source_glue_matching() -> None:
+    code = 'glue("n_test", 3)\nglue(f"{name}_gap", g, display=False)\nglue( \'d\', 1)'
+    assert _source_glues(code, "n_test") and _source_glues(code, "d")
+    assert _source_glues(code, "gcnn_gap")
+    assert not _source_glues(code, "gcnn_mse") and not _source_glues(code, "n_train")
 
 
 def _load_docstring_extension():

@@ -33,7 +33,7 @@ def test_grids_contain_every_sae_type(mode):
     frontier = ex.frontier_jobs(mode)
     assert {j.sae_type for j in frontier} == set(ex.SAE_TYPES)
     assert len({j.hash for j in frontier}) == len(frontier)  # no duplicates
-    assert s.probe_k in s.ks  # probed SAEs are frontier SAEs: trained once
+    assert s.probe_k in s.ks_for("bottleneck") and s.probe_k in s.ks_for("intermediate")
     probes = ex.probing_jobs(mode)
     sae_types = {j.sae.sae_type for j in probes if isinstance(j, ex.ProbeJob)}
     assert sae_types == set(ex.SAE_TYPES)

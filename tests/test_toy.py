@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -147,3 +148,102 @@ def test_detection_metrics_find_planted_latents() -> None:
         detection_f1(train_z[:10], ptr, test_z, pte)
     with pytest.raises(ValueError, match="same number of latents"):
         detection_f1(train_z, ptr, test_z[:, :4], pte)
+
+
+# ---------------------------------------------------------------------- the planted sweep
+
+
+def test_planted_jobs_cover_the_grid_with_distinct_hashes() -> None:
+    from equisae.planted import MODEL_TYPES, PlantedJob, planted_jobs, planted_settings
+
+    for mode in ("quick", "full"):
+        s = planted_settings(mode)
+        jobs = planted_jobs(mode)
+        assert len(jobs) == len(s.feature_counts) * len(MODEL_TYPES) * len(s.seeds)
+        assert len({j.hash for j in jobs}) == len(jobs)
+        assert all(j.d_sae == s.expansion * j.toy.n_features for j in jobs)
+    assert len(planted_settings("full").seeds) >= 3 and len(planted_settings("quick").seeds) >= 2
+    with pytest.raises(ValueError, match="mode"):
+        planted_settings("medium")
+    job = planted_jobs("quick")[0]
+    with pytest.raises(KeyError, match="unknown planted model"):
+        PlantedJob(**{**job.__dict__, "model": "dense"})
+    with pytest.raises(ValueError, match="batch_size"):
+        PlantedJob(**{**job.__dict__, "batch_size": 2})
+
+
+def test_planted_job_runs_and_reports_every_metric(tmp_path) -> None:
+    from equisae.planted import (
+        METRICS,
+        PlantedSettings,
+        planted_jobs,
+        planted_records,
+        run_planted,
+        series,
+        summarize,
+    )
+
+    settings = PlantedSettings(
+        mode="quick",
+        d=8,
+        feature_counts=(4, 8),
+        seeds=(0, 1),
+        n_train=200,
+        n_test=100,
+        n_steps=20,
+        batch_size=64,
+        models=("topk", "equivariant", "adaptive"),
+    )
+    previous = torch.get_num_threads()
+    result = run_planted(
+        "quick", scheduler="serial", progress=False, settings=settings, artifacts=str(tmp_path)
+    )
+    torch.set_num_threads(previous)
+    records = planted_records(result.results)
+    assert len(records) == len(planted_jobs("quick", settings)) == 12
+    for r in records:
+        assert all(0 <= r[m] <= 1.0 + 1e-6 for m in ("recovery", "detection_f1", "top1_detection"))
+        assert r["n_params"] > 0 and 0 < r["l0"] <= 2
+    adaptive = [r for r in records if r["model"] == "adaptive"]
+    assert all(r["m_distance_to_R_before"] == pytest.approx(2**0.5, rel=1e-4) for r in adaptive)
+    equi = [r for r in records if r["model"] == "equivariant"]
+    assert all(r["latent_equivariance_error"] < 0.2 for r in equi)
+    summary = summarize(records)
+    assert set(summary) == {"topk", "equivariant", "adaptive"} and set(summary["topk"]) == set(
+        METRICS
+    )
+    x, mean, std = series(summary, "topk", "recovery")
+    assert x.tolist() == [4, 8] and mean.shape == std.shape == (2,)
+    per_seed = summary["topk"]["recovery"]["4"]["per_seed"]
+    assert len(per_seed) == 2 and mean[0] == pytest.approx(np.mean(per_seed))
+    # A second run loads every job from the cache, with identical metrics.
+    again = run_planted(
+        "quick", scheduler="serial", progress=False, settings=settings, artifacts=str(tmp_path)
+    )
+    assert again.n_cached == 12 and planted_records(again.results) == records
+
+
+def test_equivariant_advantage_and_its_sentence_follow_the_numbers() -> None:
+    from equisae.planted import describe_advantage, equivariant_advantage
+
+    def entry(mean: float, std: float = 0.01) -> dict:
+        return {"mean": mean, "std": std, "per_seed": [mean - std, mean + std]}
+
+    summary = {
+        "topk": {"detection_f1": {"8": entry(0.3), "32": entry(0.2)}},
+        "wide": {"detection_f1": {"8": entry(0.4), "32": entry(0.25)}},
+        "equivariant": {"detection_f1": {"8": entry(0.7), "32": entry(0.65)}},
+    }
+    adv = equivariant_advantage(summary, "detection_f1")
+    assert adv["n_features"] == [8, 32] and adv["best_baseline"] == ["wide", "wide"]
+    assert adv["gap"] == pytest.approx([0.3, 0.4]) and adv["separated"] == [True, True]
+    text = describe_advantage(adv, "detection F1")
+    assert "beat every baseline at every number of features" in text
+    assert "in favour of the equivariant SAEs" in text and "+0.300" in text
+    # Lower is better for FVU: a higher equivariant FVU is a loss.
+    fvu = {m: {"fvu": {"8": entry(v)}} for m, v in (("topk", 0.2), ("equivariant", 0.5))}
+    adv = equivariant_advantage(fvu, "fvu", higher_is_better=False)
+    assert adv["gap"] == pytest.approx([-0.3])
+    assert "best baseline beats the equivariant SAEs" in describe_advantage(adv, "FVU")
+    with pytest.raises(ValueError, match="baseline"):
+        equivariant_advantage({"equivariant": summary["equivariant"]}, "detection_f1")

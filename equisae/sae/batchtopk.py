@@ -37,9 +37,11 @@ class BatchTopKSAE(TopKSAE):
         self, d_in: int, d_sae: int, k: int, threshold_momentum: float = 0.01, **kwargs: Any
     ) -> None:
         super().__init__(d_in, d_sae, k, **kwargs)
-        if not (isinstance(threshold_momentum, float) and 0 < threshold_momentum <= 1):
+        if isinstance(threshold_momentum, bool) or not (
+            isinstance(threshold_momentum, (int, float)) and 0 < threshold_momentum <= 1
+        ):
             raise ValueError(f"threshold_momentum must be in (0, 1], got {threshold_momentum!r}")
-        self.threshold_momentum = threshold_momentum
+        self.threshold_momentum = float(threshold_momentum)
         self.register_buffer("threshold", torch.zeros((), dtype=self.W_dec.dtype))
         self.register_buffer("threshold_updates", torch.zeros((), dtype=torch.int64))
 

@@ -1,0 +1,213 @@
+"""Figures and small tables for the findings notebooks: the frontier (05) and probing (06).
+
+Every function takes the flat records of :func:`equisae.experiments.frontier_records` or
+:func:`equisae.experiments.probe_records` (lists of dicts), so the notebooks need no pandas.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = [
+    "SAE_COLOURS",
+    "group_stats",
+    "markdown_table",
+    "plot_advantage_vs_r2",
+    "plot_frontier",
+    "plot_probe_f1",
+]
+
+SAE_COLOURS: dict[str, str] = {
+    "topk": "tab:blue",
+    "batchtopk": "tab:cyan",
+    "wide": "tab:purple",
+    "crosscoder": "tab:brown",
+    "equivariant": "tab:orange",
+    "adaptive": "tab:red",
+    "raw": "0.25",
+    "random": "0.6",
+}
+
+
+def group_stats(
+    records: Iterable[Mapping[str, Any]], keys: Sequence[str], value: str
+) -> dict[tuple, tuple[float, float, int]]:
+    """``{key tuple: (mean, std, n)}`` of ``value`` over records sharing ``keys`` (seeds pooled).
+
+    Records whose value is None are skipped; std is the population std (0 for one seed).
+    """
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    for r in records:
+        missing = [k for k in (*keys, value) if k not in r]
+        if missing:
+            raise KeyError(f"record has no field(s) {missing}: {dict(r)}")
+        if r[value] is not None:
+            groups[tuple(r[k] for k in keys)].append(float(r[value]))
+    return {k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in groups.items()}
+
+
+def _panels(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    return list(dict.fromkeys((r["model"], r["layer"]) for r in records))
+
+
+def _grid(n: int, ncols: int, size: tuple[float, float]) -> tuple[Figure, np.ndarray]:
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False
+    )
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def plot_frontier(
+    records: Sequence[Mapping[str, Any]],
+    sae_types: Sequence[str] | None = None,
+    oracle_types: Sequence[str] = ("equivariant", "adaptive"),
+    ncols: int = 4,
+) -> Figure:
+    """FVU against L0 for every SAE type, one panel per (model, layer), mean +- std over seeds.
+
+    Solid lines: the headline FVU (pose inferred for equivariant SAEs); dashed: the same SAEs
+    given the oracle pose (``fvu_oracle_pose``), for the types in ``oracle_types``.
+    """
+    if not records:
+        raise ValueError("records is empty: nothing to plot")
+    panels = _panels(records)
+    types = list(sae_types or dict.fromkeys(r["sae_type"] for r in records))
+    fvu = group_stats(records, ("model", "layer", "sae_type", "k"), "fvu")
+    l0 = group_stats(records, ("model", "layer", "sae_type", "k"), "l0")
+    oracle = group_stats(
+        [r for r in records if r.get("fvu_oracle_pose") is not None],
+        ("model", "layer", "sae_type", "k"),
+        "fvu_oracle_pose",
+    )
+    fig, axes = _grid(len(panels), ncols, (3.6, 3.0))
+    for ax, (model, layer) in zip(axes.flat, panels, strict=False):
+        for t in types:
+            ks = sorted(k for (m, la, tt, k) in fvu if (m, la, tt) == (model, layer, t))
+            if not ks:
+                continue
+            x = [l0[model, layer, t, k][0] for k in ks]
+            y = [fvu[model, layer, t, k][0] for k in ks]
+            e = [fvu[model, layer, t, k][1] for k in ks]
+            colour = SAE_COLOURS.get(t)
+            ax.errorbar(x, y, yerr=e, marker="o", ms=3, color=colour, label=t, capsize=2)
+            if t in oracle_types and all((model, layer, t, k) in oracle for k in ks):
+                yo = [oracle[model, layer, t, k][0] for k in ks]
+                ax.plot(x, yo, ls="--", marker=".", color=colour, label=f"{t} (oracle pose)")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("L0 (active latents per activation)")
+        ax.set_ylabel("FVU (test)")
+        ax.set_title(f"{model} / {layer}", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
+    fig.suptitle("Reconstruction-sparsity frontier (lower is better)")
+    fig.tight_layout(rect=(0, 0.06 + 0.03 * math.ceil(len(labels) / 4), 1, 0.97))
+    return fig
+
+
+def plot_probe_f1(
+    records: Sequence[Mapping[str, Any]],
+    factors: Sequence[str],
+    sae_types: Sequence[str] | None = None,
+    probe_k: str = "all",
+    ncols: int = 4,
+) -> Figure:
+    """Test macro F1 per factor (x) and SAE type (bars), one panel per (model, layer).
+
+    Bars: mean over seeds with the seed std as error bars, for probes on the latents; for SAE
+    types that also have ``latents+pose`` records a hatched bar shows that feature set. The
+    dotted line per factor is the majority-class chance F1.
+    """
+    rows = [r for r in records if r["probe_k"] == probe_k]
+    if not rows:
+        raise ValueError(f"no probe records with probe_k={probe_k!r}")
+    panels = _panels(rows)
+    types = list(sae_types or dict.fromkeys(r["sae_type"] for r in rows))
+    keys = ("model", "layer", "sae_type", "features", "factor")
+    stats = group_stats(rows, keys, "f1")
+    chance = group_stats(rows, ("model", "layer", "factor"), "chance_f1")
+    bars = [(t, "latents") for t in types]
+    bars += [
+        (t, "latents+pose") for t in types if any(k[2:4] == (t, "latents+pose") for k in stats)
+    ]
+    width = 0.8 / len(bars)
+    fig, axes = _grid(len(panels), ncols, (4.2, 3.0))
+    x = np.arange(len(factors))
+    for ax, (model, layer) in zip(axes.flat, panels, strict=False):
+        for i, (t, feats) in enumerate(bars):
+            vals = [stats.get((model, layer, t, feats, f), (np.nan, 0.0, 0)) for f in factors]
+            ax.bar(
+                x + (i - (len(bars) - 1) / 2) * width,
+                [v[0] for v in vals],
+                width,
+                yerr=[v[1] for v in vals],
+                color=SAE_COLOURS.get(t),
+                hatch="//" if feats == "latents+pose" else None,
+                edgecolor="white" if feats == "latents" else "black",
+                linewidth=0.3,
+                label=t if feats == "latents" else f"{t} + pose",
+                capsize=1.5,
+            )
+        for j, f in enumerate(factors):
+            if (model, layer, f) in chance:
+                c = chance[model, layer, f][0]
+                ax.plot([j - 0.45, j + 0.45], [c, c], ls=":", color="k", lw=1)
+        ax.set_xticks(x, factors, rotation=30, fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("test macro F1")
+        ax.set_title(f"{model} / {layer}", fontsize=9)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8)
+    suffix = "all latents" if probe_k == "all" else f"{probe_k[1:]} latents"
+    fig.suptitle(f"Probe F1 per factor ({suffix}; dotted: chance)")
+    fig.tight_layout(rect=(0, 0.07 + 0.03 * math.ceil(len(labels) / 5), 1, 0.97))
+    return fig
+
+
+def plot_advantage_vs_r2(
+    advantage: Mapping[str, tuple[float, float]],
+    r2: Mapping[str, float],
+    xlabel: str = "1 - R^2 of the linear representation (log)",
+    ylabel: str = "F1(adaptive) - F1(topk), invariant factors",
+) -> Figure:
+    """Scatter of an SAE advantage (mean, std over seeds) against the base model's 1 - R^2."""
+    names = [n for n in advantage if n in r2]
+    if not names:
+        raise ValueError("advantage and r2 share no (model, layer) names")
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    xs = [max(1.0 - r2[n], 1e-12) for n in names]
+    ys = [advantage[n][0] for n in names]
+    ax.errorbar(xs, ys, yerr=[advantage[n][1] for n in names], fmt="o", capsize=3)
+    for xv, yv, n in zip(xs, ys, names, strict=True):
+        ax.annotate(n, (xv, yv), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.axhline(0, color="k", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title("Does the adaptive SAE's probing advantage track equivariance?")
+    fig.tight_layout()
+    return fig
+
+
+def markdown_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    formats: Mapping[str, Callable[[Any], str]] | None = None,
+) -> str:
+    """A Markdown table of ``rows`` with the given columns (values formatted per column)."""
+    formats = dict(formats or {})
+    head = "| " + " | ".join(columns) + " |\n|" + " --- |" * len(columns)
+    body = ["| " + " | ".join(formats.get(c, str)(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join([head, *body])
