@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -82,6 +83,8 @@ def run_notebook(source: Path, target: Path, mode: str, cwd: Path) -> NotebookRu
     import papermill
 
     target.parent.mkdir(parents=True, exist_ok=True)
+    # Nobody watches progress bars inside papermill's kernels: keep them out of the book.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
