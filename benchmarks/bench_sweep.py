@@ -178,6 +178,20 @@ def _metrics(result: SweepResult, timings: bool = True) -> list[dict[str, Any] |
     ]
 
 
+def _differences(a: SweepResult, b: SweepResult) -> list[str]:
+    """``"<job hash>: <metric>"`` for every metric that differs between two runs."""
+    out = []
+    for job, x, y in zip(a.jobs, _metrics(a), _metrics(b), strict=True):
+        if x is None or y is None:
+            if x is not y:
+                out.append(f"{job.hash}: finished in one run only")
+            continue
+        out.extend(
+            f"{job.hash}: {key}" for key in sorted(set(x) | set(y)) if x.get(key) != y.get(key)
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", default="auto", help="auto (planted if defined), synthetic, ...")
@@ -221,6 +235,7 @@ def main() -> None:
             "parallel_job_seconds": _job_seconds(parallel),
             "cluster_overhead_s": cluster_overhead(args.workers),
             "identical_metrics": _metrics(serial) == _metrics(parallel),
+            "differing_metrics": _differences(serial, parallel),
             "identical_metrics_except_timings": (
                 _metrics(serial, timings=False) == _metrics(parallel, timings=False)
             ),
@@ -238,6 +253,7 @@ def main() -> None:
         f"identical metrics: {report['identical_metrics']} "
         f"(except timing keys: {report['identical_metrics_except_timings']})"
     )
+    print("differing metrics:", report["differing_metrics"][:20])
     print(
         f"load average before {report['load_average_before']}, after {report['load_average_after']}"
     )

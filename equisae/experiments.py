@@ -205,6 +205,42 @@ def eval_batch_size(d: int, group_order: int = 4, budget_bytes: int = 256 * 2**2
     return int(max(8, min(1024, budget_bytes // (4 * group_order * d * d))))
 
 
+def _gap_ranks(variances: Tensor, tol: float = 0.01) -> list[int]:
+    """Ranks r that do not split a (near-)degenerate eigenvalue: v[r] < (1 - tol) v[r - 1]."""
+    v = variances.double()
+    return [r for r in range(1, len(v)) if v[r] < (1 - tol) * v[r - 1]] + [len(v)]
+
+
+def sae_representation(train: Any, val: Any, variance: float = 0.99, min_modulus: float = 0.25):
+    """The least-squares fit of M that the equivariant SAEs use, well conditioned.
+
+    The fit in the full principal subspace can have eigenvalues near zero in directions of
+    negligible variance, and the equivariant SAE canonicalises with ``M^{-p}``, which blows them
+    up. So M is fitted in the leading principal subspace that holds ``variance`` of the training
+    variance, without splitting a degenerate eigenvalue (that would break the irreducible
+    subspaces of an exact representation), shrunk further while an eigenvalue of M has modulus
+    below ``min_modulus``; outside it M is the identity (:func:`full_rank_representation`).
+    """
+    from equisae.linrep import fit_linear_representation
+
+    full = fit_linear_representation(train, val)
+    v = full.variances.double()
+    share = v.cumsum(0) / v.sum()
+    wanted = int((share < variance).sum()) + 1
+    ranks = _gap_ranks(v)
+    candidates = [r for r in ranks if r <= wanted][::-1] + [r for r in ranks if r > wanted][:1]
+    candidates = sorted(set(candidates), key=lambda r: (r < wanted, -r if r < wanted else r))
+    best = None
+    for r in candidates[:12]:
+        rep = fit_linear_representation(train, val, max_dim=r)
+        modulus = float(torch.linalg.eigvals(rep.M_reduced).abs().min())
+        if best is None or modulus > best[1]:
+            best = (rep, modulus)
+        if modulus >= min_modulus:
+            return rep
+    return best[0]
+
+
 def subsample_orbits(n: int, limit: int, seed: int) -> Tensor:
     """Sorted indices of ``min(n, limit)`` orbits, chosen without replacement under ``seed``."""
     if n <= limit:
@@ -321,15 +357,19 @@ class InputsJob(Job):
     """Cache the orbit activations of every split and fit the representation ``M`` on them."""
 
     kind: ClassVar[str] = "sweep-inputs"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 3
     model_name: str
     layer: str
     mode: str
     data_seed: int = 0
+    #: M for the SAEs is fitted in the principal subspace holding this fraction of the variance
+    rep_variance: float = 0.99
 
     def __post_init__(self) -> None:
         _check_choice("layer", self.layer, LAYER_ROLES)
         _check_mode(self.mode)
+        if not 0 < self.rep_variance <= 1:
+            raise ValueError(f"rep_variance must be in (0, 1], got {self.rep_variance!r}")
 
     def run(self, workdir: Path, deps: list[JobResult]) -> dict[str, Any]:
         from safetensors.torch import save_file
@@ -341,9 +381,15 @@ class InputsJob(Job):
             for s in ("train", "val", "test")
         }
         rep, res = analyse_linear_representation(acts["train"], acts["val"], acts["test"])
-        M = full_rank_representation(rep)
+        sae_rep = sae_representation(acts["train"], acts["val"], self.rep_variance)
+        rank = sae_rep.rank
+        M = full_rank_representation(sae_rep)
         save_file({"M": M.contiguous()}, str(workdir / "representation.safetensors"))
         return {
+            "sae_rep_rank": rank,
+            "sae_rep_min_abs_eigenvalue": float(
+                torch.linalg.eigvals(sae_rep.M_reduced).abs().min()
+            ),
             "dim": acts["train"].dim,
             "group_order": acts["train"].group_order,
             "n_train": acts["train"].n_examples,
@@ -367,7 +413,7 @@ class SAEJob(Job):
     """Train one SAE on a base model's orbit activations and report its frontier metrics."""
 
     kind: ClassVar[str] = "sweep-sae"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     model_name: str
     layer: str
     sae_type: str
@@ -390,6 +436,10 @@ class SAEJob(Job):
 
     def dependencies(self) -> tuple[Job, ...]:
         return (self.inputs,)
+
+    def config(self) -> dict[str, Any]:
+        """The fields plus the inputs job's hash, so a change of the inputs retrains the SAE."""
+        return {**super().config(), "inputs": self.inputs.hash}
 
     def run(self, workdir: Path, deps: list[JobResult]) -> dict[str, Any]:
         from equisae.sae.evaluate import evaluate_on_orbits
@@ -526,6 +576,10 @@ class ReferenceProbeJob(Job):
 
     def dependencies(self) -> tuple[Job, ...]:
         return (InputsJob(self.model_name, self.layer, self.mode, self.data_seed),)
+
+    def config(self) -> dict[str, Any]:
+        """The fields plus the inputs job's hash, so a change of the inputs reruns the probes."""
+        return {**super().config(), "inputs": self.dependencies()[0].hash}
 
     def run(self, workdir: Path, deps: list[JobResult]) -> dict[str, Any]:
         splits = _split_arrays(

@@ -35,9 +35,10 @@ files (bad JSON, a missing or altered file) is treated as absent and recomputed.
 
 :func:`run_sweep` runs every missing job and its dependencies (deduplicated by hash) on Dask:
 a ``LocalCluster`` of single-threaded worker processes by default, an existing cluster when
-given ``scheduler="tcp://host:port"``, or in this process with ``scheduler="serial"``. A job
-that raises is reported with its configuration and traceback (:class:`JobFailure`), its
-dependants are skipped (:class:`JobSkipped`), and every other job still finishes.
+given ``scheduler="tcp://host:port"`` (or ``$EQUISAE_SCHEDULER``), or in this process with
+``scheduler="serial"``. A job that raises is reported with its configuration and traceback
+(:class:`JobFailure`), its dependants are skipped (:class:`JobSkipped`), and every other job
+still finishes.
 
 While a job runs, ``$EQUISAE_ARTIFACTS`` is set to the sweep's artifacts root, so library caches
 that use :func:`equisae.io.artifacts_dir` (base models, activations) land beside the job

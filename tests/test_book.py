@@ -160,6 +160,13 @@ def test_glue_references_point_at_listed_notebooks() -> None:
         assert _source_glues(code, key), f"{source.name} does not glue {key!r}, which a page pastes"
 
 
+def test_cross_notebook_glue_has_a_format_spec() -> None:
+    """myst-nb splits the format spec at the last ':', so `path::key` alone loses its key."""
+    for page in _pages():
+        for body in re.findall(r"\{glue(?::\w+)?\}`([^`]+::[^`]+)`", page.read_text()):
+            assert ":" in body.split("::", 1)[1], f"{page.name}: add a format to {body!r} (:d, :s)"
+
+
 def _source_glues(code: str, key: str) -> bool:
     """Whether notebook code glues ``key``, literally or through an f-string like f"{name}_gap"."""
     for literal in re.findall(r"glue\(\s*f?[\"']([^\"']+)[\"']", code):

@@ -150,3 +150,23 @@ def test_probe_records_flatten_results(tmp_path):
             "chance_f1": 0.1,
         }
     ]
+
+
+def test_sae_representation_keeps_irreducible_subspaces_of_an_exact_rep():
+    # 6-d activations: two rotation planes (eigenvalues +-i) with different variances and a
+    # sign irrep; a 99% variance cut would split the second plane unless gaps are respected
+    gen = torch.Generator().manual_seed(0)
+    rot = torch.tensor([[0.0, -1.0], [1.0, 0.0]])
+    R = torch.block_diag(rot, rot, torch.tensor([[-1.0]]), torch.tensor([[1.0]]))
+    scales = torch.tensor([10.0, 10.0, 1.0, 1.0, 0.5, 0.01])
+
+    def orbits(n):
+        h0 = torch.randn(n, 6, generator=gen) * scales
+        return torch.stack([h0 @ torch.linalg.matrix_power(R, p).T for p in range(4)], 1).double()
+
+    rep = ex.sae_representation(orbits(300), orbits(100), variance=0.95)
+    assert rep.rank in (2, 4, 5, 6) and rep.rank != 3
+    M = ex.full_rank_representation(rep)
+    assert torch.allclose(torch.linalg.matrix_power(M, 4), torch.eye(6), atol=1e-4)
+    eig = torch.linalg.eigvals(rep.M_reduced).abs()
+    assert eig.min() > 0.99

@@ -43,8 +43,10 @@ def plot_planted_metrics(
     models = [m for m in MODEL_TYPES if m in summary]
     if not models:
         raise ValueError(f"summary holds none of the planted models {MODEL_TYPES}")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.8), squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
+    ncols = 2 if len(metrics) == 4 else min(len(metrics), 3)
+    nrows = -(-len(metrics) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.0 * ncols, 3.6 * nrows + 0.8), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics, strict=False):
         for model in models:
             x, mean, std = series(summary, model, metric)
             ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=MODEL_LABELS.get(model))
@@ -55,9 +57,12 @@ def plot_planted_metrics(
         if d:
             top = ax.secondary_xaxis("top", functions=(lambda n: n / d, lambda r: r * d))
             top.set_xlabel("interference n / d", fontsize=8)
-    axes[0, 0].legend(fontsize=7, loc="best")
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle("Planted features: recovery, detection and reconstruction vs interference")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07 if nrows > 1 else 0.12, 1, 1))
     return fig
 
 
