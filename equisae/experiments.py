@@ -154,8 +154,8 @@ def sweep_settings(mode: str) -> SweepSettings:
             ks=(4, 8, 16, 32),
             seeds=(0, 1, 2),
             probe_k=8,
-            training=SAETraining(n_steps=500, batch_size=256, max_d_sae=256),
-            probing=ProbeSettings(max_orbits=(300, 150, 250)),
+            training=SAETraining(n_steps=400, batch_size=256, max_d_sae=256),
+            probing=ProbeSettings(c_grid=(0.1, 1.0), max_orbits=(250, 125, 200)),
             intermediate_ks=(8, 32),
             reference_seeds=(0, 1, 2),
         )

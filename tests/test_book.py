@@ -263,7 +263,8 @@ def test_executed_notebook_hides_injected_parameters(stem: str) -> None:
     for cell in injected:
         assert "remove-cell" in cell["metadata"]["tags"]
     first, second = nb["cells"][0], nb["cells"][1]
-    assert first["cell_type"] == "markdown" and first["source"].lstrip().startswith("# ")
+    first_text = "".join(first["source"])  # a string or a list of lines in .ipynb JSON
+    assert first["cell_type"] == "markdown" and first_text.lstrip().startswith("# ")
     assert "parameters" in second["metadata"].get("tags", [])
     errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
     assert not errors, f"{stem} has error outputs"

@@ -165,6 +165,8 @@ def test_unknown_names_overrides_and_modes_raise():
         training_settings("medium")
     with pytest.raises(ValueError, match="mode"):
         train_or_load("gcnn", "medium", 0, progress=False)
+    with pytest.raises(ValueError, match="seed"):
+        train_or_load("gcnn", "quick", -1, progress=False)
     with pytest.raises(ValueError, match="epochs"):
         TrainSettings(epochs=0, batch_size=8)
     with pytest.raises(KeyError, match="test"):
@@ -274,3 +276,29 @@ def test_checkpoint_round_trip_is_bit_identical(tmp_path, name):
     save_checkpoint(build_model(name), folder, config, {"note": 2})
     assert load_checkpoint(folder)[2] == {"note": 1}
     assert [p.name for p in (tmp_path).iterdir()] == ["ckpt"]
+
+
+def test_model_figures_have_one_panel_per_image_and_model():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from equisae.plots.models import plot_reconstructions, plot_test_errors, plot_training_curves
+
+    models = {name: build_model(name) for name in ("gcnn", "mlp_augmented")}
+    fig = plot_reconstructions(models, torch.rand(3, 3, 32, 32))
+    assert len(fig.axes) == (1 + 2) * (2 * 3)
+    info = {
+        "test_mse_canonical": 0.01,
+        "test_mse_rotated": 0.02,
+        "history": {"step_loss": [0.1, 0.05, 0.02], "val_loss": [0.04, 0.03]},
+    }
+    infos = {"a": info, "b": info}
+    assert len(plot_test_errors(infos).axes) == 1
+    assert len(plot_training_curves(infos).axes) == 2
+    plt.close("all")
+    with pytest.raises(ValueError, match="models is empty"):
+        plot_reconstructions({}, torch.rand(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="images"):
+        plot_reconstructions(models, torch.rand(3, 32, 32))

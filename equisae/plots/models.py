@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 __all__ = ["plot_reconstructions", "plot_test_errors", "plot_training_curves"]
@@ -97,6 +98,7 @@ def plot_training_curves(infos: Mapping[str, Mapping[str, Any]]) -> Figure:
     ax_step.set_ylabel("training MSE (moving average)")
     ax_step.set_title("Training loss")
     ax_val.set_yscale("log")
+    ax_val.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_val.set_xlabel("epoch")
     ax_val.set_ylabel("validation MSE")
     ax_val.set_title("Validation reconstruction error")
