@@ -230,15 +230,7 @@ class OrbitActivations:
                 "metadata": to_jsonable(self.metadata),
             }
             write_json_atomic(tmp / META_FILE, meta)
-            if path.exists():
-                old = Path(
-                    tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
-                )
-                os.replace(path, old / path.name)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
+            _replace_folder(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -248,7 +240,7 @@ class OrbitActivations:
     def load(cls, path: str | os.PathLike) -> OrbitActivations:
         """Read back a folder written by :meth:`save`."""
         path = Path(path)
-        if not (path / ACTS_FILE).is_file() or not (path / META_FILE).is_file():
+        if not _is_saved(path):
             raise FileNotFoundError(
                 f"no saved orbit activations in {path} (expected {ACTS_FILE} and {META_FILE})"
             )
@@ -263,6 +255,31 @@ class OrbitActivations:
             model_name=meta["model_name"],
             metadata=meta.get("metadata", {}),
         )
+
+
+def _is_saved(path: Path) -> bool:
+    return (path / ACTS_FILE).is_file() and (path / META_FILE).is_file()
+
+
+def _replace_folder(tmp: Path, path: Path) -> None:
+    """Move the finished folder ``tmp`` to ``path``, replacing what is there. If another
+    process wins a race for ``path`` with a complete folder, theirs is kept (same content)."""
+    old = None
+    if path.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+        try:
+            os.replace(path, old / path.name)
+        except FileNotFoundError:
+            pass  # another writer moved it first
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        if not _is_saved(path):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _orbit_factors(dataset: Any, group: Any) -> dict[str, Tensor]:

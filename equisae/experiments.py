@@ -36,7 +36,10 @@ EQUIVARIANT_SAE_TYPES: tuple[str, ...] = ("equivariant", "adaptive")
 REFERENCES: tuple[str, ...] = ("raw", "random")
 LAYER_ROLES: tuple[str, ...] = ("bottleneck", "intermediate")
 MODES: tuple[str, ...] = ("quick", "full")
-#: Feature sets a probe can read: the latents alone, or with the one-hot inferred pose appended.
+#: Test orbits the frontier metrics are computed on (a fixed subsample of the test split).
+EVAL_ORBITS = 500
+#: Feature sets a probe can read: the latents alone, or the latents conditioned on the inferred
+#: pose (see :func:`pose_conditioned_features`).
 FEATURE_SETS: tuple[str, ...] = ("latents", "latents+pose")
 
 
@@ -134,7 +137,8 @@ def sweep_settings(mode: str) -> SweepSettings:
     """The grid per mode, sized so notebooks 05 + 06 stay within their CPU budget.
 
     ``full``: the bottleneck of all five base models (k in {4, 8, 16, 32}) and the intermediate
-    layer of ``cnn_augmented`` and ``gcnn`` (k in {8, 32}); every SAE type; 3 seeds; probes at
+    layer of ``cnn_augmented`` and ``gcnn`` (k = 8 only: d = 512 makes those jobs several times
+    costlier); every SAE type; 3 seeds; probes at
     k = 8 with probe sizes all, 1, 2, 5, 16. ``quick``: the bottleneck of ``cnn_augmented`` and
     ``gcnn``; every SAE type; k in {4, 16}; one seed; shorter training, probes at k = 4 with
     probe sizes all and 2 on smaller subsamples.
@@ -154,9 +158,9 @@ def sweep_settings(mode: str) -> SweepSettings:
             ks=(4, 8, 16, 32),
             seeds=(0, 1, 2),
             probe_k=8,
-            training=SAETraining(n_steps=400, batch_size=256, max_d_sae=256),
-            probing=ProbeSettings(c_grid=(0.1, 1.0), max_orbits=(250, 125, 200)),
-            intermediate_ks=(8, 32),
+            training=SAETraining(n_steps=300, batch_size=256, max_d_sae=256),
+            probing=ProbeSettings(c_grid=(0.1, 1.0), max_orbits=(150, 75, 100)),
+            intermediate_ks=(8,),
             reference_seeds=(0, 1, 2),
         )
     return SweepSettings(
@@ -452,7 +456,9 @@ class SAEJob(Job):
             self.sae_type, train.acts, self.k, self.seed, self.training, M
         )
         save_sae(sae, workdir / "sae")
-        metrics = evaluate_on_orbits(sae, test.acts, batch_size=eval_batch_size(sae.d_in))
+        test_acts = test.acts[subsample_orbits(test.n_examples, EVAL_ORBITS, seed=0)]
+        metrics = evaluate_on_orbits(sae, test_acts, batch_size=eval_batch_size(sae.d_in))
+        metrics["n_eval_orbits"] = int(test_acts.shape[0])
         metrics["train_seconds"] = result.seconds
         metrics["d_sae"] = sae.d_sae
         metrics["d_in"] = sae.d_in
@@ -483,6 +489,24 @@ def _one_hot(poses: Tensor, order: int) -> Tensor:
     return torch.nn.functional.one_hot(poses.long().reshape(-1), order).float()
 
 
+def pose_conditioned_features(latents: Tensor, poses: Tensor, order: int) -> np.ndarray:
+    """Latents (rows, d_sae) placed in the block of their pose, plus the one-hot pose.
+
+    Returns (rows, order * d_sae + order): ``z`` outer ``e_p`` flattened, then ``e_p``. An
+    equivariant factor such as the quadrant is ``(q_0 + p) mod |G|``: it needs the invariant
+    code *and* the pose together, which a linear probe can read from the outer product but not
+    from ``z`` and ``e_p`` side by side.
+    """
+    if latents.ndim != 2 or poses.reshape(-1).shape[0] != latents.shape[0]:
+        raise ValueError(
+            f"latents must be (rows, d_sae) with one pose per row, got {tuple(latents.shape)} "
+            f"and {tuple(poses.shape)}"
+        )
+    onehot = _one_hot(poses, order)
+    blocks = (onehot[:, :, None] * latents[:, None, :]).reshape(latents.shape[0], -1)
+    return torch.cat([blocks, onehot], dim=1).numpy()
+
+
 def _probe_feature_sets(
     sae: Any, splits: dict[str, Any], with_pose: bool
 ) -> dict[str, dict[str, np.ndarray]]:
@@ -499,9 +523,7 @@ def _probe_feature_sets(
         flat = z.reshape(-1, z.shape[-1])
         sets["latents"][split] = flat.numpy()
         if with_pose:
-            sets["latents+pose"][split] = torch.cat(
-                [flat, _one_hot(poses, acts.shape[1])], dim=1
-            ).numpy()
+            sets["latents+pose"][split] = pose_conditioned_features(flat, poses, acts.shape[1])
     return sets
 
 
@@ -536,7 +558,7 @@ class ProbeJob(Job):
     """Probe every factor on the latents of a trained SAE (equivariant SAEs: also + pose)."""
 
     kind: ClassVar[str] = "sweep-probe"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     sae: SAEJob
     settings: ProbeSettings = field(default_factory=ProbeSettings)
 
