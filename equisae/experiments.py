@@ -330,16 +330,13 @@ def train_sweep_sae(
     progress: bool = False,
 ):
     """Build and train one SAE of the sweep on orbit activations (N, |G|, d); returns (sae, result)."""
-    from equisae.sae.train import TrainConfig, minibatches, train_sae
+    from equisae.sae.train import TrainConfig, minibatches, orbit_training_data, train_sae
 
     if train_acts.ndim != 3:
         raise ValueError(f"train_acts must have shape (N, |G|, d), got {tuple(train_acts.shape)}")
-    n, order, d = train_acts.shape
+    _, order, d = train_acts.shape
     sae = build_sae(sae_type, d, k, seed, training, M=M, group_order=order)
-    if sae_type in ORBIT_SAE_TYPES:
-        data, batch = train_acts, max(1, training.batch_size // order)
-    else:
-        data, batch = train_acts.reshape(n * order, d), training.batch_size
+    data, batch = orbit_training_data(train_acts, sae_type in ORBIT_SAE_TYPES, training.batch_size)
     cfg = TrainConfig(
         n_steps=training.n_steps,
         lr=training.lr,

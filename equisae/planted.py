@@ -201,7 +201,7 @@ class PlantedJob(Job):
     def run(self, workdir: Path, deps: list[JobResult]) -> dict[str, Any]:
         from equisae.sae.evaluate import decoder_atoms, evaluate_on_orbits, orbit_latents
         from equisae.sae.io import save_sae
-        from equisae.sae.train import TrainConfig, minibatches, train_sae
+        from equisae.sae.train import TrainConfig, minibatches, orbit_training_data, train_sae
 
         problem = make_planted(self.toy, self.n_train, self.n_test, seed=self.seed)
         sae = build_planted_sae(
@@ -214,11 +214,9 @@ class PlantedJob(Job):
             lambda_inv=self.lambda_inv,
             lambda_eq=self.lambda_eq,
         )
-        order, d = self.toy.group_order, self.toy.d
-        if self.model in ORBIT_MODELS:
-            data, batch = problem.train.acts, self.batch_size // order
-        else:
-            data, batch = problem.train.acts.reshape(-1, d), self.batch_size
+        data, batch = orbit_training_data(
+            problem.train.acts, self.model in ORBIT_MODELS, self.batch_size
+        )
         before = sae.distance_to(problem.R) if hasattr(sae, "distance_to") else None
         cfg = TrainConfig(
             n_steps=self.n_steps,
@@ -246,7 +244,7 @@ class PlantedJob(Job):
         metrics["train_seconds"] = result.seconds
         metrics["d_sae"] = sae.d_sae
         metrics["n_features"] = self.toy.n_features
-        metrics["interference"] = self.toy.n_features / d
+        metrics["interference"] = self.toy.n_features / self.toy.d
         if before is not None:
             metrics["m_distance_to_R_before"] = before
             metrics["m_distance_to_R_after"] = sae.distance_to(problem.R)

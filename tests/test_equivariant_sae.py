@@ -26,13 +26,8 @@ from equisae.toy import ToyConfig, feature_recovery, make_planted, matrix_powers
 G = 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Training tests are tiny: one thread is faster than two on a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+#: one torch thread per test (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _toy(d: int = 8, n_features: int = 6, n_invariant: int = 0, seed: int = 0, noise: float = 0.0):
@@ -127,6 +122,14 @@ def test_bad_constructor_and_pose_arguments_raise() -> None:
         GroupCrosscoder(8, 12, 2).decode(torch.zeros(3, 12), pose=G)
     with pytest.raises(ValueError, match="pose must be one of"):
         orbit_latents(sae, torch.randn(3, G, 8), pose="guess")
+
+
+def test_M_keeps_the_model_dtype() -> None:
+    """A float64 model stores M in float64 without a float32 round trip."""
+    M = torch.eye(8, dtype=torch.float64) + 1e-9 * torch.ones(8, 8, dtype=torch.float64)
+    sae = EquivariantSAE(8, 12, 2, group_order=G, M=M, dtype="float64")
+    assert sae.M.dtype == torch.float64 and torch.equal(sae.M, M)
+    assert EquivariantSAE(8, 12, 2, group_order=G, M=M).M.dtype == torch.float32
 
 
 def test_wide_sae_has_group_order_times_the_latents() -> None:

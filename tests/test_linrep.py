@@ -25,13 +25,8 @@ from equisae.linrep import (
 PLANTED = {"trivial": 2, "sign": 1, "rotation_1": 3}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small float64 solves are faster (and less noisy on a shared machine) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: one torch thread per test (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def planted_orbits(rep: torch.Tensor, n_examples: int, noise: float, seed: int) -> torch.Tensor:

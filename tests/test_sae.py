@@ -21,14 +21,8 @@ from equisae.sae import (
 )
 from equisae.sae.io import CFG_FILENAME, WEIGHTS_FILENAME
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models run faster (and reproducibly) on one thread; restore afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: one torch thread per test (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randn(*shape: int, seed: int = 0) -> torch.Tensor:

@@ -17,14 +17,8 @@ from equisae.sae import (
 )
 from equisae.sae.train import geometric_median
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models train faster (and reproducibly) on one thread; restore afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: one torch thread per test (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def planted(d: int, n_features: int, k: int, n: int, seed: int, noise: float = 0.01):

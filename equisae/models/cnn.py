@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-
-def _upsample() -> nn.Upsample:
-    return nn.Upsample(scale_factor=2, mode="nearest")
+from equisae.models.base import Autoencoder, _upsample
 
 
 def _block(c_in: int, c_out: int, k: int, pool: bool) -> nn.Sequential:
@@ -16,13 +14,15 @@ def _block(c_in: int, c_out: int, k: int, pool: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class CNNAutoencoder(nn.Module):
+class CNNAutoencoder(Autoencoder):
     """Conv encoder (three conv + 2x2 average-pool stages to a 4x4 map), a linear bottleneck of
     ``bottleneck_dim`` numbers, and a mirrored decoder with nearest upsampling.
 
     Named layers: ``encoder`` (the ``channels[2] x 4 x 4`` map, 512 numbers by default) and
     ``bottleneck`` (the linear code).
     """
+
+    CONFIG_KEYS = ("in_channels", "image_size", "channels", "bottleneck_dim", "kernel_size")
 
     def __init__(
         self,
@@ -70,23 +70,6 @@ class CNNAutoencoder(nn.Module):
                 nn.init.kaiming_uniform_(module.weight, nonlinearity="relu")
                 nn.init.zeros_(module.bias)
 
-    def config(self) -> dict:
-        """Constructor arguments, enough to rebuild the model."""
-        return {
-            "in_channels": self.in_channels,
-            "image_size": self.image_size,
-            "channels": list(self.channels),
-            "bottleneck_dim": self.bottleneck_dim,
-            "kernel_size": self.kernel_size,
-        }
-
-    def encode(self, x: Tensor) -> Tensor:
-        """Images ``(B, C, H, W)`` -> codes ``(B, bottleneck_dim)``."""
-        return self.bottleneck(self.encoder(x))
-
     def decode(self, z: Tensor) -> Tensor:
         """Codes -> images (linear output, trained to match pixels in [0, 1])."""
         return self.decoder(self.expand(z))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x))

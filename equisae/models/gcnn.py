@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from equisae.models.base import Autoencoder, _upsample
+
 ORDER = 4
 
 
@@ -27,10 +29,6 @@ def rotate_features(features: Tensor, p: int) -> Tensor:
     f = torch.roll(f, shifts=p % ORDER, dims=2)
     f = torch.rot90(f, p % ORDER, dims=(-2, -1))
     return f.reshape(b, c4, h, w)
-
-
-def _upsample() -> nn.Upsample:
-    return nn.Upsample(scale_factor=2, mode="nearest")
 
 
 def _he_uniform(weight: Tensor, fan_in: int) -> None:
@@ -124,7 +122,7 @@ def _gblock(c_in: int, c_out: int, k: int, pool: bool, lift: bool = False) -> nn
     return nn.Sequential(*layers)
 
 
-class GCNNAutoencoder(nn.Module):
+class GCNNAutoencoder(Autoencoder):
     """C4-equivariant autoencoder on 32x32 images.
 
     Encoder: lifting conv and group convs, each followed by 2x2 average pooling, down to a
@@ -133,6 +131,14 @@ class GCNNAutoencoder(nn.Module):
     rotation axis gives an equivariant image. Named layers: ``encoder`` (the 4x4 p4 feature
     map, ``channels[2] * 4 * 16`` numbers) and ``bottleneck``.
     """
+
+    CONFIG_KEYS = (
+        "in_channels",
+        "image_size",
+        "channels",
+        "bottleneck_channels",
+        "kernel_size",
+    )
 
     def __init__(
         self,
@@ -170,26 +176,9 @@ class GCNNAutoencoder(nn.Module):
             RotationMean(),
         )
 
-    def config(self) -> dict:
-        """Constructor arguments, enough to rebuild the model."""
-        return {
-            "in_channels": self.in_channels,
-            "image_size": self.image_size,
-            "channels": list(self.channels),
-            "bottleneck_channels": self.bottleneck_channels,
-            "kernel_size": self.kernel_size,
-        }
-
     def encode(self, x: Tensor) -> Tensor:
         """Images ``(B, C, H, W)`` -> bottleneck p4 features ``(B, bottleneck_channels*4, h, w)``."""
         return self.bottleneck(self.encoder(x))
-
-    def decode(self, z: Tensor) -> Tensor:
-        """Bottleneck features -> images (linear output, trained to match pixels in [0, 1])."""
-        return self.decoder(z)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x))
 
 
 def feature_permutation(shape: tuple[int, int, int], p: int) -> Tensor:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
+
+from equisae.models.base import Autoencoder
 
 
-class MLPAutoencoder(nn.Module):
+class MLPAutoencoder(Autoencoder):
     """MLP ``C*H*W -> hidden[0] -> hidden[1] -> bottleneck_dim`` and back (ReLU in between).
 
     Named layers: ``encoder`` (the ``hidden[1]``-wide hidden layer) and ``bottleneck``.
     """
+
+    CONFIG_KEYS = ("in_channels", "image_size", "hidden", "bottleneck_dim")
 
     def __init__(
         self,
@@ -37,23 +41,3 @@ class MLPAutoencoder(nn.Module):
             nn.Linear(h1, n_in),
             nn.Unflatten(1, (in_channels, image_size, image_size)),
         )
-
-    def config(self) -> dict:
-        """Constructor arguments, enough to rebuild the model."""
-        return {
-            "in_channels": self.in_channels,
-            "image_size": self.image_size,
-            "hidden": list(self.hidden),
-            "bottleneck_dim": self.bottleneck_dim,
-        }
-
-    def encode(self, x: Tensor) -> Tensor:
-        """Images ``(B, C, H, W)`` -> codes ``(B, bottleneck_dim)``."""
-        return self.bottleneck(self.encoder(x))
-
-    def decode(self, z: Tensor) -> Tensor:
-        """Codes -> images (linear output, trained to match pixels in [0, 1])."""
-        return self.decoder(z)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x))

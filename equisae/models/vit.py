@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from equisae.models.base import Autoencoder
+
 
 class Patchify(nn.Module):
     """Images ``(B, C, H, W)`` -> patch tokens ``(B, (H/P)*(W/P), C*P*P)`` in row-major order."""
@@ -58,7 +60,7 @@ def _transformer(dim: int, depth: int, heads: int) -> nn.TransformerEncoder:
     return nn.TransformerEncoder(layer, num_layers=depth, enable_nested_tensor=False)
 
 
-class ViTAutoencoder(nn.Module):
+class ViTAutoencoder(Autoencoder):
     """Patch tokens -> transformer encoder -> linear bottleneck on the flattened tokens; the
     decoder maps the code to per-patch tokens (linear + GELU) and each token to its pixels.
     (A transformer decoder trained far slower on this data: the analysed layers are in the
@@ -67,6 +69,16 @@ class ViTAutoencoder(nn.Module):
     Named layers: ``encoder`` (all encoder tokens, ``(image_size/patch_size)^2 * dim`` numbers,
     768 by default) and ``bottleneck``.
     """
+
+    CONFIG_KEYS = (
+        "in_channels",
+        "image_size",
+        "patch_size",
+        "dim",
+        "depth",
+        "heads",
+        "bottleneck_dim",
+    )
 
     def __init__(
         self,
@@ -104,26 +116,3 @@ class ViTAutoencoder(nn.Module):
             nn.Linear(dim, patch_dim),
             Unpatchify(patch_size, in_channels, image_size),
         )
-
-    def config(self) -> dict:
-        """Constructor arguments, enough to rebuild the model."""
-        return {
-            "in_channels": self.in_channels,
-            "image_size": self.image_size,
-            "patch_size": self.patch_size,
-            "dim": self.dim,
-            "depth": self.depth,
-            "heads": self.heads,
-            "bottleneck_dim": self.bottleneck_dim,
-        }
-
-    def encode(self, x: Tensor) -> Tensor:
-        """Images ``(B, C, H, W)`` -> codes ``(B, bottleneck_dim)``."""
-        return self.bottleneck(self.encoder(x))
-
-    def decode(self, z: Tensor) -> Tensor:
-        """Codes -> images (linear output, trained to match pixels in [0, 1])."""
-        return self.decoder(z)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x))

@@ -110,7 +110,5 @@ class AdaptiveEquivariantSAE(EquivariantSAE):
         flat_pre = pre.reshape(n * order, self.d_sae)
         residual = (canonical - (z @ self.W_dec).detach()).reshape(n * order, d)
         aux = self.auxk_loss(flat_pre, residual, dead_mask)
-        if aux is not None:
-            terms["auxk"] = aux
-            total = total + self.aux_coef * aux
+        total = self._add_auxk(total, terms, aux)
         return LossOutput(total=total, terms=terms, latents=z, recon=recon, target=batch)

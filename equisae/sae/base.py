@@ -96,6 +96,25 @@ def _check_positive_int(name: str, value: Any) -> int:
     return value
 
 
+def _check_finite_nonnegative(name: str, value: Any) -> float:
+    """``value`` as a float if it is a finite int or float >= 0 (ValueError otherwise)."""
+    if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _check_orbit_batch(batch: Any, group_order: int, d_in: int, name: str = "batch") -> Tensor:
+    """Validate an orbit batch ``(B, group_order, d_in)`` and return it."""
+    if not isinstance(batch, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(batch).__name__}")
+    if batch.ndim != 3 or batch.shape[1:] != (group_order, d_in):
+        raise ValueError(
+            f"{name} must be an orbit batch of shape (B, group_order={group_order}, "
+            f"d_in={d_in}), got {tuple(batch.shape)}"
+        )
+    return batch
+
+
 class SparseAutoencoder(nn.Module):
     """Base class: ``z = act((h - b_dec) W_enc + b_enc)``, ``h_hat = z W_dec + b_dec``.
 
@@ -137,12 +156,11 @@ class SparseAutoencoder(nn.Module):
         self.d_sae = _check_positive_int("d_sae", d_sae)
         if aux_k is not None:
             _check_positive_int("aux_k", aux_k)
-        if not (isinstance(aux_coef, (int, float)) and aux_coef >= 0 and math.isfinite(aux_coef)):
-            raise ValueError(f"aux_coef must be a finite number >= 0, got {aux_coef!r}")
+        aux_coef = _check_finite_nonnegative("aux_coef", aux_coef)
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         self.aux_k = aux_k
-        self.aux_coef = float(aux_coef)
+        self.aux_coef = aux_coef
         self.seed = int(seed)
         self.dtype_name = dtype
         torch_dtype = DTYPES[dtype]
@@ -262,9 +280,7 @@ class SparseAutoencoder(nn.Module):
         aux = self.auxk_loss(
             out.pre_acts.reshape(-1, self.d_sae), flat_target - flat_recon.detach(), dead_mask
         )
-        if aux is not None:
-            terms["auxk"] = aux
-            total = total + self.aux_coef * aux
+        total = self._add_auxk(total, terms, aux)
         return LossOutput(
             total=total, terms=terms, latents=out.latents, recon=out.recon, target=batch
         )
@@ -286,10 +302,7 @@ class SparseAutoencoder(nn.Module):
         ``decode_fn`` maps (N, d_sae) codes to (N, d) without the bias (default ``z W_dec``);
         orbit SAEs pass their own. Returns ``None`` when there is no dead latent.
         """
-        if dead_mask is None:
-            return None
-        self._check_dead_mask(dead_mask)
-        n_dead = int(dead_mask.sum())
+        n_dead = self._count_dead(dead_mask)
         if n_dead == 0:
             return None
         k_aux = self.aux_k_for(n_dead)
@@ -305,6 +318,20 @@ class SparseAutoencoder(nn.Module):
                 f"dead_mask must be a bool tensor of shape ({self.d_sae},), "
                 f"got {dead_mask.dtype} {tuple(dead_mask.shape)}"
             )
+
+    def _count_dead(self, dead_mask: Tensor | None) -> int:
+        """Number of dead latents in a validated ``dead_mask`` (0 when there is no mask)."""
+        if dead_mask is None:
+            return 0
+        self._check_dead_mask(dead_mask)
+        return int(dead_mask.sum())
+
+    def _add_auxk(self, total: Tensor, terms: dict[str, Tensor], aux: Tensor | None) -> Tensor:
+        """Record an AuxK term (if any) in ``terms`` and return ``total + aux_coef * aux``."""
+        if aux is None:
+            return total
+        terms["auxk"] = aux
+        return total + self.aux_coef * aux
 
     def aux_k_for(self, n_dead: int) -> int:
         """How many dead latents AuxK uses: ``aux_k`` (default d_in // 2), capped by ``n_dead``."""

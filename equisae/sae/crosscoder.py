@@ -17,7 +17,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from equisae.sae.base import LossOutput, SAEOutput, _check_positive_int, register_architecture
+from equisae.sae.base import (
+    LossOutput,
+    SAEOutput,
+    _check_orbit_batch,
+    _check_positive_int,
+    register_architecture,
+)
 from equisae.sae.topk import TopKSAE
 
 __all__ = ["GroupCrosscoder"]
@@ -76,14 +82,7 @@ class GroupCrosscoder(TopKSAE):
     # ------------------------------------------------------------------ shapes
     def check_orbits(self, batch: Tensor, name: str = "batch") -> Tensor:
         """Validate an orbit batch ``(B, group_order, d_in)`` and return it."""
-        if not isinstance(batch, Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(batch).__name__}")
-        if batch.ndim != 3 or batch.shape[1:] != (self.group_order, self.d_in):
-            raise ValueError(
-                f"{name} must be an orbit batch of shape (B, group_order={self.group_order}, "
-                f"d_in={self.d_in}), got {tuple(batch.shape)}"
-            )
-        return batch
+        return _check_orbit_batch(batch, self.group_order, self.d_in, name)
 
     # ------------------------------------------------------------------ the model
     def pre_activations(self, h: Tensor) -> Tensor:
@@ -130,9 +129,7 @@ class GroupCrosscoder(TopKSAE):
         residual = (batch - out.recon.detach()).reshape(batch.shape[0], -1)
         decode_fn: Callable[[Tensor], Tensor] = lambda codes: codes @ self.W_dec  # noqa: E731
         aux = self.auxk_loss(out.pre_acts, residual, dead_mask, decode_fn)
-        if aux is not None:
-            terms["auxk"] = aux
-            total = total + self.aux_coef * aux
+        total = self._add_auxk(total, terms, aux)
         return LossOutput(
             total=total, terms=terms, latents=out.latents, recon=out.recon, target=batch
         )

@@ -19,7 +19,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from equisae.sae.base import LossOutput, SAEOutput, _check_positive_int, register_architecture
+from equisae.sae.base import (
+    LossOutput,
+    SAEOutput,
+    _check_orbit_batch,
+    _check_positive_int,
+    register_architecture,
+)
 from equisae.sae.topk import TopKSAE
 
 __all__ = ["EquivariantSAE", "Pose"]
@@ -59,6 +65,7 @@ class EquivariantSAE(TopKSAE):
 
     # ------------------------------------------------------------------ representation
     def _checked_rep(self, M: Tensor | None) -> Tensor:
+        """A detached copy of ``M`` (identity if None); the caller casts it to the model dtype."""
         if M is None:
             return torch.eye(self.d_in)
         if not isinstance(M, Tensor):
@@ -69,7 +76,7 @@ class EquivariantSAE(TopKSAE):
             )
         if not torch.isfinite(M).all():
             raise ValueError("M contains non-finite values")
-        return M.detach().clone().float()
+        return M.detach().clone()
 
     def rep(self) -> Tensor:
         """The representation matrix ``M`` (d_in, d_in) used by the model."""
@@ -112,14 +119,7 @@ class EquivariantSAE(TopKSAE):
     # ------------------------------------------------------------------ shapes
     def check_orbits(self, batch: Tensor, name: str = "batch") -> Tensor:
         """Validate an orbit batch ``(B, group_order, d_in)`` and return it."""
-        if not isinstance(batch, Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(batch).__name__}")
-        if batch.ndim != 3 or batch.shape[1:] != (self.group_order, self.d_in):
-            raise ValueError(
-                f"{name} must be an orbit batch of shape (B, group_order={self.group_order}, "
-                f"d_in={self.d_in}), got {tuple(batch.shape)}"
-            )
-        return batch
+        return _check_orbit_batch(batch, self.group_order, self.d_in, name)
 
     def _pose_index(self, pose: int | Tensor, n: int) -> Tensor:
         if isinstance(pose, Tensor):
@@ -217,7 +217,5 @@ class EquivariantSAE(TopKSAE):
         terms: dict[str, Tensor] = {"mse": mse}
         total = mse
         aux = self.auxk_loss(pre, c - (z @ self.W_dec).detach(), dead_mask)
-        if aux is not None:
-            terms["auxk"] = aux
-            total = total + self.aux_coef * aux
+        total = self._add_auxk(total, terms, aux)
         return LossOutput(total=total, terms=terms, latents=z, recon=recon, target=batch)

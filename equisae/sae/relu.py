@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from torch import Tensor
 
-from equisae.sae.base import SparseAutoencoder, register_architecture
+from equisae.sae.base import SparseAutoencoder, _check_finite_nonnegative, register_architecture
 
 __all__ = ["ReLUSAE"]
 
@@ -18,9 +17,7 @@ class ReLUSAE(SparseAutoencoder):
 
     def __init__(self, d_in: int, d_sae: int, l1_coeff: float = 1e-3, **kwargs: Any) -> None:
         super().__init__(d_in, d_sae, **kwargs)
-        if not (isinstance(l1_coeff, (int, float)) and l1_coeff >= 0 and math.isfinite(l1_coeff)):
-            raise ValueError(f"l1_coeff must be a finite number >= 0, got {l1_coeff!r}")
-        self.l1_coeff = float(l1_coeff)
+        self.l1_coeff = _check_finite_nonnegative("l1_coeff", l1_coeff)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "l1_coeff": self.l1_coeff}

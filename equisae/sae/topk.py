@@ -129,9 +129,7 @@ class TopKSAE(SparseAutoencoder):
         terms: dict[str, Tensor] = {"mse": mse}
         total = mse
         aux = self._sparse_auxk(flat, pre, flat - recon.detach(), dead_mask)
-        if aux is not None:
-            terms["auxk"] = aux
-            total = total + self.aux_coef * aux
+        total = self._add_auxk(total, terms, aux)
         latents = torch.zeros_like(pre).scatter_(-1, idx, vals.detach())
         return LossOutput(
             total=total,
@@ -145,10 +143,7 @@ class TopKSAE(SparseAutoencoder):
         self, flat: Tensor, pre: Tensor, residual: Tensor, dead_mask: Tensor | None
     ) -> Tensor | None:
         """The AuxK term of :meth:`SparseAutoencoder.auxk_loss` on the sparse path."""
-        if dead_mask is None:
-            return None
-        self._check_dead_mask(dead_mask)
-        n_dead = int(dead_mask.sum())
+        n_dead = self._count_dead(dead_mask)
         if n_dead == 0:
             return None
         k_aux = self.aux_k_for(n_dead)

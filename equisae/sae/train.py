@@ -25,6 +25,8 @@ __all__ = [
     "activation_scale",
     "geometric_median",
     "iterate_minibatches",
+    "minibatches",
+    "orbit_training_data",
     "train_sae",
 ]
 
@@ -166,6 +168,23 @@ class _Minibatches:
 def minibatches(tensor: Tensor, batch_size: int, n_steps: int, seed: int = 0) -> _Minibatches:
     """Like :func:`iterate_minibatches` but re-iterable and with ``len()``."""
     return _Minibatches(tensor, batch_size, n_steps, seed)
+
+
+def orbit_training_data(acts: Tensor, orbit_model: bool, batch_size: int) -> tuple[Tensor, int]:
+    """The training data and rows per step for an SAE fed from orbit activations (N, |G|, d).
+
+    ``batch_size`` counts activations per step. An orbit SAE (``orbit_model``) trains on whole
+    orbits, ``batch_size // |G|`` (at least 1) per step; any other SAE on the flattened
+    activations (N |G|, d), ``batch_size`` per step. Either way every step sees about the same
+    number of activations.
+    """
+    if not isinstance(acts, Tensor) or acts.ndim != 3:
+        shape = tuple(acts.shape) if isinstance(acts, Tensor) else type(acts).__name__
+        raise ValueError(f"acts must have shape (N, |G|, d), got {shape}")
+    n, order, d = acts.shape
+    if orbit_model:
+        return acts, max(1, batch_size // order)
+    return acts.reshape(n * order, d), batch_size
 
 
 def _lr_factor(step: int, n_steps: int, cfg: TrainConfig) -> float:
