@@ -159,7 +159,7 @@ def sweep_settings(mode: str) -> SweepSettings:
             seeds=(0, 1, 2),
             probe_k=8,
             training=SAETraining(n_steps=300, batch_size=256, max_d_sae=256),
-            probing=ProbeSettings(c_grid=(0.1, 1.0), max_orbits=(150, 75, 100)),
+            probing=ProbeSettings(c_grid=(0.1, 1.0), max_orbits=(600, 200, 400)),
             intermediate_ks=(8,),
             reference_seeds=(0, 1, 2),
         )
