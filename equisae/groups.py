@@ -21,6 +21,7 @@ import math
 import operator
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,10 @@ __all__ = [
     "Group",
     "CyclicGroup",
     "DihedralGroup",
+    "generator_names",
     "get_group",
+    "matrix_powers",
+    "representation_matrices",
     "rotate_coords",
     "rotate_images",
 ]
@@ -283,6 +287,53 @@ class DihedralGroup(Group):
 
 
 _NAME = re.compile(r"^([CD])(\d+)$")
+
+
+# --------------------------------------------------------------------------- matrix representations
+def matrix_powers(mat: Tensor, n: int) -> Tensor:
+    """``mat^p`` for ``p = 0 .. n-1`` stacked as ``(n, d, d)`` (differentiable in ``mat``)."""
+    if mat.ndim != 2 or mat.shape[0] != mat.shape[1]:
+        raise ValueError(f"expected a square matrix, got shape {tuple(mat.shape)}")
+    _check_order(n)
+    out = [torch.eye(mat.shape[0], dtype=mat.dtype, device=mat.device)]
+    for _ in range(1, n):
+        out.append(out[-1] @ mat)
+    return torch.stack(out)
+
+
+def generator_names(group: Group) -> tuple[str, ...]:
+    """The generators a matrix representation of ``group`` is given by: ``("r",)`` for C_n,
+    ``("r", "s")`` for D_n (rotation by 360/n degrees and the horizontal flip)."""
+    return ("r", "s") if isinstance(group, DihedralGroup) else ("r",)
+
+
+def representation_matrices(group: Group, generators: Mapping[str, Tensor]) -> Tensor:
+    """``rho(a)`` for every element ``a`` of ``group``, built from generator matrices.
+
+    ``generators`` maps each name of :func:`generator_names` to a (d, d) matrix: ``"r"`` the
+    rotation, ``"s"`` the flip of D_n. Element ``e < n`` is ``r^e``; element ``n + k`` of D_n is
+    ``r^k s`` (the numbering of :class:`DihedralGroup`). Returns (order, d, d), differentiable
+    in the generators. Exact only if the generators satisfy the relations (``r^n = s^2 = I``,
+    ``s r s = r^-1``); :meth:`Group.relation_error` measures the gap.
+    """
+    names = generator_names(group)
+    missing = [name for name in names if name not in generators]
+    extra = sorted(set(generators) - set(names))
+    if missing or extra:
+        raise KeyError(
+            f"{group.name} needs generator matrices {list(names)}, got {sorted(generators)}"
+        )
+    rot = generators["r"]
+    n = group.order if isinstance(group, CyclicGroup) else group.n
+    powers = matrix_powers(rot, n)
+    if "s" not in names:
+        return powers
+    flip = generators["s"]
+    if flip.shape != rot.shape:
+        raise ValueError(
+            f"generator 's' must have the shape of 'r' {tuple(rot.shape)}, got {tuple(flip.shape)}"
+        )
+    return torch.cat([powers, powers @ flip])
 
 
 def get_group(name: str) -> Group:
