@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv lint unit reproduce book test check publish bench clean
+.PHONY: venv lint unit reproduce book test check publish publish-reference bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,17 @@ book: reproduce
 check: venv
 	$(BIN)/equisae check --mode $(MODE)
 
+# The full book as a self-contained static site in _build/site (every asset local, MathJax
+# included): upload that folder to any static host (.github/workflows/publish.yml: GitHub Pages).
 publish: venv
+	$(BIN)/equisae reproduce --mode full
+	rm -rf _build/site
+	cp -r _build/html _build/site
+	touch _build/site/.nojekyll
+	$(BIN)/python book/_ext/check_site.py _build/site
+
+# Copy results/$(MODE) over the committed reference (maintainers, after a trusted full run).
+publish-reference: venv
 	$(BIN)/equisae check --mode $(MODE) --publish
 
 test: lint unit

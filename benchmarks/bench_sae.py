@@ -35,6 +35,8 @@ import torch
 from equisae.io import write_json_atomic
 from equisae.metrics import fvu
 from equisae.sae import TopKSAE, TrainConfig, minibatches, train_sae
+from equisae.sae.batched import train_many
+from equisae.sae.train import _step_row, train_step
 
 BATCH = 4096
 K = 32
@@ -88,25 +90,163 @@ def gemm_floor(d: int, d_sae: int, reps: int, warmup: int = 1) -> dict[str, floa
     return times
 
 
-def equisae_step_time(
-    d: int, d_sae: int, sparse: bool, batch: torch.Tensor, reps: int, warmup: int = 1
-) -> float:
-    """Median time of one full optimisation step, mirroring ``train_sae``'s inner loop."""
+def _floor_fn(d: int, d_sae: int) -> Callable[[], Any]:
+    """The five dense products of a dense TopK step (see :func:`gemm_floor`), as one call."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(BATCH, d, generator=gen)
+    w_enc = torch.randn(d, d_sae, generator=gen)
+    w_dec = torch.randn(d_sae, d, generator=gen)
+    z = torch.zeros(BATCH, d_sae).scatter(
+        1, torch.rand(BATCH, d_sae, generator=gen).topk(K, 1).indices, 1.0
+    )
+    e = torch.randn(BATCH, d, generator=gen)
+    return lambda: (x @ w_enc, x.T @ z, z @ w_dec, z.T @ e, e @ w_dec.T)
+
+
+def _equisae_step_fn(
+    d: int, d_sae: int, sparse: bool, batch: torch.Tensor, dead_fraction: float = 0.0
+) -> Callable[[], None]:
+    """One ``train_sae`` step (``train_step`` plus its fired-latent bookkeeping).
+
+    ``dead_fraction`` of the latents are marked dead, so AuxK runs as in training.
+    """
     sae = TopKSAE(d, d_sae, K, sparse_training=sparse)
     opt = torch.optim.Adam(sae.parameters(), lr=1e-4)
+    n_dead = int(round(dead_fraction * d_sae))
+    dead = (torch.arange(d_sae) >= d_sae - n_dead) if n_dead else None
+    since_fired = torch.zeros(d_sae, dtype=torch.long)
 
     def step() -> None:
-        out = sae.loss(batch)
-        opt.zero_grad(set_to_none=True)
-        out.total.backward()
-        sae.remove_parallel_grads()
-        torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
-        opt.step()
-        sae.normalize_decoder()
-        z = out.latents.reshape(-1, d_sae)
-        (z != 0).any(0)
+        out = train_step(sae, opt, batch, dead, 1.0)
+        _step_row(out, d_sae, 1.0, since_fired)
 
-    return timeit(step, reps, warmup)
+    return step
+
+
+def equisae_step_time(
+    d: int,
+    d_sae: int,
+    sparse: bool,
+    batch: torch.Tensor,
+    reps: int,
+    warmup: int = 1,
+    dead_fraction: float = 0.0,
+) -> float:
+    """Median time of one ``train_sae`` step (see :func:`_equisae_step_fn`)."""
+    return timeit(_equisae_step_fn(d, d_sae, sparse, batch, dead_fraction), reps, warmup)
+
+
+def _overcomplete_step_fn(
+    ocs: types.ModuleType, d: int, d_sae: int, batch: torch.Tensor
+) -> Callable[[], None]:
+    """One step of overcomplete's TopKSAE (loss, backward, clip, Adam)."""
+    torch.manual_seed(0)
+    model = ocs.TopKSAE(d, nb_concepts=d_sae, top_k=K, device="cpu")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        _, _, x_hat = model(batch)
+        (batch - x_hat).pow(2).mean().backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    return step
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, float]:
+    """Median times of several functions timed in turn, round after round (one warm-up each).
+
+    Interleaving makes the ratios robust to the machine's load drifting during the run.
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(reps):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def step_vs_floor(
+    ocs: types.ModuleType | None, threads: list[int], reps: int, dead_fraction: float
+) -> list[dict[str, Any]]:
+    """TopK step / GEMM floor at d 128, d_sae 1024 with dead latents, per thread count."""
+    d, d_sae = 128, 1024
+    batch = planted_data(d, BATCH, K)
+    rows = []
+    for n_threads in threads:
+        torch.set_num_threads(n_threads)
+        fns = {
+            "floor": _floor_fn(d, d_sae),
+            "step": _equisae_step_fn(d, d_sae, True, batch, dead_fraction),
+            "step_no_dead": _equisae_step_fn(d, d_sae, True, batch, 0.0),
+        }
+        if ocs is not None:
+            fns["overcomplete"] = _overcomplete_step_fn(ocs, d, d_sae, batch)
+        t = interleaved(fns, reps)
+        floor, step = t["floor"], t["step"]
+        row: dict[str, Any] = {
+            "threads": n_threads,
+            "d_in": d,
+            "d_sae": d_sae,
+            "dead_fraction": dead_fraction,
+            "gemm_floor_s": floor,
+            "step_s": step,
+            "step_over_floor": step / floor,
+            "step_no_dead_over_floor": t["step_no_dead"] / floor,
+        }
+        text = (
+            f"[step] {n_threads} thread(s): floor {floor * 1e3:.1f} ms, step "
+            f"({dead_fraction:.0%} dead) {step * 1e3:.1f} ms -> step/floor {step / floor:.2f} "
+            f"(no dead: {t['step_no_dead'] / floor:.2f})"
+        )
+        if ocs is not None:
+            oc = t["overcomplete"]
+            row["overcomplete_step_s"] = oc
+            row["overcomplete_over_equisae"] = oc / step
+            text += f" | overcomplete step {oc * 1e3:.1f} ms ({oc / step:.2f}x ours)"
+        print(text, flush=True)
+        rows.append(row)
+    return rows
+
+
+def batched_vs_sequential(sizes: list[int], n_steps: int, reps: int = 3) -> list[dict[str, Any]]:
+    """SAEs per second: ``train_many`` vs ``train_sae`` one by one (d 64, d_sae 256, batch 256)."""
+    d, d_sae, batch, k = 64, 256, 256, 8
+    data = planted_data(d, 16 * batch, k)
+    cfg = TrainConfig(n_steps=n_steps, warmup_steps=10, dead_after=4 * batch)
+    rows = []
+    for s in sizes:
+        seeds = list(range(s))
+
+        def sequential(seeds: list[int] = seeds) -> None:
+            for seed in seeds:
+                sae = TopKSAE(d, d_sae, k, seed=seed)
+                train_sae(sae, minibatches(data, batch, n_steps, seed=seed), cfg, progress=False)
+
+        def batched(seeds: list[int] = seeds) -> None:
+            saes = [TopKSAE(d, d_sae, k, seed=seed) for seed in seeds]
+            train_many(saes, data, cfg, batch_size=batch, seeds=seeds)
+
+        t = interleaved({"sequential": sequential, "batched": batched}, reps)
+        t_seq, t_bat = t["sequential"], t["batched"]
+        row = {
+            "n_saes": s,
+            "n_steps": n_steps,
+            "sequential_saes_per_s": s / t_seq,
+            "batched_saes_per_s": s / t_bat,
+            "speedup": t_seq / t_bat,
+        }
+        print(
+            f"[batched] S={s:3d}, {n_steps} steps: one by one {s / t_seq:.2f} SAEs/s, "
+            f"batched {s / t_bat:.2f} SAEs/s -> x{t_seq / t_bat:.2f}",
+            flush=True,
+        )
+        rows.append(row)
+    return rows
 
 
 def import_overcomplete_sae() -> types.ModuleType | None:
@@ -144,26 +284,46 @@ def overcomplete_train(
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="only d=128, fewer repetitions")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions and sizes")
+    parser.add_argument("--threads", type=int, default=2, help="threads of --throughput")
+    parser.add_argument("--throughput", action="store_true", help="also the d/expansion grid")
+    parser.add_argument("--dead-fraction", type=float, default=0.1)
+    parser.add_argument("--batched-steps", type=int, default=200)
     parser.add_argument("--fvu-steps", type=int, default=100)
     parser.add_argument("--out", type=str, default=None, help="write the figures to this JSON")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
     load = os.getloadavg()
-    print(f"torch {torch.__version__}, {args.threads} threads, load average {load}")
-    configs = [(128, 8), (128, 32)] if args.quick else [(128, 8), (128, 32), (1024, 8), (1024, 32)]
+    print(f"torch {torch.__version__}, load average {load}")
     ocs = import_overcomplete_sae()
     if ocs is None:
-        print("[skip] overcomplete not importable: no comparison with a public implementation")
+        print(
+            "[skip] overcomplete not importable (pip install --no-deps overcomplete einops): "
+            "no comparison with a public implementation"
+        )
     report: dict[str, Any] = {
         "torch": torch.__version__,
-        "threads": args.threads,
         "load_average_start": load,
         "batch": BATCH,
         "k": K,
-        "configs": [],
     }
+    reps = 5 if args.quick else 9
+    report["step_vs_floor"] = step_vs_floor(ocs, [1, 2], reps, args.dead_fraction)
+    torch.set_num_threads(1)
+    report["batched"] = batched_vs_sequential([6, 12], args.batched_steps, 1 if args.quick else 3)
+    if args.throughput:
+        throughput(args, ocs, report)
+    report["load_average_end"] = os.getloadavg()
+    if args.out:
+        write_json_atomic(args.out, report)
+    return report
+
+
+def throughput(args: argparse.Namespace, ocs: types.ModuleType | None, report: dict) -> None:
+    """Step/floor over a (d, expansion) grid, ``train_sae`` throughput, FVU vs overcomplete."""
+    torch.set_num_threads(args.threads)
+    report["threads"] = args.threads
+    report["configs"] = []
+    configs = [(128, 8), (128, 32)] if args.quick else [(128, 8), (128, 32), (1024, 8), (1024, 32)]
     for d, expansion in configs:
         d_sae = d * expansion
         big = d * d_sae >= 1024 * 8192
@@ -227,10 +387,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         quality["overcomplete_seconds"] = seconds
     print(f"FVU on held-out data, d=128 x8, k={K}, {steps} steps: {quality}")
     report["fvu_comparison"] = quality
-    report["load_average_end"] = os.getloadavg()
-    if args.out:
-        write_json_atomic(args.out, report)
-    return report
 
 
 if __name__ == "__main__":

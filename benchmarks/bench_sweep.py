@@ -122,8 +122,8 @@ def synthetic_sweep() -> list[Job]:
 
 
 def resolve_sweep(name: str) -> str:
-    """``auto`` is the planted sweep when :mod:`equisae.experiments` defines it, else synthetic."""
-    from equisae.experiments import SWEEPS
+    """``auto`` is the planted sweep when :mod:`equisae.sweeps` defines it, else synthetic."""
+    from equisae.sweeps import SWEEPS
 
     if name == "auto":
         return "planted" if "planted" in SWEEPS else "synthetic"
@@ -134,11 +134,11 @@ def resolve_sweep(name: str) -> str:
 
 def build_jobs(name: str, mode: str) -> list[Job]:
     """The jobs of sweep ``name``: ``synthetic`` or a key of ``SWEEPS``."""
-    from equisae.experiments import SWEEPS
+    from equisae.sweeps import sweep_jobs
 
     if name == "synthetic":
         return synthetic_sweep()
-    return list(SWEEPS[name](mode))
+    return list(sweep_jobs(name, mode))
 
 
 def _timed(jobs: list[Job], scheduler: str | None, artifacts: Path, workers: int) -> SweepResult:

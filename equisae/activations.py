@@ -9,16 +9,15 @@ encoder layer of an autoencoder does not pay for the decoder.
 
 :class:`OrbitActivations` holds the activations of a dataset's whole orbit under a group as one
 tensor of shape ``(N, |G|, d)``, with the factor labels of every pose; it saves to a folder
-(``activations.safetensors`` + ``meta.json``, written atomically) and loads back without
-recomputation.
+(``activations.safetensors`` + ``meta.json`` + a sha256 ``manifest.json``, written atomically)
+and loads back without recomputation, checking the manifest. Hooks record copies of the
+outputs, so in-place operations later in the forward pass cannot change them.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from equisae.io import read_json, to_jsonable, write_json_atomic
+from equisae.io import (
+    atomic_folder,
+    read_json,
+    to_jsonable,
+    verify_manifest,
+    write_json_atomic,
+    write_manifest,
+)
 
 ACTS_FILE = "activations.safetensors"
 META_FILE = "meta.json"
@@ -106,7 +112,9 @@ def extract_many(
     def make_hook(layer: str):
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
             if layer not in captured:
-                captured[layer] = _first_tensor(output, layer)
+                # A copy: an in-place op later in the forward pass (ReLU(inplace=True),
+                # ``out += x``) must not change what was recorded.
+                captured[layer] = _first_tensor(output, layer).detach().clone()
             if len(captured) == len(layers):
                 raise _StopForward
 
@@ -211,11 +219,10 @@ class OrbitActivations:
         )
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the folder ``path`` (safetensors + meta.json) atomically; returns ``path``."""
+        """Write the folder ``path`` (safetensors, meta.json and a sha256 manifest) atomically,
+        replacing what is there; returns ``path``."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        try:
+        with atomic_folder(path) as tmp:
             tensors = {"acts": self.acts.detach().float().contiguous()}
             for name, values in self.factors.items():
                 tensors[_FACTOR_PREFIX + name] = values.detach().contiguous()
@@ -230,56 +237,44 @@ class OrbitActivations:
                 "metadata": to_jsonable(self.metadata),
             }
             write_json_atomic(tmp / META_FILE, meta)
-            _replace_folder(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            write_manifest(tmp)
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> OrbitActivations:
-        """Read back a folder written by :meth:`save`."""
+    def load(cls, path: str | os.PathLike, verify: bool = True) -> OrbitActivations:
+        """Read back a folder written by :meth:`save`.
+
+        FileNotFoundError when nothing is saved there; ValueError naming the file when a file
+        fails the manifest check (with ``verify``; a folder without manifest is accepted only
+        with ``verify=False``) or cannot be read.
+        """
         path = Path(path)
         if not _is_saved(path):
             raise FileNotFoundError(
                 f"no saved orbit activations in {path} (expected {ACTS_FILE} and {META_FILE})"
             )
-        meta = read_json(path / META_FILE)
-        tensors = load_file(str(path / ACTS_FILE))
-        factors = {name: tensors[_FACTOR_PREFIX + name] for name in meta["factor_names"]}
-        return cls(
-            acts=tensors["acts"],
-            factors=factors,
-            group_name=meta["group_name"],
-            layer=meta["layer"],
-            model_name=meta["model_name"],
-            metadata=meta.get("metadata", {}),
-        )
+        if verify:
+            problem = verify_manifest(path, required=(ACTS_FILE, META_FILE))
+            if problem is not None:
+                raise ValueError(f"damaged orbit activations: {problem}")
+        try:
+            meta = read_json(path / META_FILE)
+            tensors = load_file(str(path / ACTS_FILE))
+            factors = {name: tensors[_FACTOR_PREFIX + name] for name in meta["factor_names"]}
+            return cls(
+                acts=tensors["acts"],
+                factors=factors,
+                group_name=meta["group_name"],
+                layer=meta["layer"],
+                model_name=meta["model_name"],
+                metadata=meta.get("metadata", {}),
+            )
+        except Exception as exc:  # safetensors errors, missing keys, bad shapes
+            raise ValueError(f"cannot read orbit activations in {path}: {exc}") from exc
 
 
 def _is_saved(path: Path) -> bool:
     return (path / ACTS_FILE).is_file() and (path / META_FILE).is_file()
-
-
-def _replace_folder(tmp: Path, path: Path) -> None:
-    """Move the finished folder ``tmp`` to ``path``, replacing what is there. If another
-    process wins a race for ``path`` with a complete folder, theirs is kept (same content)."""
-    old = None
-    if path.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-        try:
-            os.replace(path, old / path.name)
-        except FileNotFoundError:
-            pass  # another writer moved it first
-    try:
-        os.replace(tmp, path)
-    except OSError:
-        if not _is_saved(path):
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def _orbit_factors(dataset: Any, group: Any) -> dict[str, Tensor]:

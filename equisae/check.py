@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
 import statistics
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from equisae.io import project_root, read_json, results_dir, write_json_atomic
+from equisae.io import atomic_folder, project_root, read_json, results_dir, write_json_atomic
 
 MODES = ("quick", "full")
 SPREAD_KEYS = ("std", "sd", "spread", "sem")
@@ -361,21 +359,9 @@ def publish_reference(mode: str, root: str | Path | None = None) -> Path:
     if not files:
         raise FileNotFoundError(f"no results (*.json) to publish in {source}")
     target = reference_dir(mode, root)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{mode}.", dir=target.parent))
-    try:
+    with atomic_folder(target) as staging:
         for path in files:
             write_json_atomic(staging / path.name, read_json(path))
-        backup = target.parent / f".{mode}.old"
-        if backup.exists():
-            shutil.rmtree(backup)
-        if target.exists():
-            target.rename(backup)
-        staging.rename(target)
-        shutil.rmtree(backup, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 

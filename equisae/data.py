@@ -12,7 +12,9 @@ Factors (``ShapesDataset.factors``, each an (N,) tensor):
   :data:`SCALE_FRACTIONS`): invariant under the group.
 * ``quadrant``: 0..3 for (+,+), (-,+), (-,-), (+,-) of the shape centre; a quarter turn adds 1.
 * ``orientation``: 0..3 quarter turns of the shape as drawn; -1 for shapes every 90-degree
-  rotation leaves unchanged (circle, square, plus).
+  rotation leaves unchanged (circle, square, plus). Generated (canonical) images are drawn at
+  orientation 0 under ``ShapesConfig(representative="fixed")`` (the default) and at a random
+  one under ``"random"``; see :class:`ShapesConfig`.
 * ``mirror``: 0/1 whether a chiral shape (the L) is drawn mirrored; -1 for mirror-symmetric
   shapes. Only a flip changes it (it is not among :data:`EQUIVARIANT_FACTORS`, which are C4's).
 * ``cue``: direction (quarter turns) of the orientation cue, a ground line drawn along the
@@ -47,6 +49,7 @@ __all__ = [
     "FACTOR_CLASSES",
     "FACTOR_NAMES",
     "SPLITS",
+    "REPRESENTATIVES",
     "ShapesConfig",
     "ShapesDataset",
     "OrbitDataset",
@@ -114,6 +117,8 @@ _SIZES: dict[str, dict[str, int]] = {
     "full": {"train": 10000, "val": 2000, "test": 2000},
 }
 _BENCHMARK_SIZES: dict[str, int] = {"quick": 5_000, "full": 50_000}
+#: The settings of ``ShapesConfig.representative``: which orbit member is generated.
+REPRESENTATIVES: tuple[str, ...] = ("fixed", "random")
 _MIN_OFFSET = 0.5  # smallest |x|, |y| of a shape centre, so the quadrant is always defined
 
 
@@ -126,6 +131,27 @@ class ShapesConfig:
     sees it elsewhere. ``background_noise`` is the standard deviation of Gaussian pixel noise
     added to the background (stored per sample and transformed with it). ``random_mirror``
     also draws the chiral L mirrored in canonical images.
+
+    ``representative`` chooses which member of each orbit is generated (the paper's two
+    settings):
+
+    * ``"fixed"`` (default; the paper's main setting): every generated image is drawn at
+      orientation 0 (-1 for the C4-symmetric circle, square and plus). The pose ``p`` of an orbit
+      is then the absolute orientation: in ``orbit(ds, "C4")`` the ``orientation`` factor at
+      pose ``p`` equals ``p`` wherever it is defined, so probing orientation is probing the pose
+      (and an invariant latent that predicts orientation leaks the pose). The orientation cue
+      (the ground line, ``cue == 0`` in canonical images) then always sits below an upright
+      shape: at every pose ``cue == orientation == p``, so cue and shape orientation are
+      redundant, and a model trained on canonical images only (``cnn_canonical``) never sees a
+      rotated shape nor a moved cue. Quadrant and position stay random, so ``quadrant`` is not a
+      function of the pose.
+    * ``"random"`` (the paper's appendix setting; this package's behaviour before the option
+      existed, bit for bit under the same seed): each generated image has a uniformly random
+      orientation, so the pose is only relative to an arbitrary start, the cue is independent of
+      the shape's orientation, and a canonical-only model sees every shape orientation but the
+      cue only at the bottom.
+
+    The set of images in an orbit is the same under both; only which one is pose 0 changes.
     """
 
     image_size: int = 32
@@ -135,8 +161,13 @@ class ShapesConfig:
     random_mirror: bool = False
     background: tuple[float, float, float] = (0.06, 0.06, 0.08)
     cue_colour: tuple[float, float, float] = (0.60, 0.50, 0.40)
+    representative: str = "fixed"
 
     def __post_init__(self) -> None:
+        if self.representative not in REPRESENTATIVES:
+            raise ValueError(
+                f"representative must be one of {REPRESENTATIVES}, got {self.representative!r}"
+            )
         if isinstance(self.image_size, bool) or not isinstance(self.image_size, int):
             raise ValueError(f"image_size must be an int, got {self.image_size!r}")
         if self.image_size < 12:
@@ -171,13 +202,18 @@ class ShapesConfig:
         return tuple(bound - r for r in self.half_extents())
 
 
-def standard_config() -> ShapesConfig:
+def standard_config(representative: str = "fixed") -> ShapesConfig:
     """The configuration every notebook uses: 32x32, orientation cue on, light background noise.
 
     The cue makes a base model trained only on canonical images measurably less equivariant
     than one trained with rotations; the noise keeps images from being trivially sparse.
+    ``representative`` is the canonical representative of the orbits (``"fixed"``, METHOD.md's
+    default, or ``"random"``); the base models are trained on the ``"random"`` setting (every
+    orientation), so both settings of the SAE experiments share the same base models.
     """
-    return ShapesConfig(image_size=32, background_noise=0.03, orientation_cue=True)
+    return ShapesConfig(
+        image_size=32, background_noise=0.03, orientation_cue=True, representative=representative
+    )
 
 
 def dataset_sizes(mode: str) -> dict[str, int]:
@@ -329,6 +365,8 @@ def sample_factors(n: int, cfg: ShapesConfig, generator: torch.Generator) -> dic
     offsets = torch.rand(n, 2, generator=g)
     if not cfg.random_mirror:
         mir = torch.zeros_like(mir)
+    if cfg.representative == "fixed":
+        rot = torch.zeros_like(rot)  # drawn anyway, so the other factors match "random"
     max_off = torch.tensor(cfg.max_offsets(), dtype=torch.float32)[scale]
     mag = _MIN_OFFSET + offsets * (max_off - _MIN_OFFSET)[:, None]
     sign_x = torch.tensor([1.0, -1.0, -1.0, 1.0])[quadrant]

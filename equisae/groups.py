@@ -23,6 +23,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -31,9 +32,21 @@ __all__ = [
     "Group",
     "CyclicGroup",
     "DihedralGroup",
+    "as_group",
     "generator_names",
     "get_group",
+    "group_error",
+    "invariant_subspace",
+    "irrep_character",
+    "irrep_dim",
+    "irrep_generators",
+    "irrep_multiplicities",
+    "irrep_names",
     "matrix_powers",
+    "random_orthogonal",
+    "relation_errors",
+    "relations",
+    "representation_from_irreps",
     "representation_matrices",
     "rotate_coords",
     "rotate_images",
@@ -345,3 +358,213 @@ def get_group(name: str) -> Group:
         raise KeyError(f"unknown group {name!r}: expected 'C<n>' or 'D<n>', e.g. 'C4' or 'D4'")
     kind, n = match.group(1), int(match.group(2))
     return CyclicGroup(n) if kind == "C" else DihedralGroup(n)
+
+
+# --------------------------------------------------------------------------- irreducible representations
+def as_group(group: Group | str | int) -> Group:
+    """``group`` itself, a group by name (``"C4"``, ``"D4"``), or ``C_n`` for an int ``n``."""
+    if isinstance(group, Group):
+        return group
+    if isinstance(group, str):
+        return get_group(group)
+    if isinstance(group, bool) or not isinstance(group, int):
+        raise ValueError(
+            f"group must be a Group, a name like 'D4' or an int n (C_n), got {group!r}"
+        )
+    return CyclicGroup(_check_order(group))
+
+
+def irrep_names(group: Group | str | int) -> list[str]:
+    """Names of the real irreducible representations of ``group`` (an int ``n`` means C_n).
+
+    C_n: ``trivial``; ``sign`` (n even: r -> -1); ``rotation_k`` for ``0 < k < n/2`` (2-d,
+    r -> rotation by ``2 pi k / n``). D_n adds the flip s: ``trivial`` and ``flip``
+    (r -> 1, s -> +-1); for even n ``sign`` and ``sign_flip`` (r -> -1, s -> +-1); and
+    ``rotation_k`` (2-d, s -> ``diag(-1, 1)``, the horizontal flip of the plane). Each D_n irrep
+    restricts to the C_n irrep with the same prefix.
+    """
+    group = as_group(group)
+    n, dihedral = group.n, isinstance(group, DihedralGroup)
+    names = ["trivial", "flip"] if dihedral else ["trivial"]
+    if n % 2 == 0:
+        names += ["sign", "sign_flip"] if dihedral else ["sign"]
+    return names + [f"rotation_{k}" for k in range(1, (n + 1) // 2)]
+
+
+def _irrep_parts(group: Group, name: str) -> tuple[int, int]:
+    """(frequency k of the rotation part, flip sign) of irrep ``name``; KeyError if unknown."""
+    names = irrep_names(group)
+    if name not in names:
+        raise KeyError(f"unknown irrep {name!r} of {group.name}; known: {names}")
+    if name.startswith("rotation_"):
+        return int(name.split("_")[1]), 0
+    k = group.n // 2 if name.startswith("sign") else 0
+    return k, -1 if name.endswith("flip") else 1
+
+
+def irrep_dim(group: Group | str | int, name: str) -> int:
+    """The dimension (1 or 2) of irrep ``name`` of ``group``."""
+    return 2 if _irrep_parts(as_group(group), name)[1] == 0 else 1
+
+
+def irrep_generators(group: Group | str | int, name: str) -> dict[str, Tensor]:
+    """The float64 generator matrices (``"r"``, and ``"s"`` for D_n) of irrep ``name``."""
+    group = as_group(group)
+    k, flip = _irrep_parts(group, name)
+    if flip == 0:
+        t = 2 * math.pi * k / group.n
+        r = torch.tensor(
+            [[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]], dtype=torch.float64
+        )
+        s = torch.tensor([[-1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    else:
+        r = -torch.ones(1, 1, dtype=torch.float64) if k else torch.ones(1, 1, dtype=torch.float64)
+        s = float(flip) * torch.ones(1, 1, dtype=torch.float64)
+    return {"r": r, "s": s} if isinstance(group, DihedralGroup) else {"r": r}
+
+
+def irrep_character(group: Group | str | int, name: str) -> Tensor:
+    """The character ``tr rho(a)`` of irrep ``name`` for every element ``a``, (order,) float64."""
+    group = as_group(group)
+    k, flip = _irrep_parts(group, name)
+    p = torch.arange(group.n, dtype=torch.float64)
+    wave = torch.cos(2 * math.pi * k * p / group.n)
+    chi = 2 * wave if flip == 0 else wave
+    if isinstance(group, DihedralGroup):  # r^p s: trace 0 for 2-d irreps, flip * r-part for 1-d
+        chi = torch.cat([chi, float(flip) * wave])
+    return chi
+
+
+def irrep_multiplicities(group: Group | str | int, mats: Tensor) -> dict[str, float]:
+    """Raw multiplicity of each real irrep in the representation ``mats`` (order, d, d).
+
+    From the character: ``m = <chi_mats, chi_irrep> / <chi_irrep, chi_irrep>`` with
+    ``<a, b> = mean over elements of a b``. The denominator is 1, except 2 for the 2-d irreps
+    of C_n (a pair of complex irreps). Non-negative integers for a true representation.
+    """
+    group = as_group(group)
+    if mats.ndim != 3 or mats.shape[0] != group.order or mats.shape[1] != mats.shape[2]:
+        raise ValueError(
+            f"mats must have shape (order={group.order}, d, d), got shape {tuple(mats.shape)}"
+        )
+    traces = torch.stack([torch.trace(m) for m in mats.double()])
+    out: dict[str, float] = {}
+    for name in irrep_names(group):
+        chi = irrep_character(group, name)
+        norm = 2 if isinstance(group, CyclicGroup) and irrep_dim(group, name) == 2 else 1
+        out[name] = float((traces * chi).mean() / norm)
+    return out
+
+
+def random_orthogonal(d: int, seed: int) -> Tensor:
+    """A random orthogonal (d, d) float64 matrix (QR of a seeded Gaussian, sign-fixed)."""
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randn(d, d, generator=gen, dtype=torch.float64).numpy()
+    q, r = np.linalg.qr(a)
+    return torch.from_numpy(q * np.sign(np.diag(r))[None, :])
+
+
+def representation_from_irreps(
+    group: Group | str | int, multiplicities: Mapping[str, int], seed: int = 0
+) -> tuple[dict[str, Tensor], Tensor, list[str]]:
+    """Orthogonal generator matrices with the given irrep multiplicities, in a random basis.
+
+    ``rho(g) = Q B(g) Q^T`` with ``B`` block diagonal, blocks in the order of
+    ``multiplicities`` (a mapping irrep name -> count) and ``Q`` from :func:`random_orthogonal`.
+    Returns ``(generators, Q, labels)``: the float64 generator matrices (``"r"``, ``"s"`` for
+    D_n), Q (d, d) and the irrep name of each column of Q.
+    """
+    group = as_group(group)
+    names = irrep_names(group)
+    unknown = [k for k in multiplicities if k not in names]
+    if unknown:
+        raise KeyError(f"unknown irreps {unknown} of {group.name}; known: {names}")
+    if any(int(m) < 0 for m in multiplicities.values()):
+        raise ValueError(f"multiplicities must be >= 0, got {dict(multiplicities)}")
+    labels = [k for k, m in multiplicities.items() for _ in range(int(m) * irrep_dim(group, k))]
+    if not labels:
+        raise ValueError("multiplicities must contain at least one irrep")
+    d = len(labels)
+    q = random_orthogonal(d, seed).numpy()
+    gens = {}
+    for g in generator_names(group):
+        b, i = np.zeros((d, d)), 0
+        for k, m in multiplicities.items():
+            blk = irrep_generators(group, k)[g].numpy()
+            for _ in range(int(m)):
+                b[i : i + blk.shape[0], i : i + blk.shape[0]] = blk
+                i += blk.shape[0]
+        gens[g] = torch.from_numpy(q @ b @ q.T)
+    return gens, torch.from_numpy(q), labels
+
+
+def invariant_subspace(mats: Tensor, tol: float = 1e-4) -> Tensor:
+    """Orthonormal basis (d, m) float64 of the vectors fixed by every ``mats[a]`` (order, d, d).
+
+    The group average of an orthogonal representation is the projector onto that subspace.
+    """
+    u, s, _ = torch.linalg.svd(mats.double().mean(0))
+    return u[:, s > 1 - tol]
+
+
+# --------------------------------------------------------------------------- group error
+def relations(
+    group: Group | str | int, generators: Mapping[str, Tensor] | Tensor
+) -> dict[str, Tensor]:
+    """The defining relations as matrices that equal I for a representation: ``"r^n"`` (and
+    ``"s^2"``, ``"(sr)^2"`` for D_n), float64. A bare tensor means ``{"r": tensor}``."""
+    group = as_group(group)
+    gens = {"r": generators} if isinstance(generators, Tensor) else dict(generators)
+    names = generator_names(group)
+    if sorted(gens) != sorted(names):
+        raise KeyError(f"{group.name} needs generator matrices {list(names)}, got {sorted(gens)}")
+    for g, mat in gens.items():
+        if not isinstance(mat, Tensor) or mat.ndim != 2 or mat.shape[0] != mat.shape[1]:
+            shape = tuple(mat.shape) if isinstance(mat, Tensor) else type(mat).__name__
+            raise ValueError(f"generator {g!r} must be a non-empty square matrix, got {shape}")
+    r = gens["r"].double()
+    n = group.order if isinstance(group, CyclicGroup) else group.n
+    out = {f"r^{n}": torch.linalg.matrix_power(r, n)}
+    if "s" in gens:
+        s = gens["s"].double()
+        if s.shape != r.shape:
+            raise ValueError(f"generator 's' must have the shape of 'r' {tuple(r.shape)}")
+        out["s^2"] = s @ s
+        out["(sr)^2"] = (s @ r) @ (s @ r)
+    return out
+
+
+def relation_errors(
+    group: Group | str | int,
+    generators: Mapping[str, Tensor] | Tensor,
+    variances: Tensor | None = None,
+) -> dict[str, float]:
+    """Relative error of each defining relation ``X = I`` (see :func:`relations`).
+
+    ``||X - I||_F / ||I||_F``; with ``variances`` (d,) (a diagonal data covariance in the
+    generators' basis), ``sqrt(E||(X - I) z||^2 / E||z||^2)``, so low-variance directions
+    weigh less.
+    """
+    out = {}
+    for name, mat in relations(group, generators).items():
+        dev = mat - torch.eye(mat.shape[0], dtype=torch.float64)
+        if variances is None:
+            out[name] = float(torch.linalg.matrix_norm(dev) / math.sqrt(mat.shape[0]))
+            continue
+        if variances.shape != (mat.shape[0],):
+            raise ValueError(
+                f"variances must have shape ({mat.shape[0]},), got {tuple(variances.shape)}"
+            )
+        scale = variances.double().clamp_min(0).sqrt()
+        out[name] = float(torch.linalg.matrix_norm(dev * scale) / torch.linalg.vector_norm(scale))
+    return out
+
+
+def group_error(
+    group: Group | str | int,
+    generators: Mapping[str, Tensor] | Tensor,
+    variances: Tensor | None = None,
+) -> float:
+    """The largest relative relation error (:func:`relation_errors`): for C_n
+    ``||M^n - I||_F / ||I||_F``; 0 for an exact representation."""
+    return max(relation_errors(group, generators, variances).values())

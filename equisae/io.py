@@ -1,13 +1,25 @@
-"""Atomic file writes, the results files notebooks publish, and configuration hashing."""
+"""Atomic file and folder writes, verified artifacts, results files and configuration hashing.
+
+Every cache folder (base models, activations, sweep artifacts) is written with
+:func:`atomic_folder` (a temporary sibling, fsynced, renamed into place; removed on error) and
+carries a ``manifest.json`` of the sha256 of its files (:func:`write_manifest`), checked on load
+with :func:`verify_manifest`, so a truncated or altered file is detected, reported and
+recomputed. Artifacts get the permissions of the umask (folders 0755, files 0644 under the usual
+umask 022), so cluster workers of another user of the same group can read them.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
+import shutil
 import tempfile
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +28,15 @@ import torch
 
 RESULTS_ENV = "EQUISAE_RESULTS"
 ARTIFACTS_ENV = "EQUISAE_ARTIFACTS"
+MANIFEST_FILE = "manifest.json"
+TMP_PREFIX = ".tmp-"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+#: Permissions of artifact folders and files under the process umask (0755 / 0644 under 022).
+DIR_MODE = 0o777 & ~_UMASK
+FILE_MODE = 0o666 & ~_UMASK
+
+log = logging.getLogger("equisae")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -26,7 +45,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file normal permissions
+        os.fchmod(fd, FILE_MODE)  # mkstemp creates 0600; give the file normal permissions
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -36,6 +55,134 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _fsync(path: Path) -> None:
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # pragma: no cover - some filesystems refuse to open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - fsync of a folder is not supported everywhere
+        pass
+    finally:
+        os.close(fd)
+
+
+def _finish_tree(folder: Path) -> None:
+    """Give every file and folder under ``folder`` the umask permissions and fsync it."""
+    for sub in (folder, *folder.rglob("*")):
+        if sub.is_symlink():
+            continue
+        os.chmod(sub, DIR_MODE if sub.is_dir() else FILE_MODE)
+        _fsync(sub)
+
+
+def _discard(folder: Path) -> None:
+    """Remove ``folder`` by renaming it aside first, so readers never see it half-deleted."""
+    trash = folder.parent / f"{TMP_PREFIX}{folder.name}-{uuid.uuid4().hex[:8]}.old"
+    try:
+        os.rename(folder, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(
+    path: str | os.PathLike, keep: Callable[[Path], bool] | None = None
+) -> Iterator[Path]:
+    """Write a folder atomically: yield a temporary sibling, then rename it to ``path``.
+
+    Files written into the yielded folder are fsynced and given the umask permissions before
+    the rename. If the block raises, the temporary folder is removed and ``path`` is untouched.
+    If ``path`` already exists it is replaced, unless ``keep(path)`` is true (another process
+    finished the same artifact first), in which case the new folder is discarded.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f"{TMP_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    os.chmod(tmp, DIR_MODE)
+    try:
+        yield tmp
+        _finish_tree(tmp)
+        if path.exists():
+            if keep is not None and keep(path):
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
+            _discard(path)
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if not (path.exists() and (keep is None or keep(path))):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # lost a race to an equivalent writer
+            return
+        _fsync(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _manifest_files(folder: Path) -> list[str]:
+    return sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != MANIFEST_FILE
+    )
+
+
+def write_manifest(folder: str | os.PathLike) -> Path:
+    """Write ``folder/manifest.json``: ``{"files": {relative path: sha256}}`` of every file."""
+    folder = Path(folder)
+    files = {name: sha256_file(folder / name) for name in _manifest_files(folder)}
+    return write_json_atomic(folder / MANIFEST_FILE, {"files": files})
+
+
+def verify_manifest(folder: str | os.PathLike, required: tuple[str, ...] = ()) -> str | None:
+    """Check ``folder`` against its manifest: None if intact, else one line naming the problem.
+
+    Detects a missing or unreadable manifest, a missing, altered or truncated file, a file not
+    in the manifest, and a ``required`` file the manifest does not list.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return f"{folder} does not exist"
+    try:
+        files = read_json(folder / MANIFEST_FILE)["files"]
+        if not isinstance(files, dict):
+            raise TypeError("'files' is not a mapping")
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
+        return f"{folder / MANIFEST_FILE}: unreadable manifest ({exc})".replace("\n", " ")
+    missing = [name for name in required if name not in files]
+    if missing:
+        return f"{folder / MANIFEST_FILE} does not list {missing}"
+    present = set(_manifest_files(folder))
+    for name, digest in files.items():
+        if name not in present:
+            return f"{folder / name} is listed in the manifest but missing"
+        try:
+            actual = sha256_file(folder / name)
+        except OSError as exc:
+            return f"{folder / name} is unreadable ({exc})"
+        if actual != digest:
+            return f"{folder / name} does not match its checksum (altered or truncated)"
+    extra = present - set(files)
+    if extra:
+        return f"{folder}: files not in the manifest: {sorted(extra)}"
+    return None
 
 
 def to_jsonable(obj: Any) -> Any:

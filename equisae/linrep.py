@@ -24,7 +24,7 @@ Concrete choices (ours, not the paper's):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,124 +32,42 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from equisae.groups import (
+    CyclicGroup,
+    Group,
+    as_group,
+    generator_names,
+    group_error,
+    irrep_multiplicities,
+    irrep_names,
+    matrix_powers,
+    relation_errors,
+    representation_matrices,
+)
 from equisae.io import to_jsonable
+
+__all__ = [
+    "full_rank_representation",
+    "sae_representation",
+    "DEFAULT_RANK_TOL",
+    "DEFAULT_RIDGE_GRID",
+    "LinRepResult",
+    "LinearRepresentation",
+    "analyse_linear_representation",
+    "evaluate_linear_representation",
+    "fit_linear_representation",
+    "irrep_names",
+    "nearest_orthogonal",
+    "orthogonality_error",
+    "r2_score",
+    "root_of_unity_distance",
+]
 
 DEFAULT_RIDGE_GRID: tuple[float, ...] = (0.0, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1)
 DEFAULT_RANK_TOL = 1e-6
 
 
-# --------------------------------------------------------------------------- irreps of C_n
-def irrep_names(n: int) -> list[str]:
-    """Names of the real irreducible representations of C_n.
-
-    ``trivial`` (dim 1), ``sign`` (dim 1, n even: g -> -1) and ``rotation_k`` for
-    ``0 < k < n/2`` (dim 2: g -> rotation by 2 pi k / n).
-    """
-    _check_order(n)
-    names = ["trivial"]
-    if n % 2 == 0:
-        names.append("sign")
-    names += [f"rotation_{k}" for k in range(1, (n + 1) // 2)]
-    return names
-
-
-def irrep_matrix(name: str, n: int) -> Tensor:
-    """The float64 matrix of the generator g in the real irrep ``name`` of C_n."""
-    names = irrep_names(n)
-    if name not in names:
-        raise KeyError(f"unknown irrep {name!r} of C{n}; known: {names}")
-    if name == "trivial":
-        return torch.ones(1, 1, dtype=torch.float64)
-    if name == "sign":
-        return -torch.ones(1, 1, dtype=torch.float64)
-    k = int(name.split("_")[1])
-    t = 2 * math.pi * k / n
-    return torch.tensor(
-        [[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]], dtype=torch.float64
-    )
-
-
-def representation_from_multiplicities(
-    multiplicities: Mapping[str, int], n: int, seed: int = 0
-) -> Tensor:
-    """An orthogonal generator R (d, d) of C_n, float64, with the given irrep multiplicities,
-    written in a random orthogonal basis (seeded): ``R = Q B Q^T`` with B block diagonal."""
-    names = irrep_names(n)
-    unknown = [k for k in multiplicities if k not in names]
-    if unknown:
-        raise KeyError(f"unknown irreps {unknown} of C{n}; known: {names}")
-    if any(int(m) < 0 for m in multiplicities.values()):
-        raise ValueError(f"multiplicities must be >= 0, got {dict(multiplicities)}")
-    blocks = [irrep_matrix(k, n) for k in names for _ in range(int(multiplicities.get(k, 0)))]
-    if not blocks:
-        raise ValueError("multiplicities must contain at least one irrep")
-    b = torch.block_diag(*blocks)
-    gen = torch.Generator().manual_seed(seed)
-    q, r = torch.linalg.qr(torch.randn(b.shape[0], b.shape[0], generator=gen, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))
-    return q @ b @ q.T
-
-
-def _check_order(n: int) -> None:
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 2:
-        raise ValueError(f"group order n must be an integer >= 2, got {n!r}")
-
-
 # --------------------------------------------------------------------------- diagnostics
-def matrix_powers(m: Tensor, n: int) -> list[Tensor]:
-    """``[M^0, M^1, ..., M^n]`` (n + 1 matrices)."""
-    powers = [torch.eye(m.shape[0], dtype=m.dtype)]
-    for _ in range(n):
-        powers.append(powers[-1] @ m)
-    return powers
-
-
-def group_error(m: Tensor, n: int) -> float:
-    """Relative error of the group law ``g^n = e``: ``||M^n - I||_F / ||I||_F``."""
-    _check_square(m, "M")
-    _check_order(n)
-    m = m.double()
-    eye = torch.eye(m.shape[0], dtype=torch.float64)
-    return float(
-        torch.linalg.matrix_norm(torch.linalg.matrix_power(m, n) - eye) / math.sqrt(m.shape[0])
-    )
-
-
-def weighted_group_error(m: Tensor, n: int, variances: Tensor) -> float:
-    """``sqrt(E||(M^n - I) z||^2 / E||z||^2)`` for z with the diagonal covariance ``variances``.
-
-    Unlike :func:`group_error`, directions weigh by how much data variance they carry, so
-    poorly determined low-variance directions do not dominate.
-    """
-    _check_square(m, "M")
-    _check_order(n)
-    if variances.shape != (m.shape[0],):
-        raise ValueError(f"variances must have shape ({m.shape[0]},), got {tuple(variances.shape)}")
-    m = m.double()
-    dev = torch.linalg.matrix_power(m, n) - torch.eye(m.shape[0], dtype=torch.float64)
-    scale = variances.double().clamp_min(0).sqrt()
-    return float(torch.linalg.matrix_norm(dev * scale) / torch.linalg.vector_norm(scale))
-
-
-def irrep_multiplicities(m: Tensor, n: int) -> dict[str, float]:
-    """Raw multiplicity of each real irrep of C_n in M, from its character ``tr(M^p)``.
-
-    Complex irreps: ``m_k = (1/n) sum_p tr(M^p) conj(chi_k(g^p))`` with
-    ``chi_k(g^p) = exp(2 pi i k p / n)``. Real-ified: trivial = m_0, sign = m_{n/2}, and
-    ``rotation_k = Re(m_k)`` (the 2-d real irrep is chi_k + chi_{-k}). For a true representation
-    these are non-negative integers with ``trivial + sign + 2 * sum(rotation_k) = d``.
-    """
-    _check_square(m, "M")
-    _check_order(n)
-    traces = torch.stack([torch.trace(p) for p in matrix_powers(m.double(), n - 1)])
-    p = torch.arange(n, dtype=torch.float64)
-    out: dict[str, float] = {}
-    for name in irrep_names(n):
-        k = 0 if name == "trivial" else n // 2 if name == "sign" else int(name.split("_")[1])
-        out[name] = float((traces * torch.cos(2 * math.pi * k * p / n)).mean())
-    return out
-
-
 def nearest_orthogonal(m: Tensor) -> Tensor:
     """The orthogonal matrix closest to M in Frobenius norm (polar factor ``U V^T``)."""
     _check_square(m, "M")
@@ -166,7 +84,8 @@ def orthogonality_error(m: Tensor) -> float:
 
 def root_of_unity_distance(eigenvalues: Tensor, n: int) -> Tensor:
     """Distance of each (complex) eigenvalue to the nearest n-th root of unity."""
-    _check_order(n)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"group order n must be an integer >= 1, got {n!r}")
     roots = torch.exp(2j * math.pi * torch.arange(n, dtype=torch.float64) / n)
     return (eigenvalues.reshape(-1, 1).to(torch.complex128) - roots).abs().min(dim=1).values
 
@@ -264,10 +183,13 @@ class _RidgeFitter:
 
 @dataclass
 class LinearRepresentation:
-    """A fitted map M of the generator on activations, in the kept principal subspace.
+    """A fitted representation on activations, in the kept principal subspace.
 
     ``basis`` (d, r) has orthonormal columns; ``M = basis @ M_reduced @ basis.T`` on centred
-    activations. ``per_power_reduced[p]`` is the separately fitted ``M_p`` (reduced coordinates).
+    activations is the fitted rotation generator ``r`` (the only generator of C_n); for D_n,
+    ``S_reduced`` is the fitted flip ``s``. ``per_power_reduced[a]`` is the separately fitted
+    map ``M_a`` from pose 0 to pose ``a`` (reduced coordinates). ``n`` is |G|, the number of
+    poses; ``group_name`` the group (``None`` means ``C{n}``).
     """
 
     n: int
@@ -280,6 +202,15 @@ class LinearRepresentation:
     ridge_per_power: list[float]
     explained_variance: float
     val_r2: float
+    group_name: str | None = None
+    S_reduced: Tensor | None = None
+    ridge_s: float | None = None
+    val_r2_s: float | None = None
+
+    @property
+    def group(self) -> Group:
+        """The group whose elements index the poses."""
+        return as_group(self.group_name or self.n)
 
     @property
     def dim(self) -> int:
@@ -293,23 +224,45 @@ class LinearRepresentation:
 
     @property
     def M(self) -> Tensor:
-        """The fitted generator map on centred activations, (d, d) float64."""
+        """The fitted rotation generator on centred activations, (d, d) float64."""
         return self.basis @ self.M_reduced @ self.basis.T
+
+    @property
+    def S(self) -> Tensor | None:
+        """The fitted flip generator of D_n on centred activations (None for C_n)."""
+        return None if self.S_reduced is None else self.basis @ self.S_reduced @ self.basis.T
+
+    def generators_reduced(self) -> dict[str, Tensor]:
+        """The fitted generator matrices in reduced coordinates: ``{"r"}`` or ``{"r", "s"}``."""
+        gens = {"r": self.M_reduced}
+        if "s" in generator_names(self.group):
+            gens["s"] = self.S_reduced
+        return gens
+
+    def generators(self) -> dict[str, Tensor]:
+        """The fitted generator matrices on centred activations, (d, d) float64 each."""
+        return {k: self.basis @ v @ self.basis.T for k, v in self.generators_reduced().items()}
+
+    def element_matrices_reduced(self) -> Tensor:
+        """``rho(a)`` for every element, built from the fitted generators: (|G|, r, r)."""
+        return representation_matrices(self.group, self.generators_reduced())
 
     def per_power(self, p: int) -> Tensor:
         """The separately fitted ``M_p`` on centred activations, (d, d) float64."""
         return self.basis @ self.per_power_reduced[p % self.n] @ self.basis.T
 
     def predict(self, h: Tensor, p: int, per_power: bool = False) -> Tensor:
-        """Predict ``h(g^p x)`` from ``h(x)`` (rows of ``h``, shape (N, d)) by ``M^p`` or ``M_p``."""
+        """Predict ``h(a x)`` from ``h(x)`` (rows of ``h``, shape (N, d)) for element ``a = p``
+        (``g^p`` for C_n), by ``rho(a)`` built from the generators or by the fitted ``M_a``."""
         if h.ndim != 2 or h.shape[1] != self.dim:
             raise ValueError(f"h must have shape (N, {self.dim}), got {tuple(h.shape)}")
         z = (h.double() - self.mean) @ self.basis
-        mat = (
-            self.per_power_reduced[p % self.n]
-            if per_power
-            else torch.linalg.matrix_power(self.M_reduced, p)
-        )
+        if per_power:
+            mat = self.per_power_reduced[p % self.n]
+        elif isinstance(self.group, CyclicGroup):
+            mat = torch.linalg.matrix_power(self.M_reduced, p)
+        else:
+            mat = self.element_matrices_reduced()[p % self.n]
         return self.mean + (z @ mat.T) @ self.basis.T
 
 
@@ -340,22 +293,41 @@ def _principal_subspace(
     )
 
 
+def _fit_group(train: Any, group: Group | str | None, order: int) -> Group:
+    """The group of the pose axis: ``group``, else the activations' ``group_name``, else C_n."""
+    if group is None:
+        group = getattr(train, "group_name", None) or order
+    try:
+        group = as_group(group)
+    except KeyError as err:
+        raise ValueError(f"group: {err.args[0]}") from None
+    if group.order != order:
+        raise ValueError(
+            f"{group.name} has {group.order} elements, but the activations have {order} poses "
+            "(expected shape (N, |G|, d) in the group's element order)"
+        )
+    return group
+
+
 def fit_linear_representation(
     train: Any,
     val: Any,
     ridge_grid: Sequence[float] = DEFAULT_RIDGE_GRID,
     rank_tol: float = DEFAULT_RANK_TOL,
     max_dim: int | None = None,
+    group: Group | str | None = None,
 ) -> LinearRepresentation:
-    """Fit M (and the per-power maps M_p) on ``train`` orbits (N, n, d), ridge chosen on ``val``.
+    """Fit the generator maps (and the per-element maps M_a) on ``train`` orbits (N, |G|, d),
+    ridge chosen on ``val``.
 
-    Both arguments are tensors of shape (N, n, d) or :class:`~equisae.activations.OrbitActivations`
-    whose pose axis is the cyclic powers ``g^0 .. g^{n-1}``. Raises ValueError on mismatched
+    Both arguments are tensors of shape (N, |G|, d) or
+    :class:`~equisae.activations.OrbitActivations` whose pose axis is the group's elements in
+    its order (C_n: ``g^0 .. g^{n-1}``; D_n: ``r^0 .. r^{n-1}, s, r s, ..``). ``group``
+    (a :class:`~equisae.groups.Group` or a name such as ``"D4"``) defaults to the activations'
+    ``group_name``, else ``C_|G|``. Each generator ``t`` (``r``, and ``s`` for D_n) is fitted
+    on the pairs ``(h_a, h_{t a})`` over every pose ``a``. Raises ValueError on mismatched
     shapes, non-finite values, or fewer training examples than the kept rank.
     """
-    group_name = getattr(train, "group_name", None)
-    if group_name is not None and not str(group_name).upper().startswith("C"):
-        raise ValueError(f"the linear-representation fit needs a cyclic group, got {group_name!r}")
     tr, va = _as_orbit(train, "train"), _as_orbit(val, "val")
     if tr.shape[1:] != va.shape[1:]:
         raise ValueError(
@@ -365,6 +337,7 @@ def fit_linear_representation(
     if not ridge_grid or any(float(a) < 0 for a in ridge_grid):
         raise ValueError(f"ridge_grid must be a non-empty list of alphas >= 0, got {ridge_grid}")
     n_train, n, d = tr.shape
+    grp = _fit_group(train, group, n)
     mean = tr.reshape(-1, d).mean(dim=0)
     basis, variances, explained = _principal_subspace(tr.reshape(-1, d) - mean, rank_tol, max_dim)
     r = basis.shape[1]
@@ -375,17 +348,21 @@ def fit_linear_representation(
             f"than dimensions. Use more data or pass max_dim < {n_train}."
         )
     zt, zv = (tr - mean) @ basis, (va - mean) @ basis  # (N, n, r)
-    step = torch.roll(zt, shifts=-1, dims=1)  # step[:, p] = z_{p+1 mod n}
-    step_val = torch.roll(zv, shifts=-1, dims=1)
-    m_red, alpha, val_r2 = _RidgeFitter(zt.reshape(-1, r), zv.reshape(-1, r)).fit(
-        step.reshape(-1, r), step_val.reshape(-1, r), ridge_grid
-    )
+    fitter = _RidgeFitter(zt.reshape(-1, r), zv.reshape(-1, r))
+    fits = {}
+    for name, element in zip(generator_names(grp), (1, grp.n), strict=False):
+        after = [grp.compose(element, a) for a in grp.elements()]  # pose of t a, per pose a
+        fits[name] = fitter.fit(
+            zt[:, after].reshape(-1, r), zv[:, after].reshape(-1, r), ridge_grid
+        )
     per_power, alphas = [], []
     from_canonical = _RidgeFitter(zt[:, 0], zv[:, 0])
     for p in range(n):
         m_p, a_p, _ = from_canonical.fit(zt[:, p], zv[:, p], ridge_grid)
         per_power.append(m_p)
         alphas.append(a_p)
+    m_red, alpha, val_r2 = fits["r"]
+    s_red, alpha_s, val_r2_s = fits.get("s", (None, None, None))
     return LinearRepresentation(
         n=n,
         mean=mean,
@@ -397,13 +374,23 @@ def fit_linear_representation(
         ridge_per_power=alphas,
         explained_variance=explained,
         val_r2=val_r2,
+        group_name=grp.name,
+        S_reduced=s_red,
+        ridge_s=alpha_s,
+        val_r2_s=val_r2_s,
     )
 
 
 # --------------------------------------------------------------------------- evaluation
 @dataclass
 class LinRepResult:
-    """Held-out fit quality and group-structure diagnostics of a fitted M (see module doc)."""
+    """Held-out fit quality and group-structure diagnostics of a fitted M (see module doc).
+
+    Lists indexed by pose run over the group's elements (C_n: the powers ``g^p``). For D_n,
+    ``extra`` holds ``group``, ``relation_errors`` (relative, per relation ``r^n``, ``s^2``,
+    ``(sr)^2``), ``relation_error_max_abs`` (:meth:`Group.relation_error` of the rho stack)
+    and ``s_orthogonality_error``.
+    """
 
     group_order: int
     dim: int
@@ -432,13 +419,15 @@ class LinRepResult:
 
 
 def evaluate_linear_representation(rep: LinearRepresentation, test: Any) -> LinRepResult:
-    """Held-out R^2 per power on ``test`` orbits (N, n, d) and the group diagnostics of M.
+    """Held-out R^2 per group element on ``test`` orbits (N, |G|, d) and the group diagnostics.
 
-    ``r2_single[p]``: R^2 of ``M^p h(x)`` for ``h(g^p x)``; ``r2_identity[p]``: of ``h(x)``
-    itself; ``r2_per_power[p]``: of the separately fitted ``M_p h(x)``, all with x the canonical
-    test images and R^2 pooled over dimensions (SST around the target mean).
-    ``group_error = ||M^n - I||_F / ||I||_F`` and ``power_consistency[p] =
-    ||M_p - M^p||_F / ||M_p||_F`` are computed in the kept subspace, as are the eigenvalues,
+    ``r2_single[a]``: R^2 of ``rho(a) h(x)`` (rho built from the fitted generators; ``M^p``
+    for C_n) for ``h(a x)``; ``r2_identity[a]``: of ``h(x)`` itself; ``r2_per_power[a]``: of
+    the separately fitted ``M_a h(x)``, all with x the canonical test images and R^2 pooled
+    over dimensions (SST around the target mean). ``group_error`` is the largest relative
+    relation error (:func:`equisae.groups.group_error`; ``||M^n - I||_F / ||I||_F`` for C_n) and
+    ``power_consistency[a] = ||M_a - rho(a)||_F / ||M_a||_F``, computed in the kept subspace,
+    as are the eigenvalues of M (against the n-th roots of unity, n the order of the rotation),
     the irrep multiplicities from the character, and the relative distance to the nearest
     orthogonal matrix (raw, and after whitening by the training covariance, in which an exact
     representation of a G-invariant distribution is orthogonal).
@@ -448,7 +437,7 @@ def evaluate_linear_representation(rep: LinearRepresentation, test: Any) -> LinR
         raise ValueError(
             f"test activations must have shape (N, {rep.n}, {rep.dim}), got {tuple(te.shape)}"
         )
-    n = rep.n
+    n, grp = rep.n, rep.group
     h0 = te[:, 0]
     r2_single, r2_identity, r2_pp = [], [], []
     for p in range(n):
@@ -456,19 +445,30 @@ def evaluate_linear_representation(rep: LinearRepresentation, test: Any) -> LinR
         r2_identity.append(r2_score(h0, te[:, p]))
         r2_pp.append(r2_score(rep.predict(h0, p, per_power=True), te[:, p]))
     m = rep.M_reduced
-    powers = matrix_powers(m, n)
+    gens = rep.generators_reduced()
+    cyclic = isinstance(grp, CyclicGroup)
+    mats = matrix_powers(m, n) if cyclic else rep.element_matrices_reduced()
     consistency = [
         float(
-            torch.linalg.matrix_norm(rep.per_power_reduced[p] - powers[p])
+            torch.linalg.matrix_norm(rep.per_power_reduced[p] - mats[p])
             / torch.linalg.matrix_norm(rep.per_power_reduced[p]).clamp_min(1e-300)
         )
         for p in range(n)
     ]
     eig = torch.linalg.eigvals(m)
-    dist = root_of_unity_distance(eig, n)
-    raw = irrep_multiplicities(m, n)
+    dist = root_of_unity_distance(eig, grp.order if cyclic else grp.n)
+    raw = irrep_multiplicities(grp, matrix_powers(m.double(), n) if cyclic else mats)
     scale = rep.variances.clamp_min(1e-300).sqrt()
     whitened = m * scale.reciprocal().reshape(-1, 1) * scale.reshape(1, -1)
+    extra: dict[str, Any] = {}
+    if not cyclic:
+        extra = {
+            "group": grp.name,
+            "relation_errors": relation_errors(grp, gens),
+            "relation_errors_weighted": relation_errors(grp, gens, rep.variances),
+            "relation_error_max_abs": grp.relation_error(mats),
+            "s_orthogonality_error": orthogonality_error(gens["s"]),
+        }
     return LinRepResult(
         group_order=n,
         dim=rep.dim,
@@ -479,8 +479,8 @@ def evaluate_linear_representation(rep: LinearRepresentation, test: Any) -> LinR
         r2_single=r2_single,
         r2_identity=r2_identity,
         r2_per_power=r2_pp,
-        group_error=group_error(m, n),
-        group_error_weighted=weighted_group_error(m, n, rep.variances),
+        group_error=group_error(grp, gens),
+        group_error_weighted=group_error(grp, gens, rep.variances),
         power_consistency=consistency,
         eigenvalues=eig.numpy(),
         root_distance_max=float(dist.max()),
@@ -489,6 +489,7 @@ def evaluate_linear_representation(rep: LinearRepresentation, test: Any) -> LinR
         irrep_multiplicities_raw=raw,
         orthogonality_error=orthogonality_error(m),
         whitened_orthogonality_error=orthogonality_error(whitened),
+        extra=extra,
     )
 
 
@@ -499,7 +500,61 @@ def analyse_linear_representation(
     ridge_grid: Sequence[float] = DEFAULT_RIDGE_GRID,
     rank_tol: float = DEFAULT_RANK_TOL,
     max_dim: int | None = None,
+    group: Group | str | None = None,
 ) -> tuple[LinearRepresentation, LinRepResult]:
     """Fit on ``train`` (ridge chosen on ``val``) and evaluate on ``test``: (fit, result)."""
-    rep = fit_linear_representation(train, val, ridge_grid, rank_tol, max_dim)
+    rep = fit_linear_representation(train, val, ridge_grid, rank_tol, max_dim, group)
     return rep, evaluate_linear_representation(rep, test)
+
+
+# --------------------------------------------------------------------------- M for the SAEs
+def full_rank_representation(rep: LinearRepresentation) -> Tensor:
+    """The fitted generator as an invertible (d, d) matrix for an equivariant SAE.
+
+    The fit lives in the principal subspace (``basis``); outside it the activations have
+    (almost) no variance, so there the map is taken to be the identity:
+    ``M = B M_r B^T + (I - B B^T)``.
+    """
+    basis = rep.basis.double()
+    d = basis.shape[0]
+    eye = torch.eye(d, dtype=torch.float64)
+    return (basis @ rep.M_reduced.double() @ basis.T + eye - basis @ basis.T).float()
+
+
+def _gap_ranks(variances: Tensor, tol: float = 0.01) -> list[int]:
+    """Ranks r that do not split a (near-)degenerate eigenvalue: v[r] < (1 - tol) v[r - 1]."""
+    v = variances.double()
+    return [r for r in range(1, len(v)) if v[r] < (1 - tol) * v[r - 1]] + [len(v)]
+
+
+def sae_representation(
+    train: Any, val: Any, variance: float = 0.99, min_modulus: float = 0.25
+) -> tuple[LinearRepresentation, Tensor]:
+    """The least-squares fit of M that the equivariant SAEs use, well conditioned.
+
+    Returns the fit and its full-rank (d, d) matrix (:func:`full_rank_representation`). The
+    fit in the full principal subspace can have eigenvalues near zero in directions of
+    negligible variance, which the canonicalising variant (``M^-p``) and the SAEs' refusal of
+    ill-conditioned matrices cannot take. So M is fitted in the leading principal subspace
+    holding ``variance`` of the training variance, without splitting a degenerate eigenvalue
+    (that would break the irreducible subspaces of an exact representation), shrunk further
+    while an eigenvalue of M has modulus below ``min_modulus``; outside it M is the identity.
+    """
+    full = fit_linear_representation(train, val)
+    v = full.variances.double()
+    share = v.cumsum(0) / v.sum()
+    wanted = int((share < variance).sum()) + 1
+    ranks = _gap_ranks(v)
+    candidates = [r for r in ranks if r <= wanted][::-1] + [r for r in ranks if r > wanted][:1]
+    candidates = sorted(set(candidates), key=lambda r: (r < wanted, -r if r < wanted else r))
+    best: tuple[LinearRepresentation, float] | None = None
+    for r in candidates[:12]:
+        rep = fit_linear_representation(train, val, max_dim=r)
+        modulus = float(torch.linalg.eigvals(rep.M_reduced).abs().min())
+        if best is None or modulus > best[1]:
+            best = (rep, modulus)
+        if modulus >= min_modulus:
+            break
+    assert best is not None
+    chosen = rep if modulus >= min_modulus else best[0]
+    return chosen, full_rank_representation(chosen)

@@ -1,168 +1,36 @@
-"""Cached orbit activations of the named base models: the one way notebooks get activations.
+"""Deprecated alias of :mod:`equisae.activation_cache` (the cached orbit activations).
 
-:func:`orbit_activations_for` builds the standard Shapes splits of a run mode, trains (or loads)
-the base model, and extracts the activations of every split's C4 orbit at the model's hooked
-layers. The results are cached under ``artifacts_dir()/activations/<hash>/``, one folder per
-(split, layer), keyed by everything that determines them (model configuration, training
-settings, data configuration and sizes, seed, split, layer, group). A rerun loads them.
-On a cache miss, all splits and all hooked layers of the model are extracted in one go, so
-asking for the next split or layer is a load.
+Import from ``equisae.activation_cache`` instead; this module only re-exports its names.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any
+import warnings
 
-from tqdm.auto import tqdm
+from equisae.activation_cache import (  # noqa: F401
+    CACHE_VERSION,
+    GROUP_NAME,
+    SPLITS,
+    activation_folder,
+    activation_key,
+    orbit_activations_for,
+    output_equivariance_error,
+    resolve_layer,
+)
 
-from equisae import io
-from equisae.activations import OrbitActivations, orbit_activations
+warnings.warn(
+    "equisae.pipeline is deprecated: import from equisae.activation_cache",
+    DeprecationWarning,
+    stacklevel=2,
+)
 
-GROUP_NAME = "C4"
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-CACHE_VERSION = 1
-
-
-def resolve_layer(model_name: str, layer: str) -> str:
-    """The module name of ``layer``: a role of ``LAYERS[model_name]`` (``"bottleneck"``,
-    ``"intermediate"``) or already a module name of that model."""
-    from equisae.models import LAYERS, get_spec
-
-    get_spec(model_name)  # KeyError for an unknown model
-    roles = LAYERS[model_name]
-    if layer in roles:
-        return roles[layer]
-    if layer in roles.values():
-        return layer
-    raise KeyError(
-        f"unknown layer {layer!r} for model {model_name!r}; use one of the roles "
-        f"{sorted(roles)} or the module names {sorted(set(roles.values()))}"
-    )
-
-
-def activation_key(model_name: str, layer: str, mode: str, seed: int, split: str) -> dict[str, Any]:
-    """Everything that determines a split's orbit activations (hashed into the cache folder)."""
-    from equisae import data
-    from equisae.models import model_config, training_settings
-    from equisae.models import train as model_train
-
-    return {
-        "model_name": model_name,
-        "model": model_config(model_name),
-        "training": asdict(training_settings(mode)),
-        "model_cache_version": getattr(model_train, "CACHE_VERSION", None),
-        "data": io.to_jsonable(data.standard_config()),
-        "sizes": data.dataset_sizes(mode),
-        "mode": mode,
-        "seed": int(seed),
-        "split": split,
-        "layer": resolve_layer(model_name, layer),
-        "group": GROUP_NAME,
-        "version": CACHE_VERSION,
-    }
-
-
-def activation_folder(model_name: str, layer: str, mode: str, seed: int, split: str) -> Path:
-    """The cache folder of one split's orbit activations at one layer."""
-    key = activation_key(model_name, layer, mode, seed, split)
-    return io.artifacts_dir() / "activations" / io.config_hash(key)
-
-
-def _check_args(mode: str, split: str, seed: int) -> None:
-    if mode not in ("quick", "full"):
-        raise ValueError(f"mode must be 'quick' or 'full', got {mode!r}")
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
-
-
-def orbit_activations_for(
-    model_name: str,
-    layer: str,
-    mode: str,
-    seed: int = 0,
-    split: str = "train",
-    progress: bool = True,
-) -> OrbitActivations:
-    """Orbit activations (N, 4, d) of a split of the standard data for a named base model.
-
-    ``layer`` is a role of ``equisae.models.LAYERS[model_name]`` (``"bottleneck"`` or
-    ``"intermediate"``) or its module name. The model is trained or loaded with
-    ``equisae.models.train_or_load(model_name, mode, seed)``; the data are
-    ``equisae.data.make_splits(dataset_sizes(mode), standard_config(), seed)``.
-    """
-    _check_args(mode, split, seed)
-    module = resolve_layer(model_name, layer)
-    folder = activation_folder(model_name, module, mode, seed, split)
-    try:
-        return OrbitActivations.load(folder)
-    except FileNotFoundError:
-        pass
-    _extract_all(model_name, module, mode, seed, progress)
-    return OrbitActivations.load(folder)
-
-
-def _extract_all(model_name: str, extra_layer: str, mode: str, seed: int, progress: bool) -> None:
-    """Extract and cache every split at every hooked layer of ``model_name`` (+ ``extra_layer``)."""
-    from equisae import data
-    from equisae.groups import get_group
-    from equisae.models import LAYERS, train_or_load
-
-    model, info = train_or_load(model_name, mode, seed, progress=progress)
-    group = get_group(GROUP_NAME)
-    layers = list(dict.fromkeys([*LAYERS[model_name].values(), extra_layer]))
-    splits = data.make_splits(data.dataset_sizes(mode), data.standard_config(), seed)
-    for split in tqdm(SPLITS, desc=f"activations of {model_name}", disable=not progress):
-        per_layer = orbit_activations(
-            model, splits[split], group, layers, model_name=model_name, progress=False
-        )
-        for layer, acts in per_layer.items():
-            key = activation_key(model_name, layer, mode, seed, split)
-            acts.metadata = {"key": key, "model_folder": info.get("folder")}
-            acts.save(io.artifacts_dir() / "activations" / io.config_hash(key))
-
-
-def output_equivariance_error(
-    model_name: str,
-    mode: str,
-    seed: int = 0,
-    split: str = "test",
-    max_examples: int = 500,
-    progress: bool = True,
-) -> float:
-    """How far a base autoencoder's output is from C4-equivariant, independent of any fit.
-
-    ``mean_p ||f(g^p x) - g^p f(x)||^2 / ||g^p f(x) - mean||^2`` over p = 1..3 and the first
-    ``max_examples`` images of ``split`` (0 for an exactly equivariant model).
-    """
-    import torch
-
-    from equisae import data
-    from equisae.groups import get_group
-    from equisae.models import train_or_load
-
-    _check_args(mode, split, seed)
-    if max_examples < 2:
-        raise ValueError(f"max_examples must be >= 2, got {max_examples}")
-    model, _ = train_or_load(model_name, mode, seed, progress=progress)
-    size = data.dataset_sizes(mode)[split]
-    images = data.make_splits({split: size}, data.standard_config(), seed)[split].images
-    images = images[:max_examples]
-    group = get_group(GROUP_NAME)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(images)
-            errors = []
-            for p in range(1, group.order):
-                target = group.act_images(out, p)
-                moved = model(group.act_images(images, p))
-                sst = ((target - target.mean(dim=0)) ** 2).sum()
-                errors.append(float(((moved - target) ** 2).sum() / sst))
-    finally:
-        model.train(was_training)
-    return sum(errors) / len(errors)
+__all__ = [
+    "CACHE_VERSION",
+    "GROUP_NAME",
+    "SPLITS",
+    "activation_folder",
+    "activation_key",
+    "orbit_activations_for",
+    "output_equivariance_error",
+    "resolve_layer",
+]

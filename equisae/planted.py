@@ -1,445 +1,465 @@
-"""The planted-features sweep (notebook 04, ``equisae sweep planted``) as runner jobs.
+"""Planted ground-truth features under a known orthogonal representation of C_n or D_n.
 
-For each number of planted features (interference ``n / d``), each seed (a fresh problem:
-representation ``R``, features and data, and a fresh SAE initialisation) and each model
-(regular TopK, wide TopK, group crosscoder, equivariant SAE given the true ``R``, adaptively
-equivariant SAE started from the identity), one :class:`PlantedJob` trains the model on the
-planted orbits and reports recovery, detection, FVU, L0 and parameter counts on held-out orbits.
-Every model at a given (setting, seed) sees the same activations: regular SAEs train on the
-flattened orbits, orbit SAEs on whole orbits, with the same number of activations per step.
+The toy setting of the paper's v2: ``n`` unit features ``f_i`` in ``R^d``, a faithful
+orthogonal representation ``rho`` of the group (C4 by default, or D4) with chosen real
+irreducible multiplicities, given by its generator matrices (``R`` the rotation, ``S`` the flip
+of D_n; built in :mod:`equisae.groups`), and orbit activations
+
+    h_a = rho(a) (sum_i a_i f_i) + noise_a,   a = 0 .. |G|-1 (the group's element order),
+
+where each sample switches on a sparse random set of features with non-negative amplitudes.
+For C_n, ``rho(g^p) = R^p``. Pose 0 is the canonical pose: there the features appear
+untransformed. The module also holds the metrics that need the ground truth: feature recovery
+(up to the group) and detection F1.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, ClassVar
+from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
+from torch import Tensor
 
-from equisae.runner import Job, JobResult, SweepResult, run_sweep
-from equisae.toy import ToyConfig, detection_f1, feature_recovery, make_planted, top1_detection
-
-__all__ = [
-    "MODEL_TYPES",
-    "METRICS",
-    "PlantedJob",
-    "PlantedSettings",
-    "build_planted_sae",
-    "describe_advantage",
-    "equivariant_advantage",
-    "planted_jobs",
-    "planted_records",
-    "planted_settings",
-    "run_planted",
-    "series",
-    "summarize",
-    "with_models",
-]
-
-#: The models compared on planted features, in plotting order.
-MODEL_TYPES: tuple[str, ...] = ("topk", "wide", "crosscoder", "equivariant", "adaptive")
-#: Models trained on whole orbits (B, |G|, d) rather than on flattened activations.
-ORBIT_MODELS: tuple[str, ...] = ("crosscoder", "equivariant", "adaptive")
-#: Headline metrics of every job (the notebook's results file holds each per setting and seed).
-METRICS: tuple[str, ...] = (
-    "recovery",
-    "detection_f1",
-    "top1_detection",
-    "fvu",
-    "l0",
-    "n_params",
+from equisae.groups import (
+    CyclicGroup,
+    DihedralGroup,
+    Group,
+    as_group,
+    get_group,
+    invariant_subspace,
+    irrep_dim,
+    irrep_names,
+    matrix_powers,
+    representation_from_irreps,
+    representation_matrices,
 )
 
+__all__ = [
+    "ToyConfig",
+    "ToyData",
+    "PlantedToy",
+    "irrep_dims",
+    "default_multiplicities",
+    "multiplicity_names",
+    "cyclic_representation",
+    "planted_representation",
+    "matrix_powers",
+    "fixed_subspace",
+    "make_planted",
+    "feature_recovery",
+    "detection_f1",
+    "top1_detection",
+]
+
 
 @dataclass(frozen=True)
-class PlantedSettings:
-    """The sweep of one mode: problem sizes, the grid, and how every SAE is trained.
+class ToyConfig:
+    """Sizes of one planted problem.
 
-    ``expansion``: base dictionary size ``d_sae = expansion * n_features`` (the wide SAE has
-    ``|G|`` times that). ``batch_size`` counts activations per step; orbit models take
-    ``batch_size // |G|`` orbits, so every model sees the same activations per step.
+    ``group`` is ``"C4"`` (default), ``"D4"``, ... and ``group_order`` its order |G| (the
+    number of poses); give either (``group_order=k`` alone means ``C_k``), both are set after
+    construction. ``multiplicities[j]`` is the number of copies of the real irrep
+    ``multiplicity_names(group)[j]``: for ``C_n`` by frequency ``k = j`` (``k = 0``: trivial,
+    1-D; ``k = n/2`` for even ``n``: sign, 1-D; otherwise the 2-D rotation by ``2 pi k / n``),
+    for ``D_n`` in the order of :func:`equisae.groups.irrep_names`; ``None`` fills ``d``
+    evenly. ``n_invariant`` of the features are drawn from the subspace fixed by the group
+    (G-invariant features). ``active`` is the expected number of active features per sample;
+    ``noise`` the expected norm of the per-pose Gaussian noise.
     """
 
-    mode: str
-    d: int
-    feature_counts: tuple[int, ...]
-    seeds: tuple[int, ...]
-    n_train: int
-    n_test: int
-    group_order: int = 4
+    d: int = 16
+    n_features: int = 16
+    group_order: int | None = None
+    multiplicities: tuple[int, ...] | None = None
+    n_invariant: int = 0
     active: float = 2.0
-    noise: float = 0.05
-    expansion: int = 2
-    k: int = 2
-    n_steps: int = 600
-    batch_size: int = 256
-    lr: float = 1e-2
-    lambda_inv: float = 1.0
-    lambda_eq: float = 10.0
-    models: tuple[str, ...] = MODEL_TYPES
-
-    def toy(self, n_features: int) -> ToyConfig:
-        """The planted problem with ``n_features`` features."""
-        return ToyConfig(
-            d=self.d,
-            n_features=n_features,
-            group_order=self.group_order,
-            active=self.active,
-            noise=self.noise,
-        )
-
-
-def planted_settings(mode: str) -> PlantedSettings:
-    """Sizes per mode. ``quick``: 2 feature counts x 2 seeds, short training (< 1 min on 2
-    cores). ``full``: 5 feature counts (n/d from 0.5 to 4) x 3 seeds (< 8 min on 2 cores)."""
-    if mode == "quick":
-        return PlantedSettings(
-            mode=mode,
-            d=16,
-            feature_counts=(8, 32),
-            seeds=(0, 1),
-            n_train=1000,
-            n_test=500,
-            n_steps=150,
-            batch_size=128,
-        )
-    if mode == "full":
-        return PlantedSettings(
-            mode=mode,
-            d=16,
-            feature_counts=(8, 16, 32, 48, 64),
-            seeds=(0, 1, 2),
-            n_train=4000,
-            n_test=1000,
-            n_steps=800,
-            batch_size=256,
-        )
-    raise ValueError(f"mode must be 'quick' or 'full', got {mode!r}")
-
-
-def build_planted_sae(
-    model: str,
-    toy: ToyConfig,
-    d_sae: int,
-    k: int,
-    seed: int,
-    R: torch.Tensor | None = None,
-    lambda_inv: float = 1.0,
-    lambda_eq: float = 10.0,
-):
-    """An untrained SAE of type ``model`` for the planted problem ``toy``.
-
-    ``equivariant`` needs the true representation ``R`` (frozen); ``adaptive`` starts from
-    the identity and learns ``M``.
-    """
-    from equisae.sae import AdaptiveEquivariantSAE, EquivariantSAE, GroupCrosscoder, TopKSAE
-    from equisae.sae.wide import WideSAE
-
-    d, order = toy.d, toy.group_order
-    if model == "topk":
-        return TopKSAE(d, d_sae, k, seed=seed)
-    if model == "wide":
-        return WideSAE(d, d_sae, k, group_order=order, seed=seed)
-    if model == "crosscoder":
-        return GroupCrosscoder(d, d_sae, k, group_order=order, seed=seed)
-    if model == "equivariant":
-        if R is None:
-            raise ValueError("model 'equivariant' needs the planted representation R")
-        return EquivariantSAE(d, d_sae, k, group_order=order, M=R, seed=seed)
-    if model == "adaptive":
-        return AdaptiveEquivariantSAE(
-            d,
-            d_sae,
-            k,
-            group_order=order,
-            M=None,
-            lambda_inv=lambda_inv,
-            lambda_eq=lambda_eq,
-            seed=seed,
-        )
-    raise KeyError(f"unknown planted model {model!r}; known: {MODEL_TYPES}")
-
-
-@dataclass(frozen=True)
-class PlantedJob(Job):
-    """Train one model on one planted problem and score it against the ground truth."""
-
-    kind: ClassVar[str] = "planted"
-    version: ClassVar[int] = 1
-    model: str
-    toy: ToyConfig
-    seed: int
-    n_train: int
-    n_test: int
-    d_sae: int
-    k: int
-    n_steps: int
-    batch_size: int
-    lr: float
-    lambda_inv: float = 1.0
-    lambda_eq: float = 10.0
+    noise: float = 0.0
+    amp_low: float = 0.5
+    amp_high: float = 1.5
+    group: str | None = None
 
     def __post_init__(self) -> None:
-        if self.model not in MODEL_TYPES:
-            raise KeyError(f"unknown planted model {self.model!r}; known: {MODEL_TYPES}")
-        for name in ("n_train", "n_test", "d_sae", "k", "n_steps", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"PlantedJob.{name} must be a positive integer, got {value!r}")
-        if self.batch_size < self.toy.group_order:
+        if self.d < 1:
+            raise ValueError(f"ToyConfig.d must be >= 1, got {self.d}")
+        self._resolve_group()
+        if self.n_features < 1:
+            raise ValueError(f"ToyConfig.n_features must be >= 1, got {self.n_features}")
+        if not 0 <= self.n_invariant <= self.n_features:
             raise ValueError(
-                f"PlantedJob.batch_size must be >= group_order={self.toy.group_order} "
-                f"(orbit models take batch_size // group_order orbits), got {self.batch_size}"
+                f"ToyConfig.n_invariant must be in [0, n_features={self.n_features}], "
+                f"got {self.n_invariant}"
             )
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"PlantedJob.lr must be a positive number, got {self.lr!r}")
+        if not 0 < self.active <= self.n_features:
+            raise ValueError(
+                f"ToyConfig.active must be in (0, n_features={self.n_features}], got {self.active}"
+            )
+        if self.noise < 0:
+            raise ValueError(f"ToyConfig.noise must be >= 0, got {self.noise}")
+        if not 0 <= self.amp_low <= self.amp_high:
+            raise ValueError(
+                f"ToyConfig amplitudes need 0 <= amp_low <= amp_high, got "
+                f"{self.amp_low}, {self.amp_high}"
+            )
 
-    def run(self, workdir: Path, deps: list[JobResult]) -> dict[str, Any]:
-        from equisae.sae.evaluate import decoder_atoms, evaluate_on_orbits, orbit_latents
-        from equisae.sae.io import save_sae
-        from equisae.sae.train import TrainConfig, minibatches, orbit_training_data, train_sae
-
-        problem = make_planted(self.toy, self.n_train, self.n_test, seed=self.seed)
-        sae = build_planted_sae(
-            self.model,
-            self.toy,
-            self.d_sae,
-            self.k,
-            self.seed,
-            R=problem.R,
-            lambda_inv=self.lambda_inv,
-            lambda_eq=self.lambda_eq,
-        )
-        data, batch = orbit_training_data(
-            problem.train.acts, self.model in ORBIT_MODELS, self.batch_size
-        )
-        before = sae.distance_to(problem.R) if hasattr(sae, "distance_to") else None
-        cfg = TrainConfig(
-            n_steps=self.n_steps,
-            lr=self.lr,
-            warmup_steps=min(50, self.n_steps // 10),
-            dead_after=max(10 * batch, 1000),
-            seed=self.seed,
-        )
-        result = train_sae(
-            sae, minibatches(data, batch, self.n_steps, seed=self.seed), cfg, progress=False
-        )
-        save_sae(sae, workdir / "sae")
-
-        metrics = evaluate_on_orbits(sae, problem.test.acts)
-        metrics["recovery"] = feature_recovery(decoder_atoms(sae), problem.features, problem.R)[
-            "recovery"
-        ]
-        z_train = orbit_latents(sae, problem.train.acts).reshape(-1, sae.d_sae)
-        z_test = orbit_latents(sae, problem.test.acts).reshape(-1, sae.d_sae)
-        p_train, p_test = problem.train.flat()[1], problem.test.flat()[1]
-        metrics["detection_f1"] = detection_f1(z_train, p_train, z_test, p_test)["detection_f1"]
-        metrics["top1_detection"] = top1_detection(z_train, p_train, z_test, p_test)[
-            "top1_detection"
-        ]
-        metrics["train_seconds"] = result.seconds
-        metrics["d_sae"] = sae.d_sae
-        metrics["n_features"] = self.toy.n_features
-        metrics["interference"] = self.toy.n_features / self.toy.d
-        if before is not None:
-            metrics["m_distance_to_R_before"] = before
-            metrics["m_distance_to_R_after"] = sae.distance_to(problem.R)
-            metrics["m_distance_on_features"] = _distance_on_span(sae.rep(), problem)
-            metrics["m_group_error"] = sae.group_error()
-        if hasattr(sae, "m_drift"):
-            metrics["m_drift"] = sae.m_drift()
-        return metrics
-
-
-def _distance_on_span(M: torch.Tensor, problem: Any) -> float:
-    """``||(M - R) B|| / ||R B||`` with ``B`` an orthonormal basis of the planted features' span:
-    how well ``M`` matches ``R`` where the canonical data lives."""
-    u, sv, _ = torch.linalg.svd(problem.features.double().T, full_matrices=False)
-    basis = u[:, sv > 1e-6 * sv.max()]
-    with torch.no_grad():
-        diff = (M.double() - problem.R.double()) @ basis
-    return float(diff.norm() / (problem.R.double() @ basis).norm())
-
-
-def planted_jobs(mode: str, settings: PlantedSettings | None = None) -> list[PlantedJob]:
-    """Every job of the planted sweep of ``mode``: feature counts x models x seeds."""
-    s = settings or planted_settings(mode)
-    return [
-        PlantedJob(
-            model=model,
-            toy=s.toy(n),
-            seed=seed,
-            n_train=s.n_train,
-            n_test=s.n_test,
-            d_sae=s.expansion * n,
-            k=s.k,
-            n_steps=s.n_steps,
-            batch_size=s.batch_size,
-            lr=s.lr,
-            lambda_inv=s.lambda_inv,
-            lambda_eq=s.lambda_eq,
-        )
-        for n in s.feature_counts
-        for model in s.models
-        for seed in s.seeds
-    ]
-
-
-def run_planted(
-    mode: str,
-    scheduler: Any = None,
-    progress: bool = True,
-    settings: PlantedSettings | None = None,
-    artifacts: str | None = None,
-) -> SweepResult:
-    """Run (or load from the artifact cache) the planted sweep; raises if any job failed."""
-    result = run_sweep(
-        planted_jobs(mode, settings), scheduler=scheduler, progress=progress, artifacts=artifacts
-    )
-    result.raise_for_failures()
-    return result
-
-
-def planted_records(results: Sequence[JobResult | None]) -> list[dict[str, Any]]:
-    """One flat row per finished job: model, n_features, seed and every metric."""
-    rows = []
-    for r in results:
-        if r is None:
-            continue
-        job = r.job
-        if not isinstance(job, PlantedJob):
-            raise ValueError(f"expected PlantedJob results, got {type(job).__name__}")
-        rows.append(
-            {"model": job.model, "n_features": job.toy.n_features, "seed": job.seed, **r.metrics}
-        )
-    return rows
-
-
-def summarize(
-    records: Sequence[dict[str, Any]], metrics: Sequence[str] = METRICS
-) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
-    """``{model: {metric: {str(n_features): {"mean", "std", "per_seed"}}}}``: the mean and
-    standard deviation (ddof 0) over seeds of every metric, per setting, with the seed values
-    (in seed order)."""
-    if not records:
-        raise ValueError("no planted records to summarise")
-    out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
-    models = [m for m in MODEL_TYPES if any(r["model"] == m for r in records)]
-    for model in models:
-        rows = sorted((r for r in records if r["model"] == model), key=lambda r: r["seed"])
-        counts = sorted({r["n_features"] for r in rows})
-        out[model] = {}
-        for metric in metrics:
-            missing = [r["seed"] for r in rows if metric not in r]
-            if missing:
-                raise KeyError(f"metric {metric!r} missing from {model} records (seeds {missing})")
-            out[model][metric] = {}
-            for n in counts:
-                values = [float(r[metric]) for r in rows if r["n_features"] == n]
-                out[model][metric][str(n)] = {
-                    "mean": float(np.mean(values)),
-                    "std": float(np.std(values)),
-                    "per_seed": values,
-                }
-    return out
-
-
-def series(summary: dict, model: str, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(n_features, mean, std)`` arrays of one model and metric from :func:`summarize`."""
-    try:
-        per_n = summary[model][metric]
-    except KeyError:
-        raise KeyError(f"no {metric!r} for model {model!r} in the planted summary") from None
-    counts = sorted(per_n, key=int)
-    return (
-        np.array([int(n) for n in counts]),
-        np.array([per_n[n]["mean"] for n in counts]),
-        np.array([per_n[n]["std"] for n in counts]),
-    )
-
-
-EQUIVARIANT_MODELS: tuple[str, ...] = ("equivariant", "adaptive")
-BASELINE_MODELS: tuple[str, ...] = ("topk", "wide", "crosscoder")
-
-
-def equivariant_advantage(
-    summary: dict, metric: str, higher_is_better: bool = True
-) -> dict[str, Any]:
-    """Per setting, the better equivariant SAE against the best baseline on ``metric``.
-
-    ``gap`` is oriented so that positive means the equivariant SAE is better; ``separated`` is
-    True where the gap exceeds the sum of the two seed standard deviations.
-    """
-    ours = [m for m in EQUIVARIANT_MODELS if m in summary]
-    base = [m for m in BASELINE_MODELS if m in summary]
-    if not ours or not base:
-        raise ValueError(
-            f"need an equivariant model {EQUIVARIANT_MODELS} and a baseline {BASELINE_MODELS}"
-        )
-    sign = 1.0 if higher_is_better else -1.0
-    counts = [int(n) for n in sorted(summary[ours[0]][metric], key=int)]
-    rows: dict[str, list] = {
-        "n_features": counts,
-        "gap": [],
-        "separated": [],
-        "best_equivariant": [],
-        "best_baseline": [],
-    }
-    for n in counts:
-
-        def best(models: list[str], n: int = n) -> tuple[str, dict]:
-            stats = {m: summary[m][metric][str(n)] for m in models}
-            name = max(stats, key=lambda m: sign * stats[m]["mean"])
-            return name, stats[name]
-
-        m_ours, s_ours = best(ours)
-        m_base, s_base = best(base)
-        gap = sign * (s_ours["mean"] - s_base["mean"])
-        rows["gap"].append(float(gap))
-        rows["separated"].append(bool(abs(gap) > s_ours["std"] + s_base["std"]))
-        rows["best_equivariant"].append(m_ours)
-        rows["best_baseline"].append(m_base)
-    return rows
-
-
-def describe_advantage(adv: dict[str, Any], metric_label: str) -> str:
-    """One sentence, computed from :func:`equivariant_advantage`, saying who wins and how the
-    gap changes as the number of features grows."""
-    gaps, sep, counts = adv["gap"], adv["separated"], adv["n_features"]
-    wins = [g > 0 and s for g, s in zip(gaps, sep, strict=True)]
-    losses = [g < 0 and s for g, s in zip(gaps, sep, strict=True)]
-    if all(wins):
-        head = "the equivariant SAEs beat every baseline at every number of features"
-    elif all(losses):
-        head = "the best baseline beats the equivariant SAEs at every number of features"
-    elif any(wins):
-        won = ", ".join(str(n) for n, w in zip(counts, wins, strict=True) if w)
-        head = f"the equivariant SAEs beat every baseline beyond the seed spread only at n = {won}"
-    else:
-        head = "no model family is ahead beyond the seed spread"
-    if len(gaps) > 1:
-        change = gaps[-1] - gaps[0]
-        if abs(change) < 0.02:
-            trend = "the gap stays about the same as interference grows"
-        elif change > 0:
-            trend = "the difference moves in favour of the equivariant SAEs as interference grows"
+    def _resolve_group(self) -> None:
+        """Set ``group`` and ``group_order`` from whichever was given (C4 if neither)."""
+        order = self.group_order
+        if order is not None and (isinstance(order, bool) or not isinstance(order, int)):
+            raise ValueError(f"ToyConfig.group_order must be an int >= 1, got {order!r}")
+        if order is not None and order < 1:
+            raise ValueError(f"ToyConfig.group_order must be >= 1, got {order}")
+        if self.group is None:
+            name = f"C{4 if order is None else order}"
         else:
-            trend = "the difference moves in favour of the baselines as interference grows"
-        head = f"{head}; {trend}"
-    first, last = gaps[0], gaps[-1]
+            try:
+                name = get_group(self.group).name
+            except (KeyError, ValueError) as err:
+                raise ValueError(f"ToyConfig.group: {err.args[0]}") from None
+        size = get_group(name).order
+        if order is not None and order != size:
+            raise ValueError(
+                f"ToyConfig.group_order must be the order of {name} ({size}), got {order}; "
+                "give only one of group and group_order"
+            )
+        object.__setattr__(self, "group", name)
+        object.__setattr__(self, "group_order", size)
+
+    def to_dict(self) -> dict:
+        """Plain-dict form (for hashing and results files)."""
+        return asdict(self)
+
+
+@dataclass
+class ToyData:
+    """One split: orbit activations ``(N, |G|, d)``, presence ``(N, n)`` bool, amplitudes."""
+
+    acts: Tensor
+    presence: Tensor
+    amplitudes: Tensor
+
+    def flat(self) -> tuple[Tensor, Tensor]:
+        """Activations ``(N |G|, d)`` and the presence of each feature repeated per pose."""
+        n, order, d = self.acts.shape
+        return self.acts.reshape(n * order, d), self.presence.repeat_interleave(order, dim=0)
+
+
+@dataclass
+class PlantedToy:
+    """A planted problem: its config, features ``(n, d)``, the rotation generator ``R (d, d)``,
+    the splits, and for D_n the flip generator ``S (d, d)``."""
+
+    config: ToyConfig
+    features: Tensor
+    R: Tensor
+    train: ToyData
+    test: ToyData
+    S: Tensor | None = None
+
+    @property
+    def group(self) -> Group:
+        """The planted group."""
+        return get_group(self.config.group)
+
+    def generators(self) -> dict[str, Tensor]:
+        """The generator matrices: ``{"r": R}`` for C_n, ``{"r": R, "s": S}`` for D_n."""
+        return {"r": self.R} if self.S is None else {"r": self.R, "s": self.S}
+
+    def powers(self) -> Tensor:
+        """``rho(a)`` for every element ``a`` as a ``(|G|, d, d)`` tensor (``R^p`` for C_n)."""
+        return representation_matrices(self.group, self.generators())
+
+
+def irrep_dims(order: int) -> list[int]:
+    """Dimensions of the real irreps ``k = 0 .. floor(order/2)`` of ``C_order``."""
+    if order < 1:
+        raise ValueError(f"group order must be >= 1, got {order}")
+    return [1 if (k == 0 or 2 * k == order) else 2 for k in range(order // 2 + 1)]
+
+
+def multiplicity_names(group: Group | str | int) -> list[str]:
+    """The irrep counted by each entry of :attr:`ToyConfig.multiplicities` (an int means C_n).
+
+    C_n: by frequency ``k = 0 .. floor(n/2)`` (trivial, rotation_1, ..., sign for even n);
+    D_n: :func:`equisae.groups.irrep_names`.
+    """
+    group = as_group(group)
+    if isinstance(group, DihedralGroup):
+        return irrep_names(group)
+    n = group.n
+    return ["trivial"] + ["sign" if 2 * k == n else f"rotation_{k}" for k in range(1, n // 2 + 1)]
+
+
+def _fill(dims: list[int], faithful: int, d: int) -> tuple[int, ...]:
+    """Irreps of dimensions ``dims`` in turn (``faithful`` first) until ``d`` is filled."""
+    mult = [0] * len(dims)
+    sequence = [faithful] + [k for k in range(len(dims)) if k != faithful]
+    left = d
+    while left > 0:
+        placed = False
+        for k in sequence:
+            if dims[k] <= left:
+                mult[k] += 1
+                left -= dims[k]
+                placed = True
+            if left == 0:
+                break
+        if not placed:  # only 2-D irreps remain and one dimension is left: use the trivial one
+            mult[0] += left
+            left = 0
+    return tuple(mult)
+
+
+def default_multiplicities(order: int | str | Group, d: int) -> tuple[int, ...]:
+    """Fill ``d`` dimensions with irreps in turn (a faithful one first), as evenly as possible.
+
+    ``order`` is the order of a cyclic group (``C_order``) or a group (``"D4"``); the counts
+    follow :func:`multiplicity_names`.
+    """
+    if isinstance(order, (str, Group)):
+        group = as_group(order)
+        names = multiplicity_names(group)
+        dims = [irrep_dim(group, name) for name in names]
+        if isinstance(group, DihedralGroup):
+            faithful = names.index("rotation_1") if "rotation_1" in names else min(1, len(names))
+            return _fill(dims, faithful, d)
+        order = group.order
+    # The faithful irrep (k = 1) first so that R has order exactly `order`.
+    return _fill(irrep_dims(order), 1 if order > 1 else 0, d)
+
+
+def planted_representation(
+    group: Group | str | int,
+    d: int,
+    multiplicities: tuple[int, ...] | None = None,
+    seed: int = 0,
+) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """A random faithful orthogonal representation of ``group`` on ``R^d``.
+
+    ``rho(a) = Q B(a) Q^T`` with ``B`` block diagonal in the real irreps (counts as in
+    :func:`multiplicity_names`, ``None``: :func:`default_multiplicities`) and ``Q`` a seeded
+    random orthogonal matrix. Returns ``(generators, Q, labels)``, float32: the generator
+    matrices (``"r"``, and ``"s"`` for D_n), Q, and ``labels[j]`` the index (into
+    :func:`multiplicity_names`) of the irrep of basis column ``j``.
+    """
+    group = as_group(group)
+    names = multiplicity_names(group)
+    dims = [irrep_dim(group, name) for name in names]
+    mult = default_multiplicities(group, d) if multiplicities is None else tuple(multiplicities)
+    if len(mult) != len(dims) or any(m < 0 for m in mult):
+        raise ValueError(
+            f"multiplicities must be {len(dims)} non-negative counts for {group.name} "
+            f"({', '.join(names)}), got {mult}"
+        )
+    total = sum(m * dk for m, dk in zip(mult, dims, strict=True))
+    if total != d:
+        raise ValueError(f"multiplicities {mult} span {total} dimensions, but d = {d}")
+    gens, q, labels = representation_from_irreps(group, dict(zip(names, mult, strict=True)), seed)
+    _check_faithful(group, gens, mult)
     return (
-        f"On {metric_label}, {head} (equivariant minus best baseline: {first:+.3f} at "
-        f"n = {counts[0]}, {last:+.3f} at n = {counts[-1]})."
+        {k: v.float() for k, v in gens.items()},
+        q.float(),
+        torch.tensor([names.index(name) for name in labels], dtype=torch.long),
     )
 
 
-def with_models(settings: PlantedSettings, models: Sequence[str]) -> PlantedSettings:
-    """A copy of ``settings`` restricted to ``models`` (each must be in :data:`MODEL_TYPES`)."""
-    unknown = [m for m in models if m not in MODEL_TYPES]
-    if unknown:
-        raise KeyError(f"unknown planted models {unknown}; known: {MODEL_TYPES}")
-    return replace(settings, models=tuple(models))
+def _check_faithful(group: Group, gens: dict[str, Tensor], mult: tuple[int, ...]) -> None:
+    """Raise ValueError unless only the identity acts as the identity."""
+    mats = representation_matrices(group, gens)
+    eye = torch.eye(mats.shape[1], dtype=mats.dtype)
+    for a in range(1, group.order):
+        if torch.allclose(mats[a], eye, atol=1e-8):
+            if isinstance(group, CyclicGroup):
+                raise ValueError(
+                    f"multiplicities {mult} give a representation of order {a}, not "
+                    f"{group.order}: include an irrep whose frequency k is coprime with the "
+                    "group order"
+                )
+            raise ValueError(
+                f"multiplicities {mult} give a representation of {group.name} that is not "
+                f"faithful (element {a} acts as the identity): include rotation_1"
+            )
+    if group.relation_error(mats) > 1e-8:
+        raise AssertionError(f"internal error: not a representation of {group.name}")
+
+
+def cyclic_representation(
+    order: int,
+    d: int,
+    multiplicities: tuple[int, ...] | None = None,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """A random orthogonal representation of ``C_order`` on ``R^d`` of order exactly ``order``.
+
+    Returns ``(R, Q, labels)``: ``R = Q B Q^T`` with ``B`` block diagonal in the real irreps,
+    ``Q`` the orthogonal basis change and ``labels[j]`` the irrep index of basis column ``j``
+    (see :func:`planted_representation`).
+    """
+    if order < 1:
+        raise ValueError(f"group order must be >= 1, got {order}")
+    gens, q, labels = planted_representation(CyclicGroup(order), d, multiplicities, seed)
+    return gens["r"], q, labels
+
+
+def fixed_subspace(R: Tensor, order: int, tol: float = 1e-4) -> Tensor:
+    """Orthonormal basis ``(d, m)`` of the vectors fixed by ``R`` (the G-invariant subspace of
+    C_order); for any group, :func:`equisae.groups.invariant_subspace` of ``rho``."""
+    return invariant_subspace(matrix_powers(R.double(), order), tol).float()
+
+
+def _sample(
+    cfg: ToyConfig, features: Tensor, mats: Tensor, n: int, gen: torch.Generator
+) -> ToyData:
+    """``n`` orbits: canonical sparse sums of the features, acted on by every ``mats[a]``."""
+    if n < 1:
+        raise ValueError(f"number of samples must be >= 1, got {n}")
+    prob = cfg.active / cfg.n_features
+    presence = torch.rand(n, cfg.n_features, generator=gen) < prob
+    amps = cfg.amp_low + (cfg.amp_high - cfg.amp_low) * torch.rand(n, cfg.n_features, generator=gen)
+    amps = amps * presence
+    canonical = amps @ features  # (n, d)
+    acts = torch.einsum("pij,nj->npi", mats, canonical)
+    if cfg.noise > 0:
+        acts = acts + cfg.noise / math.sqrt(cfg.d) * torch.randn(acts.shape, generator=gen)
+    return ToyData(acts=acts.contiguous(), presence=presence, amplitudes=amps)
+
+
+def make_planted(cfg: ToyConfig, n_train: int, n_test: int, seed: int = 0) -> PlantedToy:
+    """Draw the representation, the features and train/test orbit activations from ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    rep_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+    group = get_group(cfg.group)
+    gens, _, _ = planted_representation(group, cfg.d, cfg.multiplicities, seed=rep_seed)
+    feats = torch.randn(cfg.n_features, cfg.d, generator=gen)
+    if cfg.n_invariant:
+        basis = invariant_subspace(
+            representation_matrices(group, {k: v.double() for k, v in gens.items()})
+        ).float()
+        if basis.shape[1] == 0:
+            raise ValueError(
+                "ToyConfig.n_invariant > 0 needs a trivial irrep (multiplicities[0] > 0)"
+            )
+        coeffs = torch.randn(cfg.n_invariant, basis.shape[1], generator=gen)
+        feats[: cfg.n_invariant] = coeffs @ basis.T
+    feats = feats / feats.norm(dim=1, keepdim=True)
+    mats = representation_matrices(group, gens)  # (|G|, d, d)
+    train = _sample(cfg, feats, mats, n_train, gen)
+    test = _sample(cfg, feats, mats, n_test, gen)
+    return PlantedToy(
+        config=cfg, features=feats, R=gens["r"], train=train, test=test, S=gens.get("s")
+    )
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def feature_recovery(atoms: Tensor, features: Tensor, R: Tensor | None = None) -> dict:
+    """Mean over true features of the max cosine with any decoder atom, up to the group.
+
+    ``atoms`` is ``(n_atoms, d)``. ``R`` may be a (d, d) generator of a cyclic group: the match
+    may be to ``R^p f_i`` for any ``p`` (the order of ``R`` is found as its smallest power equal
+    to the identity, at most 64); or a ``(|G|, d, d)`` stack ``rho(a)`` of any group (e.g.
+    :meth:`PlantedToy.powers` for D4): the match may be to any ``rho(a) f_i``.
+    Returns ``{"recovery": mean, "per_feature": (n,) tensor, "best_atom": (n,) long}``.
+    """
+    if atoms.ndim != 2 or features.ndim != 2 or atoms.shape[1] != features.shape[1]:
+        raise ValueError(
+            f"atoms (n_atoms, d) and features (n, d) must share d, got {tuple(atoms.shape)} "
+            f"and {tuple(features.shape)}"
+        )
+    feats = features.float()
+    variants = [feats]
+    if R is not None and R.ndim == 3:
+        if R.shape[1:] != (feats.shape[1], feats.shape[1]):
+            raise ValueError(
+                f"R as a stack must have shape (|G|, {feats.shape[1]}, {feats.shape[1]}), "
+                f"got {tuple(R.shape)}"
+            )
+        variants = [feats @ mat.float().T for mat in R]
+    elif R is not None:
+        eye = torch.eye(R.shape[0])
+        power = R.float()
+        while not torch.allclose(power, eye, atol=1e-4):
+            variants.append(feats @ power.T)
+            power = power @ R.float()
+            if len(variants) > 64:
+                raise ValueError("R does not have finite order <= 64")
+    a = torch.nn.functional.normalize(atoms.float(), dim=1)
+    sims = torch.stack([torch.nn.functional.normalize(v, dim=1) @ a.T for v in variants])
+    best_over_pose = sims.max(0).values  # (n, n_atoms)
+    best, idx = best_over_pose.max(1)
+    return {"recovery": float(best.mean()), "per_feature": best, "best_atom": idx}
+
+
+def _f1_matrix(fires: Tensor, presence: Tensor) -> Tensor:
+    """F1 of every latent's firing (n_samples, L) against every feature (n_samples, n): (n, L)."""
+    f = fires.float()
+    t = presence.float()
+    tp = t.T @ f  # (n, L)
+    n_fire = f.sum(0, keepdim=True)
+    n_true = t.sum(0).unsqueeze(1)
+    denom = n_fire + n_true
+    return torch.where(denom > 0, 2 * tp / denom.clamp_min(1e-12), torch.zeros_like(tp))
+
+
+def _check_latents(latents: Tensor, presence: Tensor, name: str) -> None:
+    if latents.ndim != 2 or presence.ndim != 2 or latents.shape[0] != presence.shape[0]:
+        raise ValueError(
+            f"{name}: latents (n_samples, L) and presence (n_samples, n) must share n_samples, "
+            f"got {tuple(latents.shape)} and {tuple(presence.shape)}"
+        )
+
+
+def detection_f1(
+    latents_train: Tensor,
+    presence_train: Tensor,
+    latents_test: Tensor,
+    presence_test: Tensor,
+) -> dict:
+    """Detection F1: each feature's best latent (by F1 of ``latent > 0``) on the training split,
+    scored on the test split. Returns ``{"detection_f1": mean, "per_feature", "latent"}``."""
+    _check_latents(latents_train, presence_train, "train")
+    _check_latents(latents_test, presence_test, "test")
+    if latents_train.shape[1] != latents_test.shape[1]:
+        raise ValueError("train and test latents must have the same number of latents")
+    best = _f1_matrix(latents_train > 0, presence_train).argmax(1)  # (n,)
+    test_f1 = _f1_matrix(latents_test[:, best] > 0, presence_test)
+    per_feature = test_f1.diagonal()
+    return {"detection_f1": float(per_feature.mean()), "per_feature": per_feature, "latent": best}
+
+
+def top1_detection(
+    latents_train: Tensor,
+    presence_train: Tensor,
+    latents_test: Tensor,
+    presence_test: Tensor,
+) -> dict:
+    """Top-1 sparse probing: per feature the latent with the largest gap in mean activation
+    (present minus absent) on the training split, a threshold on it chosen to maximise training
+    F1, and the test F1 of that one-latent classifier. Returns ``{"top1_detection", ...}``."""
+    _check_latents(latents_train, presence_train, "train")
+    _check_latents(latents_test, presence_test, "test")
+    z, t = latents_train.float(), presence_train.bool()
+    n_pos = t.sum(0).clamp_min(1).float()
+    n_neg = (~t).sum(0).clamp_min(1).float()
+    mean_pos = (t.float().T @ z) / n_pos[:, None]
+    mean_neg = ((~t).float().T @ z) / n_neg[:, None]
+    best = (mean_pos - mean_neg).argmax(1)  # (n,)
+    per_feature = torch.empty(t.shape[1])
+    for i in range(t.shape[1]):
+        score = z[:, best[i]]
+        order = torch.argsort(score, descending=True)
+        labels = t[order, i].float()
+        tp = labels.cumsum(0)
+        n_pred = torch.arange(1, len(labels) + 1, dtype=torch.float32)
+        f1 = 2 * tp / (n_pred + labels.sum()).clamp_min(1e-12)
+        # Only thresholds between distinct scores are realisable.
+        s = score[order]
+        valid = torch.ones_like(f1, dtype=torch.bool)
+        valid[:-1] = s[:-1] != s[1:]
+        j = int(torch.where(valid, f1, torch.full_like(f1, -1.0)).argmax())
+        # Threshold half-way to the next lower score, so a test score between them counts.
+        threshold = float(s[j]) if j == len(s) - 1 else float(s[j] + s[j + 1]) / 2
+        pred = latents_test[:, best[i]].float() >= threshold
+        per_feature[i] = _f1_matrix(pred[:, None], presence_test[:, i : i + 1])[0, 0]
+    return {"top1_detection": float(per_feature.mean()), "per_feature": per_feature, "latent": best}

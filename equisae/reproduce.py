@@ -1,27 +1,52 @@
-"""Run the notebooks in order with papermill, then build the Jupyter Book."""
+"""Run the notebooks in order with papermill, then build the Jupyter Book.
+
+Each notebook executes into ``_build/executing/`` and is moved into ``book/notebooks/`` only when
+it finished, with papermill's injected-parameters cell hidden and stderr/progress-bar outputs
+stripped; a failed run is kept in ``_build/failed/`` for inspection. The book's notebooks are
+those ``_toc.yml`` lists: a listed notebook without a source in ``notebooks/`` is an error, and
+executed copies without a source are removed. After a run ``book/notebooks/build_info.json``
+records the mode, commit, date, versions and injected parameters (read by the book's banner).
+"""
 
 from __future__ import annotations
 
+import datetime
 import os
+import platform
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nbformat
 
-from equisae.io import project_root, read_json, results_dir, write_json_atomic
+from equisae.io import atomic_write_bytes, project_root, read_json, results_dir, write_json_atomic
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 EXECUTED_DIR = Path("book") / "notebooks"
+EXECUTING_DIR = Path("_build") / "executing"
+FAILED_DIR = Path("_build") / "failed"
+TOC_FILE = "_toc.yml"
+BUILD_INFO = "build_info.json"
 HIDDEN_TAG = "remove-cell"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
 class NotebookFailed(RuntimeError):
-    """A notebook raised while papermill executed it."""
+    """A notebook raised while papermill executed it (the message is one line; ``detail`` holds
+    the failing cell)."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+class BookBuildFailed(RuntimeError):
+    """``jupyter-book build`` failed or could not be started."""
 
 
 @dataclass(frozen=True)
@@ -32,17 +57,25 @@ class NotebookRun:
     seconds: float
 
 
-def find_notebooks(root: Path, only: Sequence[str] = ()) -> list[Path]:
-    """The ordered notebooks under ``root/notebooks``, restricted to the prefixes in ``only``."""
+def source_notebooks(root: Path) -> list[Path]:
+    """Every numbered notebook under ``root/notebooks``, in order."""
     folder = root / "notebooks"
     if not folder.is_dir():
         raise FileNotFoundError(f"no notebooks folder at {folder}")
-    notebooks = sorted(folder.glob(NOTEBOOK_GLOB))
+    return sorted(folder.glob(NOTEBOOK_GLOB))
+
+
+def find_notebooks(root: Path, only: Sequence[str] = ()) -> list[Path]:
+    """The ordered notebooks under ``root/notebooks``, restricted to the prefixes in ``only``."""
+    notebooks = source_notebooks(root)
     if not notebooks:
-        raise FileNotFoundError(f"no notebooks matching {NOTEBOOK_GLOB} in {folder}")
+        raise FileNotFoundError(f"no notebooks matching {NOTEBOOK_GLOB} in {root / 'notebooks'}")
     if not only:
         return notebooks
-    wanted = [str(o).zfill(2) if str(o).isdigit() else str(o) for o in only]
+    blank = [o for o in only if not str(o).strip()]
+    if blank:
+        raise ValueError("--only got an empty name; give a notebook number such as --only 03")
+    wanted = [str(o).strip().zfill(2) if str(o).strip().isdigit() else str(o) for o in only]
     chosen = [nb for nb in notebooks if any(nb.stem.startswith(w) for w in wanted)]
     unknown = [w for w in wanted if not any(nb.stem.startswith(w) for nb in notebooks)]
     if unknown:
@@ -51,65 +84,227 @@ def find_notebooks(root: Path, only: Sequence[str] = ()) -> list[Path]:
     return chosen
 
 
+def _toc_files(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if isinstance(node.get("file"), str):
+            yield node["file"]
+        for value in node.values():
+            yield from _toc_files(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _toc_files(item)
+
+
+def toc_notebooks(root: Path) -> list[str]:
+    """Stems of the executed notebooks ``_toc.yml`` puts in the book (``book/notebooks/NN_x``)."""
+    import yaml
+
+    path = root / TOC_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {TOC_FILE} at {path}; the book needs its table of contents")
+    try:
+        toc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from exc
+    prefix = EXECUTED_DIR.as_posix() + "/"
+    stems = []
+    for entry in _toc_files(toc):
+        if entry.startswith(prefix):
+            stems.append(Path(entry[len(prefix) :]).with_suffix("").as_posix())
+    return stems
+
+
+def check_toc_sources(root: Path) -> list[str]:
+    """The notebook stems of the book; FileNotFoundError if one has no source notebook."""
+    stems = toc_notebooks(root)
+    missing = [s for s in stems if not (root / "notebooks" / f"{s}.ipynb").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{TOC_FILE} lists book/notebooks/{missing[0]} but notebooks/{missing[0]}.ipynb "
+            f"does not exist; restore the notebook or remove its entry from {TOC_FILE}"
+        )
+    return stems
+
+
+def remove_stale_copies(root: Path) -> list[Path]:
+    """Delete executed notebooks in ``book/notebooks`` whose source notebook no longer exists."""
+    folder = root / EXECUTED_DIR
+    sources = {p.name for p in source_notebooks(root)}
+    stale = [p for p in sorted(folder.glob("*.ipynb")) if p.name not in sources]
+    for path in stale:
+        print(f"removing {path.relative_to(root)}: its source notebook is gone", flush=True)
+        path.unlink()
+    return stale
+
+
 def hide_injected_parameters(path: Path) -> None:
     """Tag papermill's injected-parameters cell so the book does not render it."""
     nb = nbformat.read(path, as_version=4)
+    if _hide_injected(nb):
+        nbformat.write(nb, path)
+
+
+def _hide_injected(nb: Any) -> bool:
     changed = False
     for cell in nb.cells:
         tags = cell.get("metadata", {}).get("tags", [])
         if "injected-parameters" in tags and HIDDEN_TAG not in tags:
             cell.setdefault("metadata", {})["tags"] = [*tags, HIDDEN_TAG]
             changed = True
-    if changed:
-        nbformat.write(nb, path)
+    return changed
 
 
-def failing_cell_error(path: Path) -> str:
-    """The error output of the first failing cell of an executed notebook, as plain text."""
+def _is_noise(output: Any) -> bool:
+    """stderr streams (warnings, progress bars) and Jupyter widget outputs (tqdm bars)."""
+    if output.get("output_type") == "stream":
+        return output.get("name") == "stderr"
+    return WIDGET_MIME in output.get("data", {})
+
+
+def strip_noise(nb: Any) -> int:
+    """Remove stderr stream outputs and widget outputs from a notebook; returns how many."""
+    removed = 0
+    for cell in nb.cells:
+        outputs = cell.get("outputs")
+        if not outputs:
+            continue
+        kept = [o for o in outputs if not _is_noise(o)]
+        removed += len(outputs) - len(kept)
+        cell["outputs"] = kept
+    nb.metadata.pop("widgets", None)
+    return removed
+
+
+def failing_cell(path: Path) -> tuple[str, str]:
+    """``(error line, failing cell source)`` of an executed notebook."""
     if not path.is_file():
-        return "(no executed notebook was written)"
+        return "no executed notebook was written", ""
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
                 source = cell.get("source", "")
                 head = source if len(source) < 400 else source[:400] + " ..."
-                return f"in cell:\n{head}\n{output.get('ename')}: {output.get('evalue')}"
-    return "(no error output found)"
+                evalue = str(output.get("evalue", "")).replace("\n", " ")
+                return f"{output.get('ename')}: {evalue}", head
+    return "no error output found", ""
+
+
+def failing_cell_error(path: Path) -> str:
+    """The error output of the first failing cell of an executed notebook, as plain text."""
+    error, source = failing_cell(path)
+    return f"in cell:\n{source}\n{error}" if source else f"({error})"
 
 
 def run_notebook(source: Path, target: Path, mode: str, cwd: Path) -> NotebookRun:
-    """Execute one notebook with papermill into ``target``; raise NotebookFailed on an error."""
+    """Execute one notebook with papermill and move it to ``target`` only if it finished.
+
+    Raises NotebookFailed (one line: the notebook, the error, where the failed copy is) when a
+    cell raises; ``target`` is then left as it was.
+    """
     import papermill
 
-    target.parent.mkdir(parents=True, exist_ok=True)
+    executing = cwd / EXECUTING_DIR / source.name
+    executing.parent.mkdir(parents=True, exist_ok=True)
+    executing.unlink(missing_ok=True)
     # Nobody watches progress bars inside papermill's kernels: keep them out of the book.
     os.environ.setdefault("TQDM_DISABLE", "1")
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
             str(source),
-            str(target),
+            str(executing),
             parameters={"mode": mode},
             kernel_name="python3",
             cwd=str(cwd),
             progress_bar=False,
         )
     except papermill.PapermillExecutionError as exc:
+        failed = cwd / FAILED_DIR / source.name
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(executing, failed)
+        error, cell = failing_cell(failed)
         raise NotebookFailed(
-            f"notebook {source.name} failed ({mode} mode):\n{failing_cell_error(target)}"
+            f"notebook {source.name} failed ({mode} mode): {error}; the executed copy is "
+            f"{failed}; fix the cell and rerun with --only {source.stem[:2]}",
+            detail=cell,
         ) from exc
-    hide_injected_parameters(target)
+    except BaseException:
+        executing.unlink(missing_ok=True)
+        raise
+    nb = nbformat.read(executing, as_version=4)
+    _hide_injected(nb)
+    strip_noise(nb)
+    atomic_write_bytes(target, nbformat.writes(nb).encode())
+    executing.unlink(missing_ok=True)
     return NotebookRun(source.stem, time.perf_counter() - start)
 
 
 def build_book(root: Path) -> None:
-    """Build the HTML book strictly (warnings are errors)."""
+    """Build the HTML book strictly (warnings are errors); BookBuildFailed if it fails."""
     exe = Path(sys.executable).with_name("jupyter-book")
     command = [str(exe) if exe.exists() else "jupyter-book", "build", str(root)]
     command += ["-W", "-n", "--keep-going", "--all"]
     print("building the book:", " ".join(command), flush=True)
-    subprocess.run(command, check=True, cwd=root)
+    try:
+        subprocess.run(command, check=True, cwd=root)
+    except FileNotFoundError as exc:
+        raise BookBuildFailed(
+            f"cannot start {command[0]} ({exc.strerror}); install the environment "
+            "(pip install -e .) or skip the book with --no-book"
+        ) from None
+    except subprocess.CalledProcessError as exc:
+        raise BookBuildFailed(
+            f"the book build failed (jupyter-book exit code {exc.returncode}); fix the "
+            "warnings printed above, then rerun (or skip the book with --no-book)"
+        ) from None
+
+
+def _git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def write_build_info(root: Path, mode: str, parameters: dict[str, Any]) -> Path:
+    """Write ``book/notebooks/build_info.json``: how and from what the book's notebooks ran."""
+    import torch
+
+    import equisae
+
+    info = {
+        "mode": mode,
+        "commit": _git_commit(root),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "equisae": equisae.__version__,
+        "parameters": dict(parameters),
+    }
+    return write_json_atomic(root / EXECUTED_DIR / BUILD_INFO, info)
+
+
+def _read_timings(path: Path) -> dict[str, Any]:
+    """Previous timings, or {} (with a one-line note) when the file is missing or garbled."""
+    if not path.is_file():
+        return {}
+    try:
+        previous = read_json(path)
+    except (ValueError, OSError) as exc:
+        print(f"warning: {exc}".replace("\n", " ") + "; replacing it", flush=True)
+        return {}
+    if not isinstance(previous, dict):
+        print(f"warning: {path} does not hold a JSON object; replacing it", flush=True)
+        return {}
+    return previous
 
 
 def reproduce(
@@ -120,6 +315,9 @@ def reproduce(
         raise ValueError(f"mode must be 'quick' or 'full', got {mode!r}")
     root = root or project_root()
     notebooks = find_notebooks(root, only)
+    book_stems = check_toc_sources(root) if book else []
+    remove_stale_copies(root)
+    parameters = {"mode": mode}
     runs: list[NotebookRun] = []
     for i, source in enumerate(notebooks, 1):
         print(f"[{i}/{len(notebooks)}] {source.stem} ({mode}) ...", flush=True)
@@ -127,12 +325,12 @@ def reproduce(
         print(f"[{i}/{len(notebooks)}] {source.stem} done in {run.seconds:.1f} s", flush=True)
         runs.append(run)
     timings_path = results_dir(mode) / "timings" / "notebooks.json"
-    previous = read_json(timings_path) if timings_path.is_file() else {}
-    previous.update({run.name: round(run.seconds, 1) for run in runs})
-    write_json_atomic(timings_path, previous)
-    executed = [root / EXECUTED_DIR / nb.name for nb in find_notebooks(root)]
+    timings = _read_timings(timings_path)
+    timings.update({run.name: round(run.seconds, 1) for run in runs})
+    write_json_atomic(timings_path, timings)
+    write_build_info(root, mode, parameters)
     if book:
-        missing = [p.name for p in executed if not p.is_file()]
+        missing = [s for s in book_stems if not (root / EXECUTED_DIR / f"{s}.ipynb").is_file()]
         if missing:
             print(f"not building the book: not yet executed: {', '.join(missing)}", flush=True)
         else:

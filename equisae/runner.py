@@ -54,14 +54,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 import re
 import shutil
 import socket
 import time
 import traceback
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +82,7 @@ __all__ = [
     "SweepError",
     "SweepResult",
     "artifact_path",
+    "check_scheduler",
     "clean_partial_artifacts",
     "job_graph",
     "load_result",
@@ -101,7 +100,7 @@ RESERVED_FILES = ("config.json", "metrics.json", "run.json", "manifest.json")
 JOB_KINDS: dict[str, type[Job]] = {}
 
 _KIND_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-_TMP_PREFIX = ".tmp-"
+_TMP_PREFIX = io.TMP_PREFIX
 #: Environment variable naming the default scheduler (e.g. a cluster's ``tcp://host:port``).
 SCHEDULER_ENV = "EQUISAE_SCHEDULER"
 
@@ -385,47 +384,20 @@ def artifact_path(job: Job, artifacts: str | os.PathLike | None = None) -> Path:
     return _root(artifacts) / job.kind / job.hash
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _artifact_files(folder: Path) -> list[str]:
-    return sorted(
-        p.relative_to(folder).as_posix()
-        for p in folder.rglob("*")
-        if p.is_file() and p.name != "manifest.json"
-    )
-
-
 def verify_artifact(folder: str | os.PathLike, job: Job | None = None) -> str | None:
     """Check an artifact folder against its manifest; None if intact, else what is wrong."""
     folder = Path(folder)
-    if not folder.is_dir():
-        return f"{folder} does not exist"
+    problem = io.verify_manifest(folder, required=("metrics.json", "config.json"))
+    if problem is not None:
+        return problem
     try:
-        manifest = io.read_json(folder / "manifest.json")
-        files = manifest["files"]
         config = io.read_json(folder / "config.json")
         io.read_json(folder / "metrics.json")
-    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
+    except (FileNotFoundError, ValueError) as exc:
         return f"{folder}: {exc}"
-    if not isinstance(files, dict) or "metrics.json" not in files or "config.json" not in files:
-        return f"{folder}: manifest does not list metrics.json and config.json"
-    if job is not None and config.get("hash") != job.hash:
-        return f"{folder}: config.json hash {config.get('hash')!r} is not {job.hash!r}"
-    present = set(_artifact_files(folder))
-    for name, digest in files.items():
-        if name not in present:
-            return f"{folder}: file {name!r} listed in the manifest is missing"
-        if _sha256(folder / name) != digest:
-            return f"{folder}: checksum mismatch for {name!r}"
-    extra = present - set(files)
-    if extra:
-        return f"{folder}: files not in the manifest: {sorted(extra)}"
+    if job is not None and (not isinstance(config, dict) or config.get("hash") != job.hash):
+        found = config.get("hash") if isinstance(config, dict) else config
+        return f"{folder}: config.json hash {found!r} is not {job.hash!r}"
     return None
 
 
@@ -482,12 +454,12 @@ def _seed_from_hash(job_hash: str) -> None:
 
 
 def _compute(job: Job, root: Path, deps: list[JobResult]) -> JobResult:
-    """Run ``job`` in a temporary sibling folder and rename it into place when complete."""
+    """Run ``job`` in a temporary sibling folder and rename it into place when complete.
+
+    If another worker finished the same job first with an intact artifact, theirs is kept.
+    """
     final = root / job.kind / job.hash
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f"{_TMP_PREFIX}{job.hash}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with io.atomic_folder(final, keep=lambda path: verify_artifact(path, job) is None) as tmp:
         _seed_from_hash(job.hash)
         start = time.perf_counter()
         metrics = job.run(tmp, deps)
@@ -518,31 +490,8 @@ def _compute(job: Job, root: Path, deps: list[JobResult]) -> JobResult:
             "torch": torch.__version__,
         }
         io.write_json_atomic(tmp / "run.json", run_info)
-        files = {name: _sha256(tmp / name) for name in _artifact_files(tmp)}
-        io.write_json_atomic(tmp / "manifest.json", {"files": files})
-        _move_into_place(tmp, final, job)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        io.write_manifest(tmp)
     return JobResult(job, io.read_json(final / "metrics.json"), final, cached=False, wall_s=wall_s)
-
-
-def _move_into_place(tmp: Path, final: Path, job: Job) -> None:
-    if final.exists():
-        if verify_artifact(final, job) is None:
-            shutil.rmtree(tmp)  # another worker finished the same job first: keep theirs
-            return
-        trash = final.parent / f"{_TMP_PREFIX}corrupt-{job.hash}-{uuid.uuid4().hex[:8]}"
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(final, trash)
-        shutil.rmtree(trash, ignore_errors=True)
-    try:
-        os.rename(tmp, final)
-    except OSError:
-        if verify_artifact(final, job) is None:  # lost a race to another worker
-            shutil.rmtree(tmp, ignore_errors=True)
-            return
-        raise
 
 
 def _execute(job: Job, root: str, in_worker: bool, *deps: Outcome) -> Outcome:
@@ -646,6 +595,8 @@ def run_sweep(
             label = "serial" if scheduler == "serial" else "serial (one worker is enough)"
             _run_serial(graph, todo, root, outcomes, progress)
         else:
+            if isinstance(scheduler, str):
+                check_scheduler(scheduler)
             label = _run_dask(graph, todo, root, outcomes, scheduler, n_workers, progress)
     return SweepResult(
         jobs=jobs,
@@ -665,6 +616,27 @@ def run_job(
     outcome = result[0]
     assert isinstance(outcome, JobResult)
     return outcome
+
+
+def check_scheduler(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast (ConnectionError naming the address and the fix) if no Dask scheduler listens
+    at ``address`` (``tcp://host:port``), instead of Dask's long connection timeout."""
+    match = re.match(r"^(?:tcp|tls)://\[?([^\]/]+?)\]?:(\d+)/?$", address)
+    if match is None:
+        raise ValueError(
+            f"scheduler address must look like tcp://host:port, got {address!r}; "
+            "or use 'serial' or leave it empty for a local cluster"
+        )
+    host, port = match.group(1), int(match.group(2))
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConnectionError(
+            f"no Dask scheduler reachable at {address} ({reason}); start one with "
+            f"'dask scheduler --port {port}' or use --scheduler serial"
+        ) from None
 
 
 def _available_cores() -> int:
@@ -712,7 +684,8 @@ def _run_dask(
                     n_workers=workers,
                     threads_per_worker=1,
                     processes=True,
-                    dashboard_address=":0",  # any free port: never clashes with another cluster
+                    host="127.0.0.1",  # scheduler and workers reachable from this machine only
+                    dashboard_address="127.0.0.1:0",  # localhost, any free port
                     env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
                 )
             )

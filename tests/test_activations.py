@@ -210,7 +210,7 @@ def tiny_pipeline(tmp_path, monkeypatch):
 
 
 def test_pipeline_caches_every_split_and_layer(tiny_pipeline, tmp_path) -> None:
-    from equisae.pipeline import activation_folder, orbit_activations_for
+    from equisae.activation_cache import activation_folder, orbit_activations_for
 
     first = orbit_activations_for("gcnn", "bottleneck", "quick", seed=0, progress=False)
     assert first.acts.shape == (8, 4, 64) and first.model_name == "gcnn"
@@ -232,7 +232,7 @@ def test_pipeline_caches_every_split_and_layer(tiny_pipeline, tmp_path) -> None:
 
 
 def test_pipeline_rejects_bad_arguments(tiny_pipeline) -> None:
-    from equisae.pipeline import orbit_activations_for
+    from equisae.activation_cache import orbit_activations_for
 
     with pytest.raises(KeyError, match="unknown model"):
         orbit_activations_for("resnet", "bottleneck", "quick")
@@ -243,3 +243,94 @@ def test_pipeline_rejects_bad_arguments(tiny_pipeline) -> None:
     with pytest.raises(ValueError, match="mode"):
         orbit_activations_for("gcnn", "bottleneck", "fast")
     assert tiny_pipeline == []
+
+
+class _Block(nn.Module):
+    """A torchvision-style residual block: in-place ReLU and ``out += x``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(self.relu(self.conv1(x)))
+        out += x
+        return self.relu(out)
+
+
+class _TinyResNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.block1 = _Block(4)
+        self.block2 = _Block(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block2(self.block1(self.stem(x)))
+
+
+def test_in_place_ops_later_in_the_forward_pass_do_not_change_recorded_activations() -> None:
+    torch.manual_seed(0)
+    model = _TinyResNet()
+    images = torch.randn(6, 3, 8, 8)
+    layers = ["stem", "block1.conv1", "block1.conv2", "block1", "block2.conv2"]
+    together = extract_many(model, images, layers, batch_size=4, progress=False)
+    for layer in layers:
+        alone = extract_activations(model, images, layer, batch_size=4, progress=False)
+        assert torch.equal(together[layer], alone), layer
+    # block1.conv1's output goes through ReLU(inplace=True): recorded values keep their negatives
+    assert (together["block1.conv1"] < 0).any()
+
+
+def test_saved_activations_are_readable_by_the_group(tmp_path) -> None:
+    from equisae import io
+
+    store = OrbitActivations(torch.randn(3, 4, 2), {}, "C4", "x", "m")
+    folder = store.save(tmp_path / "acts")
+    assert folder.stat().st_mode & 0o777 == io.DIR_MODE
+    assert {p.name for p in folder.iterdir()} == {
+        "activations.safetensors",
+        "meta.json",
+        "manifest.json",
+    }
+    for path in folder.iterdir():
+        assert path.stat().st_mode & 0o777 == io.FILE_MODE, path.name
+    assert not [p for p in tmp_path.iterdir() if p.name != "acts"]  # no temp folders left
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate"])
+def test_damaged_activation_cache_is_reported_and_extracted_again(
+    tiny_pipeline, how, caplog
+) -> None:
+    from equisae.activation_cache import activation_folder, orbit_activations_for
+
+    first = orbit_activations_for("gcnn", "bottleneck", "quick", seed=0, progress=False)
+    expected = first.acts.clone()  # the loaded tensors may map the file damaged below
+    del first
+    path = activation_folder("gcnn", "bottleneck", "quick", 0, "train") / "activations.safetensors"
+    data = bytearray(path.read_bytes())
+    if how == "flip":
+        data[-2] ^= 0x01  # a finite, plausible value: only the checksum can tell
+    else:
+        data = data[: len(data) // 2]
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="activations.safetensors"):
+        OrbitActivations.load(path.parent)
+    with caplog.at_level("WARNING", logger="equisae"):
+        again = orbit_activations_for("gcnn", "bottleneck", "quick", seed=0, progress=False)
+    assert len(tiny_pipeline) == 2  # extracted again, not loaded
+    assert torch.equal(again.acts, expected)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "activations.safetensors" in lines[0] and "\n" not in lines[0]
+
+
+def test_pipeline_module_still_re_exports_the_activation_cache() -> None:
+    import importlib
+
+    from equisae import activation_cache
+
+    with pytest.warns(DeprecationWarning, match="activation_cache"):
+        pipeline = importlib.reload(importlib.import_module("equisae.pipeline"))
+    assert pipeline.orbit_activations_for is activation_cache.orbit_activations_for

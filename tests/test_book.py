@@ -205,6 +205,92 @@ def test_docstring_extension_escapes_bars_outside_literals() -> None:
     assert lines == [r"a \|b\|", "``|c|``"]
 
 
+def _load_book_extension():
+    path = BOOK / "_ext" / "equisae_book.py"
+    spec = importlib.util.spec_from_file_location("equisae_book", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parameters_cell_shows_the_injected_values() -> None:
+    ext = _load_book_extension()
+    source = 'mode = "full"\nseed = 0\nlayers = ("a",\n          "b")\n'
+    shown = ext.apply_parameters(source, {"mode": "quick", "layers": ["c"]})
+    lines = shown.splitlines()
+    assert lines[0] == 'mode = "quick"  # set by equisae reproduce (default "full")'
+    assert lines[1] == "seed = 0"
+    assert lines[2].startswith("layers = ['c']") and len(lines) == 3
+    assert ext.apply_parameters(source, {"mode": "full"}) == source
+    nb = {
+        "metadata": {"papermill": {"parameters": {"mode": "quick"}}},
+        "cells": [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": source}],
+    }
+    out = json.loads(ext.show_injected_parameters(json.dumps(nb)))
+    assert out["cells"][0]["source"].startswith('mode = "quick"')
+
+
+def test_banner_says_quick_builds_are_not_the_published_numbers() -> None:
+    ext = _load_book_extension()
+    quick = ext.banner_html({"mode": "quick", "commit": "abc1234", "date": "2025-01-02"})
+    assert "quick" in quick and "abc1234" in quick and "2025-01-02" in quick
+    assert "small CI configuration" in quick and "reference/full/" in quick
+    full = ext.banner_html({"mode": "full"})
+    assert "published" in full and "small CI" not in full
+    assert "unknown" in ext.banner_html({})
+
+
+def test_build_info_falls_back_to_the_notebooks(tmp_path: Path) -> None:
+    ext = _load_book_extension()
+    folder = tmp_path / "book" / "notebooks"
+    folder.mkdir(parents=True)
+    meta = {"papermill": {"parameters": {"mode": "quick"}, "end_time": "2025-03-04T05:06:07"}}
+    (folder / "01_x.ipynb").write_text(json.dumps({"metadata": meta, "cells": []}))
+    info = ext.read_build_info(tmp_path)
+    assert info["mode"] == "quick" and info["date"] == "2025-03-04"
+    (folder / "build_info.json").write_text(json.dumps({"mode": "full", "commit": "c0ffee"}))
+    info = ext.read_build_info(tmp_path)
+    assert info["mode"] == "full" and info["commit"] == "c0ffee"
+    assert "| commit | c0ffee |" in ext.build_info_markdown(info)
+    assert "| torch | not recorded |" in ext.build_info_markdown(info).replace("PyTorch", "torch")
+
+
+def test_author_year_labels() -> None:
+    from pybtex.database import parse_string
+
+    ext = _load_book_extension()
+    bib = parse_string((BOOK / "references.bib").read_text(), "bibtex")
+    labels = {key: ext.author_year_label(entry) for key, entry in bib.entries.items()}
+    assert labels["erdogan2025equivariant"] == "Erdogan and Lucic, 2025"
+    assert labels["bricken2023monosemanticity"] == "Bricken et al., 2023"
+    assert labels["equisae2025companion"] == "The equisae developers, 2025"
+    assert _config()["sphinx"]["config"]["bibtex_default_style"] == "authoryear"
+
+
+def test_timings_table_lists_every_notebook_with_both_modes() -> None:
+    ext = _load_book_extension()
+    table = ext.timings_markdown(ROOT)
+    assert table.splitlines()[0] == "| notebook | quick mode | full mode |"
+    for stem in NOTEBOOK_STEMS:
+        assert f"| `{stem}` |" in table
+
+
+def test_companion_bibtex_has_url_and_version() -> None:
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    url = cff["url"]
+    assert url.startswith("https://")
+    for text in ((BOOK / "cite.md").read_text(), (BOOK / "references.bib").read_text()):
+        entry = text[text.index("@software{equisae2025companion") :]
+        entry = entry[: entry.index("\n}")]
+        assert f"url     = {{{url}}}" in entry and f"version = {{{equisae.__version__}}}" in entry
+
+
+def test_no_cdn_in_the_configuration() -> None:
+    config = _config()["sphinx"]["config"]
+    assert config["nb_render_markdown_format"] == "myst"
+    assert "://" not in config["mathjax_path"]
+
+
 @pytest.mark.slow
 def test_own_model_page_runs() -> None:
     """The code on book/own_model.md, run as one script, produces what the page says."""
@@ -278,7 +364,7 @@ def test_pasted_glue_keys_exist_in_executed_notebooks() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# built HTML in a real browser
+# built HTML in a real browser, with the network blocked
 
 CHROMIUM_FLAGS = (
     "--headless",
@@ -290,7 +376,57 @@ CHROMIUM_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--window-size=1280,1600",
+    # no network but localhost: a CDN script or font fails to load and is reported
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+    "--proxy-server=http://127.0.0.1:9",
+    "--proxy-bypass-list=127.0.0.1",
 )
+# what a reader must never see in a page's text
+RAW_PIPE_TABLE = re.compile(r"\|\s*:?-{3,}:?\s*\|")
+RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|(?<![\\$\w])\$(?!\s)[^$\n]{1,80}(?<!\s)\$(?!\w)")
+LOCAL_PATH = re.compile(r"(?<![\w.~])/(?:work|tmp|root|home)/[\w.-]")
+PATH_LIKE_ALT = re.compile(r"(^|/)[\w.-]+\.(png|jpe?g|svg|gif)$|^_images/|^/")
+
+
+def text_problems(text: str) -> list[str]:
+    """What a reader would notice in a page's visible prose (code blocks already removed)."""
+    problems = []
+    for name, pattern in (("raw pipe table", RAW_PIPE_TABLE), ("raw TeX", RAW_TEX)):
+        match = pattern.search(text)
+        if match:
+            start = max(match.start() - 40, 0)
+            problems.append(f"{name}: ...{text[start : match.end() + 40]!r}")
+    return problems
+
+
+def path_problems(text: str) -> list[str]:
+    """Local absolute paths of a building machine in a page's text (code included)."""
+    return [f"local path {m.group(0)!r}" for m in LOCAL_PATH.finditer(text)][:3]
+
+
+def figure_problems(figures: list[dict]) -> list[str]:
+    """Images in the article that are not captioned figures with real alt text."""
+    problems = []
+    for fig in figures:
+        alt = (fig["alt"] or "").strip()
+        if not fig["caption"].strip():
+            problems.append(f"image without a figure caption: {fig['src']}")
+        if len(alt.split()) < 3 or PATH_LIKE_ALT.search(alt):
+            problems.append(f"image without real alt text (alt={alt!r}): {fig['src']}")
+    return problems
+
+
+def test_reader_checks_catch_what_they_should() -> None:
+    assert text_problems("a | --- | --- | b") and text_problems(r"where \(M^4 = I\) holds")
+    assert text_problems("the map $M^p$ for every p") and text_problems(r"see \[x\]")
+    assert not text_problems("costs $5 and $10 in total; a | b; R^2 = 0.99")
+    assert path_problems("wrote /work/main/results/quick/01.json") and path_problems("/tmp/x")
+    assert not path_problems("results/quick/01.json and reference/full/ and ~/tmp/x")
+    good = {"src": "a.png", "alt": "Eigenvalues of M against the unit circle", "caption": "F"}
+    assert not figure_problems([good])
+    assert figure_problems([{**good, "caption": ""}])
+    assert figure_problems([{**good, "alt": "_images/abc.png"}])
+    assert figure_problems([{**good, "alt": ""}])
 
 
 def _find_chromium() -> tuple[str, str] | None:
@@ -322,7 +458,7 @@ def served_book() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser(served_book: str):
-    """Headless Chromium via selenium; a failure (not a skip) on CI when it is missing."""
+    """Headless Chromium via selenium, offline; a failure (not a skip) on CI when missing."""
     found = _find_chromium()
     if found is None:
         message = "headless Chromium not found: apt-get install chromium chromium-driver"
@@ -340,8 +476,10 @@ def browser(served_book: str):
     options.binary_location = found[0]
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=found[1]), options=options)
     driver.set_page_load_timeout(60)
+    driver.set_script_timeout(60)
     try:
         yield driver
     finally:
@@ -349,7 +487,7 @@ def browser(served_book: str):
 
 
 def _html_pages() -> list[str]:
-    skip = ("_static/", "_sources/", "_images/")
+    skip = ("_static/", "_sources/", "_images/", "_modules/", "genindex", "search", "py-modindex")
     pages = [p.relative_to(HTML).as_posix() for p in HTML.rglob("*.html")]
     return sorted(p for p in pages if not p.startswith(skip))
 
@@ -363,6 +501,49 @@ const outputs = document.querySelectorAll('.cell_output').length;
 return {imgs: imgs, links: links, outputs: outputs, title: document.title};
 """
 
+# What a reader sees once MathJax has typeset the page (or failed to).
+_PAGE_EYES = """
+const done = arguments[arguments.length - 1];
+let finished = false;
+function collect() {
+  if (finished) { return; }
+  finished = true;
+  const article = document.querySelector('article') || document.querySelector('main') || document.body;
+  const prose = article.cloneNode(true);
+  prose.querySelectorAll('pre, code, script, style, mjx-container, .highlight, .headerlink')
+       .forEach(e => e.remove());
+  const maths = Array.from(article.querySelectorAll('.math'));
+  const figures = Array.from(article.querySelectorAll('img')).map(img => {
+    const fig = img.closest('figure');
+    const cap = fig ? fig.querySelector('figcaption') : null;
+    return {src: img.getAttribute('src'), alt: img.getAttribute('alt'),
+            caption: cap ? cap.innerText : ''};
+  });
+  const banner = document.querySelector('.equisae-banner');
+  const params = document.querySelector('.tag_parameters');
+  done({
+    prose: prose.textContent,
+    text: article.innerText,
+    maths: maths.length,
+    typeset: maths.filter(m => m.querySelector('mjx-container')).length,
+    mjx: document.querySelectorAll('mjx-container').length,
+    figures: figures,
+    stderr: article.querySelectorAll('.stderr').length,
+    banner: banner ? banner.innerText : null,
+    parameters: params ? params.innerText : null,
+    height: document.documentElement.scrollHeight,
+  });
+}
+setTimeout(collect, 20000);
+if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+  MathJax.startup.promise.then(collect, collect);
+} else if (document.querySelector('.math')) {
+  setTimeout(collect, 3000);  // MathJax did not load: the check below reports it
+} else {
+  collect();
+}
+"""
+
 
 def _local_target(page_url: str, href: str, base: str) -> Path | None:
     """The file a local href points at, or None for external links and same-page anchors."""
@@ -374,6 +555,24 @@ def _local_target(page_url: str, href: str, base: str) -> Path | None:
     path = unquote(urlsplit(url).path)[len(urlsplit(base).path) :]
     target = HTML / path
     return target / "index.html" if path == "" or path.endswith("/") else target
+
+
+def _console_errors(browser) -> list[str]:
+    entries = browser.get_log("browser")
+    return [e["message"] for e in entries if e.get("level") == "SEVERE"]
+
+
+def _built_mode() -> str | None:
+    info = EXECUTED / "build_info.json"
+    if info.is_file():
+        return json.loads(info.read_text()).get("mode")
+    modes = set()
+    for stem in NOTEBOOK_STEMS:
+        path = EXECUTED / f"{stem}.ipynb"
+        if path.is_file():
+            meta = json.loads(path.read_text()).get("metadata", {}).get("papermill", {})
+            modes.add((meta.get("parameters") or {}).get("mode"))
+    return modes.pop() if len(modes) == 1 else None
 
 
 @pytest.mark.book
@@ -407,6 +606,70 @@ def test_every_page_loads_with_images_links_and_figures(browser, served_book: st
             notebook_figures += len(figures)
     assert not problems, "\n".join(problems[:50])
     assert notebook_figures >= len(NOTEBOOK_STEMS)
+
+
+@pytest.mark.book
+def test_pages_as_a_reader_sees_them_offline(browser, served_book: str) -> None:
+    """Math typeset, tables rendered, figures captioned, no JS error, no local path, banners.
+
+    Chromium runs with every host but localhost unresolvable, so anything fetched from a CDN
+    fails (and logs a console error). Every page is screenshotted to _build/screenshots/.
+    """
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    mode = _built_mode()
+    problems: list[str] = []
+    typeset_pages = 0
+    _console_errors(browser)  # drop what earlier tests logged
+    for page in _html_pages():
+        browser.set_window_size(1280, 1600)
+        browser.get(served_book + page)
+        seen = browser.execute_async_script(_PAGE_EYES)
+        where = f"{page}:"
+        if seen["maths"]:
+            typeset_pages += 1
+            if seen["typeset"] < seen["maths"] or not seen["mjx"]:
+                problems.append(
+                    f"{where} math not typeset ({seen['typeset']} of {seen['maths']} formulas)"
+                )
+        problems += [f"{where} {p}" for p in text_problems(seen["prose"])]
+        problems += [f"{where} {p}" for p in path_problems(seen["text"])]
+        problems += [f"{where} {p}" for p in figure_problems(seen["figures"])]
+        if seen["stderr"]:
+            problems.append(f"{where} {seen['stderr']} stderr output block(s)")
+        errors = [e for e in _console_errors(browser) if "favicon.ico" not in e]
+        problems += [f"{where} console error: {e[:300]}" for e in errors]
+        if page.startswith("book/notebooks/") or page == "book/results.html":
+            if not seen["banner"] or "mode" not in seen["banner"]:
+                problems.append(f"{where} no build banner with the build's mode")
+            elif mode and mode not in seen["banner"]:
+                problems.append(f"{where} the banner does not name the mode {mode!r}")
+            elif mode == "quick" and "full" not in seen["banner"]:
+                problems.append(f"{where} a quick build's banner must point at the full numbers")
+        if page.startswith("book/notebooks/") and mode and seen["parameters"] is not None:
+            if f'mode = "{mode}"' not in seen["parameters"]:
+                problems.append(
+                    f"{where} the parameters cell does not show the mode that ran ({mode!r}): "
+                    f"{seen['parameters'][:200]!r}"
+                )
+        height = min(max(int(seen["height"]), 800), 12000)
+        browser.set_window_size(1280, height)
+        shot = SCREENSHOTS / (page.removesuffix(".html").replace("/", "_") + ".png")
+        if not browser.save_screenshot(str(shot)):
+            problems.append(f"{where} no screenshot")
+    assert typeset_pages >= 2, "the method and results pages have math"
+    assert not problems, f"{len(problems)} problem(s):\n" + "\n".join(problems[:60])
+
+
+@pytest.mark.book
+def test_no_page_loads_anything_from_the_network() -> None:
+    """Every script, stylesheet and image of the built book is a local file."""
+    external = re.compile(r"<(?:script|link|img)\b[^>]*(?:src|href)=\"(https?:)?//[^\"]+\"")
+    found = []
+    for page in HTML.rglob("*.html"):
+        for match in external.finditer(page.read_text(errors="replace")):
+            found.append(f"{page.relative_to(HTML)}: {match.group(0)[:120]}")
+    assert not found, "\n".join(found[:20])
+    assert (HTML / "_static" / "mathjax" / "tex-chtml.js").is_file()
 
 
 @pytest.mark.book

@@ -146,7 +146,8 @@ def test_splits_are_disjoint_reproducible_draws() -> None:
 
 
 def test_factors_are_balanced_and_in_range() -> None:
-    factors = data.sample_factors(4000, standard_config(), torch.Generator().manual_seed(2))
+    cfg = dataclasses.replace(standard_config(), representative="random")
+    factors = data.sample_factors(4000, cfg, torch.Generator().manual_seed(2))
     for name in INVARIANT_FACTORS + EQUIVARIANT_FACTORS:
         values = factors[name]
         valid = values[values >= 0]
@@ -233,3 +234,65 @@ def test_errors_on_bad_input(noisy_ds) -> None:
     with pytest.raises(KeyError, match="unknown factor"):
         data.valid_mask(noisy_ds.factors, "size")
     assert dataclasses.is_dataclass(standard_config())
+
+
+# ------------------------------------------------------------------------------------------
+# The representative setting: fixed (orientation 0, the default) or random
+
+
+def test_fixed_representative_is_the_default_and_draws_orientation_zero() -> None:
+    assert ShapesConfig().representative == "fixed"
+    assert standard_config().representative == "fixed"
+    ds = make_shapes(300, NOISY, seed=4)
+    symmetric = torch.tensor([SHAPE_SYMMETRY[SHAPES[i]] == "full" for i in ds.factors["shape"]])
+    orientation = ds.factors["orientation"]
+    assert (orientation[symmetric] == -1).all()
+    assert (orientation[~symmetric] == 0).all() and (~symmetric).sum() > 100
+    # Rendering the factors with orientation 0 reproduces the generated images exactly.
+    assert torch.equal(render(ds.factors, NOISY, ds.noise), ds.images)
+
+
+def test_random_representative_is_unchanged_bit_for_bit() -> None:
+    """The random representative keeps the old sampler: the same RNG draws in the same order."""
+    cfg = dataclasses.replace(NOISY, representative="random")
+    gen = torch.Generator().manual_seed(5)
+    n = 400
+    shape = torch.randint(len(SHAPES), (n,), generator=gen)
+    for classes in (len(data.COLOURS), len(data.SCALE_FRACTIONS), 4):  # colour, scale, quadrant
+        torch.randint(classes, (n,), generator=gen)
+    rot = torch.randint(4, (n,), generator=gen)
+    factors = data.sample_factors(n, cfg, torch.Generator().manual_seed(5))
+    assert torch.equal(factors["shape"], shape)
+    oriented = factors["orientation"] >= 0
+    assert torch.equal(factors["orientation"][oriented], rot[oriented])
+    assert len(torch.unique(factors["orientation"][oriented])) == 4
+    # Fixed and random differ only in the orientation (same draws for every other factor) ...
+    fixed = data.sample_factors(n, NOISY, torch.Generator().manual_seed(5))
+    for name in data.FACTOR_NAMES:
+        if name != "orientation":
+            assert torch.equal(fixed[name], factors[name]), name
+    # ... and both are deterministic under the seed.
+    a, b = make_shapes(50, cfg, seed=9), make_shapes(50, cfg, seed=9)
+    assert torch.equal(a.images, b.images)
+
+
+@pytest.mark.parametrize("group", [CyclicGroup(4), DihedralGroup(4)], ids=repr)
+def test_fixed_representative_orbit_pose_is_the_orientation(group) -> None:
+    ds = make_shapes(120, NOISY, seed=6)
+    orb = orbit(ds, group)
+    for a in group.elements():
+        k, flip = data._as_d4(group, a)
+        expected = transform_factors(ds.factors, group, a)
+        for name in data.FACTOR_NAMES:
+            assert torch.equal(orb.factors[name][:, a], expected[name]), (name, a)
+        oriented = orb.factors["orientation"][:, a] >= 0
+        if not flip:  # a pure rotation by k quarter turns: orientation == k == cue
+            assert (orb.factors["orientation"][:, a][oriented] == k).all()
+            assert (orb.factors["cue"][:, a] == k).all()
+    # Rendering the orbit's factors reproduces the orbit's images (equivariance stays exact).
+    assert data.equivariance_error(ds, group) < 1e-5
+
+
+def test_bad_representative() -> None:
+    with pytest.raises(ValueError, match="representative must be one of"):
+        ShapesConfig(representative="canonical")

@@ -7,7 +7,24 @@ import itertools
 import pytest
 import torch
 
-from equisae.groups import CyclicGroup, DihedralGroup, Group, get_group, rotate_images
+from equisae.groups import (
+    CyclicGroup,
+    DihedralGroup,
+    Group,
+    get_group,
+    group_error,
+    invariant_subspace,
+    irrep_character,
+    irrep_dim,
+    irrep_generators,
+    irrep_multiplicities,
+    irrep_names,
+    matrix_powers,
+    relation_errors,
+    representation_from_irreps,
+    representation_matrices,
+    rotate_images,
+)
 
 GROUPS = [CyclicGroup(4), DihedralGroup(4), CyclicGroup(2), DihedralGroup(2), DihedralGroup(1)]
 
@@ -150,3 +167,92 @@ def test_errors_on_bad_input() -> None:
         c4.relation_error(torch.zeros(3, 2, 2))
     with pytest.raises(ValueError, match="N, C, H, W"):
         c4.orbit_images(torch.zeros(3, 4, 4))
+
+
+# ---------------------------------------------------------------------- matrix representations
+def test_matrix_powers_and_representation_from_generators() -> None:
+    rot = irrep_generators("C4", "rotation_1")["r"]
+    powers = matrix_powers(rot, 4)
+    assert powers.shape == (4, 2, 2) and torch.equal(powers[0], torch.eye(2, dtype=torch.float64))
+    assert torch.allclose(powers[3], torch.linalg.matrix_power(rot, 3))
+    assert torch.equal(representation_matrices(CyclicGroup(4), {"r": rot}), powers)
+    with pytest.raises(ValueError, match="square"):
+        matrix_powers(torch.zeros(2, 3), 4)
+    with pytest.raises(KeyError, match=r"D4 needs generator matrices \['r', 's'\]"):
+        representation_matrices(DihedralGroup(4), {"r": rot})
+
+
+@pytest.mark.parametrize(
+    "group", [CyclicGroup(4), CyclicGroup(5), DihedralGroup(3), DihedralGroup(4)], ids=repr
+)
+def test_irreps_are_representations_with_orthonormal_characters(group: Group) -> None:
+    names = irrep_names(group)
+    dims = [irrep_dim(group, name) for name in names]
+    if isinstance(group, DihedralGroup):  # sum of squared dimensions = |G|
+        assert sum(d * d for d in dims) == group.order
+    chars = []
+    for name in names:
+        mats = representation_matrices(group, irrep_generators(group, name))
+        assert group.relation_error(mats) < 1e-12
+        chi = irrep_character(group, name)
+        assert torch.allclose(torch.stack([m.trace() for m in mats]), chi, atol=1e-12)
+        chars.append(chi)
+        found = irrep_multiplicities(group, mats)
+        assert found == {k: pytest.approx(float(k == name), abs=1e-12) for k in names}
+    chars = torch.stack(chars)
+    gram = chars @ chars.T / group.order  # 1 (absolutely irreducible) or 2 (C_n rotation_k)
+    assert torch.allclose(gram, torch.diag(gram.diagonal()), atol=1e-12)
+
+
+def test_d4_irreps_and_the_coordinate_action() -> None:
+    d4 = DihedralGroup(4)
+    assert irrep_names(d4) == ["trivial", "flip", "sign", "sign_flip", "rotation_1"]
+    assert irrep_names("C4") == irrep_names(4) == ["trivial", "sign", "rotation_1"]
+    # rotation_1 of D4 is exactly how centred coordinates move under act_coords.
+    mats = representation_matrices(d4, irrep_generators(d4, "rotation_1"))
+    xy = torch.tensor([[1.0, 2.0], [-0.5, 3.0]], dtype=torch.float64)
+    for a in d4.elements():
+        assert torch.allclose(d4.act_coords(xy, a), xy @ mats[a].T)
+    with pytest.raises(KeyError, match="unknown irrep 'sign' of D3"):
+        irrep_generators("D3", "sign")
+
+
+def test_planted_d4_representation_recovers_multiplicities_and_relations() -> None:
+    d4 = get_group("D4")
+    mult = {"rotation_1": 2, "trivial": 1, "flip": 3, "sign_flip": 1}
+    gens, q, labels = representation_from_irreps(d4, mult, seed=3)
+    assert gens["r"].shape == (9, 9) and len(labels) == 9 and labels[:4] == ["rotation_1"] * 4
+    assert torch.allclose(q @ q.T, torch.eye(9, dtype=torch.float64), atol=1e-12)
+    mats = representation_matrices(d4, gens)
+    assert d4.relation_error(mats) < 1e-6
+    assert max(relation_errors(d4, gens).values()) < 1e-12
+    raw = irrep_multiplicities(d4, mats)
+    assert raw == {k: pytest.approx(mult.get(k, 0), abs=1e-10) for k in irrep_names(d4)}
+    assert invariant_subspace(mats).shape == (9, 1)  # one trivial irrep
+    # Breaking one relation is seen by that relation.
+    bent = {"r": gens["r"], "s": gens["s"] @ gens["r"] @ gens["r"] @ gens["r"]}
+    errors = relation_errors(d4, {"r": gens["r"], "s": 1.1 * gens["s"]})
+    assert errors["r^4"] < 1e-12 and errors["s^2"] > 0.1 and errors["(sr)^2"] > 0.1
+    assert group_error(d4, bent) < 1e-12  # r^3 s is another reflection: still D4
+    assert group_error(d4, {"r": gens["r"], "s": gens["r"]}) > 0.5
+
+
+def test_group_error_is_the_relative_cyclic_relation() -> None:
+    rot = representation_from_irreps(4, {"rotation_1": 2, "sign": 1}, seed=0)[0]["r"]
+    assert group_error("C4", rot) < 1e-12
+    assert group_error("C2", rot) == pytest.approx(
+        float(torch.linalg.matrix_norm(rot @ rot - torch.eye(5, dtype=torch.float64)) / 5**0.5)
+    )
+    variances = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0])
+    weighted = relation_errors("C2", rot, variances)["r^2"]
+    assert 0 < weighted < 10
+    with pytest.raises(ValueError, match="variances"):
+        relation_errors("C2", rot, torch.ones(3))
+    with pytest.raises(KeyError, match="C4 needs generator matrices"):
+        group_error("C4", {"r": rot, "s": rot})
+    with pytest.raises(KeyError, match="unknown irreps"):
+        representation_from_irreps("D4", {"rotation_2": 1})
+    with pytest.raises(ValueError, match=">= 0"):
+        representation_from_irreps("D4", {"flip": -1})
+    with pytest.raises(ValueError, match="group must be"):
+        irrep_names(2.5)  # type: ignore[arg-type]

@@ -70,3 +70,70 @@ def test_seed_everything_is_deterministic() -> None:
     x = torch.randn(4, generator=a)
     b = io.seed_everything(3)
     assert torch.equal(x, torch.randn(4, generator=b))
+
+
+def test_atomic_folder_writes_readable_folder_and_leaves_no_temp(tmp_path) -> None:
+    target = tmp_path / "art"
+    with io.atomic_folder(target) as tmp:
+        assert tmp.parent == tmp_path and tmp != target and not target.exists()
+        (tmp / "a.txt").write_text("a")
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "b.bin").write_bytes(b"b")
+    assert (target / "a.txt").read_text() == "a" and (target / "sub" / "b.bin").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["art"]
+    assert target.stat().st_mode & 0o777 == io.DIR_MODE
+    assert (target / "sub").stat().st_mode & 0o777 == io.DIR_MODE
+    assert (target / "a.txt").stat().st_mode & 0o777 == io.FILE_MODE
+    if not io._UMASK & 0o050:  # the usual umask (022, 002): the group can enter and read
+        assert target.stat().st_mode & 0o050 == 0o050
+        assert (target / "a.txt").stat().st_mode & 0o040
+
+
+def test_atomic_folder_error_removes_temp_and_keeps_previous(tmp_path) -> None:
+    target = tmp_path / "art"
+    with io.atomic_folder(target) as tmp:
+        (tmp / "v").write_text("1")
+    with pytest.raises(RuntimeError, match="boom"), io.atomic_folder(target) as tmp:
+        (tmp / "v").write_text("2")
+        raise RuntimeError("boom")
+    assert (target / "v").read_text() == "1"
+    assert [p.name for p in tmp_path.iterdir()] == ["art"]
+
+
+def test_atomic_folder_replaces_unless_keep_says_otherwise(tmp_path) -> None:
+    target = tmp_path / "art"
+    for value in ("1", "2"):
+        with io.atomic_folder(target) as tmp:
+            (tmp / "v").write_text(value)
+    assert (target / "v").read_text() == "2"  # replaced
+    with io.atomic_folder(target, keep=lambda p: (p / "v").read_text() == "2") as tmp:
+        (tmp / "v").write_text("3")
+    assert (target / "v").read_text() == "2"  # kept: an equivalent artifact was already there
+    assert [p.name for p in tmp_path.iterdir()] == ["art"]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "extra", "no_manifest"])
+def test_verify_manifest_names_the_damaged_file(tmp_path, damage) -> None:
+    with io.atomic_folder(tmp_path / "art") as tmp:
+        (tmp / "w.bin").write_bytes(bytes(range(256)))
+        (tmp / "m.json").write_text("{}")
+        io.write_manifest(tmp)
+    folder = tmp_path / "art"
+    assert io.verify_manifest(folder, required=("w.bin",)) is None
+    weights = folder / "w.bin"
+    if damage == "flip":
+        data = bytearray(weights.read_bytes())
+        data[100] ^= 0x01
+        weights.write_bytes(bytes(data))
+    elif damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:128])
+    elif damage == "delete":
+        weights.unlink()
+    elif damage == "extra":
+        (folder / "stray.txt").write_text("x")
+    else:
+        (folder / "manifest.json").unlink()
+    problem = io.verify_manifest(folder)
+    assert problem is not None and "\n" not in problem
+    expected = {"extra": "stray.txt", "no_manifest": "manifest.json"}.get(damage, "w.bin")
+    assert expected in problem

@@ -9,16 +9,22 @@ import pytest
 import torch
 
 from equisae.activations import OrbitActivations, orbit_activations
+from equisae.groups import (
+    get_group,
+    group_error,
+    irrep_generators,
+    irrep_multiplicities,
+    matrix_powers,
+    relation_errors,
+    representation_from_irreps,
+    representation_matrices,
+)
 from equisae.linrep import (
     analyse_linear_representation,
     fit_linear_representation,
-    group_error,
-    irrep_matrix,
-    irrep_multiplicities,
     irrep_names,
     orthogonality_error,
     r2_score,
-    representation_from_multiplicities,
     root_of_unity_distance,
 )
 
@@ -27,6 +33,11 @@ PLANTED = {"trivial": 2, "sign": 1, "rotation_1": 3}
 
 #: one torch thread per test (fixture in conftest.py)
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def representation_from_multiplicities(mult: dict[str, int], n: int, seed: int) -> torch.Tensor:
+    """The generator R of a planted C_n representation (float64)."""
+    return representation_from_irreps(n, mult, seed)[0]["r"]
 
 
 def planted_orbits(rep: torch.Tensor, n_examples: int, noise: float, seed: int) -> torch.Tensor:
@@ -50,17 +61,17 @@ def test_irreps_and_planted_representation_are_group_representations() -> None:
     assert irrep_names(3) == ["trivial", "rotation_1"]
     rep = representation_from_multiplicities(PLANTED, 4, seed=3)
     assert rep.shape == (9, 9)
-    assert group_error(rep, 4) < 1e-12
-    assert group_error(rep, 2) > 0.5  # rotation blocks have order 4, not 2
+    assert group_error(4, rep) < 1e-12
+    assert group_error(2, rep) > 0.5  # rotation blocks have order 4, not 2
     assert orthogonality_error(rep) < 1e-12
-    raw = irrep_multiplicities(rep, 4)
+    raw = irrep_multiplicities(4, matrix_powers(rep, 4))
     for name, mult in PLANTED.items():
         assert raw[name] == pytest.approx(mult, abs=1e-10)
     assert root_of_unity_distance(torch.linalg.eigvals(rep), 4).max() < 1e-10
     with pytest.raises(KeyError, match="rotation_2"):
-        irrep_matrix("rotation_2", 4)
+        irrep_generators(4, "rotation_2")
     with pytest.raises(ValueError, match="group order"):
-        irrep_names(1)
+        irrep_names(0)
 
 
 @pytest.mark.parametrize(
@@ -164,13 +175,66 @@ def test_deterministic_and_json_ready() -> None:
     assert len(payload["eigenvalues"]["real"]) == rep.shape[0]
 
 
-def test_accepts_orbit_activations_and_refuses_non_cyclic_groups() -> None:
+def test_accepts_orbit_activations_and_checks_the_group_order() -> None:
     rep = representation_from_multiplicities(PLANTED, 4, seed=8)
     train, val, _ = splits(rep, noise=0.05)
     store = OrbitActivations(train, {}, "C4", "bottleneck", "planted")
     assert fit_linear_representation(store, val).rank == 9
-    with pytest.raises(ValueError, match="cyclic"):
+    with pytest.raises(ValueError, match="D4 has 8 elements, but the activations have 4 poses"):
         fit_linear_representation(OrbitActivations(train, {}, "D4", "b", "m"), val)
+    with pytest.raises(ValueError, match="unknown group"):
+        fit_linear_representation(train, val, group="SO2")
+
+
+D4_PLANTED = {"trivial": 1, "flip": 2, "sign": 1, "sign_flip": 1, "rotation_1": 3}
+
+
+def d4_orbits(gens: dict[str, torch.Tensor], n_examples: int, noise: float, seed: int):
+    """h_a = rho(a) h_0 + mu + noise for the 8 elements of D4 in their order: (N, 8, d)."""
+    gen = torch.Generator().manual_seed(seed)
+    mats = representation_matrices(get_group("D4"), gens)
+    d = mats.shape[1]
+    scales = torch.linspace(0.5, 2.0, d, dtype=torch.float64)
+    h0 = torch.randn(n_examples, d, generator=gen, dtype=torch.float64) * scales
+    h = torch.einsum("gij,nj->ngi", mats, h0) - 0.7
+    return (h + noise * torch.randn(h.shape, generator=gen, dtype=torch.float64)).float()
+
+
+def test_d4_fit_recovers_both_generators_and_r2_per_element() -> None:
+    gens = representation_from_irreps("D4", D4_PLANTED, seed=11)[0]
+    data = [d4_orbits(gens, n, 0.0, s) for n, s in ((300, 0), (100, 1), (100, 2))]
+    store = OrbitActivations(data[0], {}, "D4", "b", "planted")
+    fit, result = analyse_linear_representation(store, data[1], data[2])
+    assert fit.group.name == "D4" and result.group_order == 8
+    for name, true in (("r", gens["r"]), ("s", gens["s"])):
+        found = fit.generators()[name]
+        assert torch.linalg.matrix_norm(found - true) / torch.linalg.matrix_norm(true) < 1e-3
+    assert len(result.r2_single) == 8 and min(result.r2_single) > 0.9999
+    assert min(result.r2_per_power) > 0.9999
+    assert max(result.r2_identity[1:]) < 0.5  # every non-identity element moves activations
+    assert result.group_error < 1e-5
+    assert max(result.extra["relation_errors"].values()) < 1e-5
+    assert result.extra["relation_error_max_abs"] < 1e-5
+    assert result.irrep_multiplicities == {k: D4_PLANTED.get(k, 0) for k in irrep_names("D4")}
+    assert result.root_distance_max < 1e-5  # M has order 4: eigenvalues are 4th roots of 1
+    # Predicting the flip by rho(s) equals predicting with the fitted S.
+    h0 = data[2][:, 0]
+    expected = fit.mean + (h0.double() - fit.mean) @ fit.S.T
+    assert torch.allclose(fit.predict(h0, 4), expected, atol=1e-8)
+
+
+def test_d4_fit_of_a_c8_representation_breaks_the_relations() -> None:
+    """Activations that transform under C8 read as a D4 orbit: the relations fail loudly."""
+    rot = representation_from_multiplicities({"rotation_1": 2, "rotation_3": 1}, 8, seed=3)
+    h0 = torch.randn(300, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    acts = torch.stack([h0 @ torch.linalg.matrix_power(rot, p).T for p in range(8)], 1).float()
+    _, result = analyse_linear_representation(acts[:150], acts[150:220], acts[220:], group="D4")
+    assert result.group_error > 0.3
+    assert max(result.extra["relation_errors"].values()) == pytest.approx(result.group_error)
+    # The same orbits as C8 are an exact representation.
+    _, as_c8 = analyse_linear_representation(acts[:150], acts[150:220], acts[220:])
+    assert as_c8.group_error < 1e-5 and "relation_errors" not in as_c8.extra
+    assert relation_errors("C8", rot) == {"r^8": pytest.approx(0.0, abs=1e-12)}
 
 
 def test_bad_input_raises_clear_errors() -> None:
@@ -198,4 +262,4 @@ def test_bad_input_raises_clear_errors() -> None:
     with pytest.raises(ValueError, match="zero variance"):
         r2_score(torch.zeros(3, 2), torch.ones(3, 2))
     with pytest.raises(ValueError, match="square"):
-        group_error(torch.zeros(2, 3), 4)
+        group_error(4, torch.zeros(2, 3))

@@ -92,3 +92,28 @@ def test_hungarian_matching_recovers_a_permutation():
     flipped = match_dictionaries(a, -b, absolute=True)
     assert flipped.mean_cosine > 0.99
     assert match_dictionaries(a, -b).mean_cosine < 0.5  # signed: true partners are at -1
+
+
+def test_fvu_argument_order_is_x_then_reconstruction():
+    # FVU is not symmetric: with x_hat = x / 2, fvu(x, x_hat) = 1/4 but fvu(x_hat, x) = 1.
+    x = torch.randn(200, 6, generator=torch.Generator().manual_seed(3))
+    x = x - x.mean(0)
+    assert fvu(x, 0.5 * x) == pytest.approx(0.25)
+    assert fvu(0.5 * x, x) == pytest.approx(1.0)
+
+
+def test_sae_evaluation_uses_the_metrics_fvu_in_the_same_order(monkeypatch):
+    from equisae.sae import evaluate
+    from equisae.sae.topk import TopKSAE
+
+    assert evaluate.fvu is fvu  # one FVU in the library
+    acts = torch.randn(20, 4, 6, generator=torch.Generator().manual_seed(0))
+    acts = acts - acts.reshape(-1, 6).mean(0)
+
+    def half(sae, a, pose="inferred", batch_size=1024, progress=False):
+        z = torch.ones(*a.shape[:2], sae.d_sae)
+        return z, 0.5 * a, torch.zeros(a.shape[:2], dtype=torch.long)
+
+    monkeypatch.setattr(evaluate, "orbit_reconstructions", half)
+    out = evaluate.evaluate_on_orbits(TopKSAE(6, 8, k=2), acts)
+    assert out["fvu"] == pytest.approx(0.25)  # reversed arguments would give 1.0

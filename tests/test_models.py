@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -302,3 +304,46 @@ def test_model_figures_have_one_panel_per_image_and_model():
         plot_reconstructions({}, torch.rand(2, 3, 32, 32))
     with pytest.raises(ValueError, match="images"):
         plot_reconstructions(models, torch.rand(3, 32, 32))
+
+
+def _damage(path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "flip":  # one bit of the last weight: the header stays valid, the value finite
+        data[-2] ^= 0x01
+    else:  # truncate: half the file
+        data = data[: len(data) // 2]
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate"])
+def test_damaged_checkpoint_is_detected_named_and_retrained(how, caplog):
+    splits = tiny_splits()
+    model, info = train_or_load("cnn_canonical", splits=splits, settings=TINY, progress=False)
+    weights = torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
+    folder = info["folder"]
+    _damage(Path(folder) / "model.safetensors", how)
+    with pytest.raises(ValueError, match="model.safetensors"):
+        load_checkpoint(folder)
+    with caplog.at_level("WARNING", logger="equisae"):
+        again, info2 = train_or_load("cnn_canonical", splits=splits, settings=TINY, progress=False)
+    assert info2["cached"] is False and info2["folder"] == folder  # retrained, not loaded
+    lines = [r.getMessage() for r in caplog.records if "model.safetensors" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and "retraining" in lines[0]
+    healed = torch.nn.utils.parameters_to_vector(again.parameters()).detach()
+    assert torch.equal(healed, weights)  # deterministic retraining gives the same weights
+    _, info3 = train_or_load("cnn_canonical", splits=splits, settings=TINY, progress=False)
+    assert info3["cached"] is True
+
+
+def test_checkpoint_is_readable_by_the_group(tmp_path):
+    import os
+
+    from equisae import io
+
+    folder = save_checkpoint(build_model("gcnn"), tmp_path / "ckpt", {"name": "gcnn"}, {})
+    assert folder.stat().st_mode & 0o777 == io.DIR_MODE
+    for path in folder.iterdir():
+        assert path.stat().st_mode & 0o777 == io.FILE_MODE, path.name
+    if not io._UMASK & 0o050:  # the usual umask 022/002: folders 0755, files 0644
+        assert folder.stat().st_mode & 0o050 == 0o050
+        assert os.stat(folder / "model.safetensors").st_mode & 0o040

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -58,3 +59,39 @@ def test_quick_run_executed_cleanly_and_wrote_results(stem: str) -> None:
     assert "quick" in injected[0].source
     results = read_json(ROOT / "results" / "quick" / f"{stem}.json")
     assert results, f"{stem} wrote an empty results file"
+
+
+LOCAL_PATH = re.compile(r"(?<![\w.~])/(?:work|tmp|root|home)/[\w.-]|PosixPath\(")
+
+
+def _output_text(output: dict) -> str:
+    if output.get("output_type") == "stream":
+        return "".join(output.get("text", ""))
+    data = output.get("data", {})
+    return "".join("".join(data.get(kind, "")) for kind in ("text/plain", "text/markdown"))
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("stem", EXPECTED_STEMS)
+def test_executed_outputs_are_what_a_reader_should_see(stem: str) -> None:
+    """No stderr or progress bars, no local paths, every figure glued for a captioned figure."""
+    executed = ROOT / "book" / "notebooks" / f"{stem}.ipynb"
+    if not executed.is_file():
+        pytest.skip(f"run `equisae reproduce --mode quick` first ({executed})")
+    nb = nbformat.read(executed, as_version=4)
+    problems = []
+    for i, cell in enumerate(nb.cells):
+        if "remove-cell" in cell.metadata.get("tags", []):
+            continue
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                problems.append(f"cell {i}: stderr output {_output_text(output)[:80]!r}")
+            match = LOCAL_PATH.search(_output_text(output))
+            if match:
+                problems.append(f"cell {i}: local path in output near {match.group(0)!r}")
+            glued = "scrapbook" in output.get("metadata", {})
+            if "image/png" in output.get("data", {}) and not glued:
+                problems.append(
+                    f"cell {i}: a bare figure (plt.show); use equisae.display.glue_figure"
+                )
+    assert not problems, "\n".join(problems)

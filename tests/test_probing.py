@@ -5,14 +5,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import f1_score
 
 from equisae.probing import (
+    DEFAULT_C_GRID,
     UNDEFINED,
+    SeedSummary,
+    aggregate_seeds,
+    chance_f1,
     class_mean_scores,
     fit_probe,
+    leakage_probe,
+    majority_class_f1,
     probe_factors,
     probe_k_name,
+    random_splits,
     select_features,
+    shuffled_label_f1,
+    summarize_values,
 )
 
 
@@ -136,3 +146,132 @@ def test_bad_input_raises():
         select_features(x, y, 5)
     with pytest.raises(ValueError, match="no examples"):
         fit_probe({**good, "test": (x, np.full(50, UNDEFINED))})
+
+
+# --------------------------------------------------------------------------- protocol (issue 10)
+def _one_informative(n: int, d: int, j: int, n_classes: int, seed: int):
+    """Noise features; only feature ``j`` carries the class (its value is the class id)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes, size=n)
+    x = rng.normal(size=(n, d))
+    x[:, j] = 3.0 * y + rng.normal(scale=0.1, size=n)
+    return x, y
+
+
+def test_one_sparse_probe_selects_the_informative_feature_from_train_only():
+    splits = {
+        s: _one_informative(n, 40, 17, 3, seed=i)
+        for i, (s, n) in enumerate((("train", 600), ("val", 300), ("test", 600)))
+    }
+    result = fit_probe(splits, k=1)
+    assert result.features == (17,)
+    assert result.k == 1 and result.probe_k == "k1"
+    assert result.f1 > 0.98
+    # scrambling the test (and val) labels must not move the selection: ranking reads train only
+    rng = np.random.default_rng(5)
+    scrambled = {
+        **splits,
+        "val": (splits["val"][0], rng.permutation(splits["val"][1])),
+        "test": (splits["test"][0], rng.permutation(splits["test"][1])),
+    }
+    again = fit_probe(scrambled, k=1)
+    assert again.features == (17,)
+    assert again.f1 < 0.6
+
+
+def test_chance_f1_is_one_over_c_for_balanced_classes():
+    for n_classes in (2, 3, 7):
+        y = np.repeat(np.arange(n_classes), 10)
+        assert chance_f1(y, y) == pytest.approx(1 / n_classes)
+        # the majority-class F1 is the much lower number it must not be confused with
+        assert majority_class_f1(y, y) == pytest.approx(2 / (n_classes * (n_classes + 1)))
+
+
+def test_chance_f1_matches_monte_carlo_random_guessing():
+    rng = np.random.default_rng(0)
+    train = rng.choice(4, size=4000, p=[0.55, 0.25, 0.15, 0.05])
+    test = rng.choice(4, size=4000, p=[0.2, 0.3, 0.3, 0.2])
+    p = np.bincount(train) / train.size
+    scores = [
+        f1_score(test, rng.choice(4, size=test.size, p=p), average="macro") for _ in range(200)
+    ]
+    assert chance_f1(train, test) == pytest.approx(np.mean(scores), abs=0.005)
+    assert chance_f1(train, test) > majority_class_f1(train, test) + 0.1
+
+
+def test_chance_f1_ignores_undefined_and_counts_unseen_classes():
+    assert chance_f1([0, 1, UNDEFINED], [0, 1]) == pytest.approx(0.5)
+    # class 2 only in test: the probe never guesses it, F1 0 for that class
+    assert chance_f1([0, 1], [0, 1, 2, 2]) == pytest.approx((2 * 0.5 * 0.25 / 0.75) * 2 / 3)
+    with pytest.raises(ValueError, match="test_labels has no defined labels"):
+        chance_f1([0, 1], [UNDEFINED])
+
+
+def test_shuffled_label_f1_is_near_chance():
+    splits = {
+        s: _planted(n, 12, (2, 5), 4, seed=i)
+        for i, (s, n) in enumerate((("train", 800), ("val", 400), ("test", 2000)))
+    }
+    real = fit_probe(splits)
+    shuffled = shuffled_label_f1(splits, n_repeats=3, seed=1)
+    assert shuffled.n == 3
+    assert abs(shuffled.mean - real.chance_f1) < 0.05
+    assert real.f1 > shuffled.mean + 0.3
+    assert shuffled_label_f1(splits, n_repeats=2, seed=1) == shuffled_label_f1(
+        splits, n_repeats=2, seed=1
+    )
+
+
+def test_warm_started_grid_matches_cold_fits():
+    splits = _splits(d=24, informative=(3, 11, 20), n_classes=5, seed=4)
+    for k in (None, 2, 5):
+        warm = fit_probe(splits, k=k, c_grid=(0.001, 0.01, 0.1, 1.0, 10.0))
+        cold = fit_probe(splits, k=k, c_grid=(0.001, 0.01, 0.1, 1.0, 10.0), warm_start=False)
+        assert abs(warm.f1 - cold.f1) <= 0.01
+        assert warm.features == cold.features
+
+
+def test_leakage_probe_separates_invariant_from_pose_carrying_latents():
+    rng = np.random.default_rng(0)
+    poses = rng.integers(0, 4, size=2000)
+    invariant = rng.normal(size=(2000, 16))
+    leaky = invariant.copy()
+    leaky[:, 3] += 8.0 * poses
+    clean = leakage_probe(invariant, poses, seed=0)
+    assert abs(clean.f1 - clean.chance_f1) < 0.06
+    assert leakage_probe(leaky, poses, seed=0).f1 > 0.9
+    split = random_splits(invariant, poses, seed=0)
+    assert leakage_probe(split) == clean
+    with pytest.raises(ValueError, match="poses is required"):
+        leakage_probe(invariant)
+
+
+def test_probe_result_carries_protocol_fields_and_aggregates_over_seeds():
+    results = [fit_probe(_splits(seed=s), k=2) for s in (0, 10, 20)]
+    r = results[0]
+    assert (r.n_train, r.n_val, r.n_test) == (400, 200, 300)
+    assert r.C in DEFAULT_C_GRID and len(r.features) == 2
+    assert r.to_dict()["probe_k"] == "k2"
+    agg = aggregate_seeds(results)
+    f1s = [x.f1 for x in results]
+    assert agg["f1"].n == 3
+    assert agg["f1"].mean == pytest.approx(np.mean(f1s))
+    assert agg["f1"].sd == pytest.approx(np.std(f1s, ddof=1))
+    assert summarize_values([1.0, float("nan"), None, 3.0]) == SeedSummary(2.0, np.sqrt(2), 2)
+    with pytest.raises(ValueError, match="mix probe sizes"):
+        aggregate_seeds([r, fit_probe(_splits())])
+
+
+def test_bad_input_messages_name_the_problem():
+    x, y = _planted(50, 4, (0,), 2, seed=0)
+    good = {"train": (x, y), "val": (x, y), "test": (x, y)}
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="val features contain NaN"):
+        fit_probe({**good, "val": (bad, y)})
+    with pytest.raises(ValueError, match="single class"):
+        shuffled_label_f1({**good, "train": (x, np.ones(50, dtype=int))})
+    with pytest.raises(ValueError, match="positive"):
+        fit_probe(good, c_grid=(0.1, -1.0))
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        select_features(x, y, True)

@@ -525,3 +525,39 @@ def test_default_local_cluster_respects_dependencies(tmp_path: Path) -> None:
         )
     serial = run_sweep(jobs, scheduler="serial", artifacts=tmp_path / "serial", progress=False)
     assert _metrics(serial) == _metrics(result)
+
+
+def test_local_cluster_and_dashboard_listen_on_localhost_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import distributed
+
+    seen: dict[str, Any] = {}
+
+    class Recorder:
+        def __init__(self, **kwargs: Any) -> None:
+            seen.update(kwargs)
+            raise RuntimeError("recorded")
+
+    monkeypatch.setattr(distributed, "LocalCluster", Recorder)
+    jobs = [MakeData(str(tmp_path / "m"), seed=s) for s in range(2)]
+    with pytest.raises(RuntimeError, match="recorded"):
+        run_sweep(jobs, artifacts=tmp_path / "a", progress=False, n_workers=2)
+    assert seen["host"] == "127.0.0.1"
+    assert str(seen["dashboard_address"]).startswith("127.0.0.1:")
+
+
+def test_unreachable_scheduler_fails_fast_with_the_address_and_the_fix(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    start = time.perf_counter()
+    with pytest.raises(ConnectionError, match=f"{address}.*--scheduler serial"):
+        run_sweep([MakeData(str(tmp_path / "m"))], scheduler=address, artifacts=tmp_path / "a")
+    assert time.perf_counter() - start < 5.0  # not Dask's 30 s connection timeout
+    with pytest.raises(ValueError, match="tcp://host:port"):
+        runner.check_scheduler("tcp://no-port")

@@ -169,3 +169,81 @@ def test_trainer_accepts_leading_dimensions():
     sae = TopKSAE(16, 32, k=2)
     result = train_sae(sae, minibatches(orbits, 32, 10), TrainConfig(log_every=5), progress=False)
     assert result.final["l0"] == 2.0 and result.n_steps == 10
+
+
+def test_nan_batch_at_step_10_is_refused_before_the_weights_change():
+    _, data = planted(16, 32, 2, 1024, seed=0)
+    batches = list(minibatches(data, 64, 20, seed=0))
+    batches[10] = batches[10].clone()
+    batches[10][5, 3] = float("nan")
+    sae = TopKSAE(16, 32, k=2)
+    seen = []
+
+    class Spy(list):
+        def __iter__(self):
+            for i, b in enumerate(list.__iter__(self)):
+                if i == 10:
+                    seen.append({k: v.clone() for k, v in sae.state_dict().items()})
+                yield b
+
+    with pytest.raises(FloatingPointError, match=r"non-finite batch at step 10 \(batch contains"):
+        train_sae(sae, Spy(batches), TrainConfig(n_steps=20, warmup_steps=2), progress=False)
+    for name, tensor in sae.state_dict().items():
+        assert torch.equal(tensor, seen[0][name]), name  # step 10 never updated the weights
+    # a NaN among the b_dec initialisation batches (no normalisation to catch it) names its step
+    batches[10] = batches[2]
+    batches[2] = torch.full_like(batches[2], float("inf"))
+    cfg = TrainConfig(n_steps=20, normalize_activations=False)
+    with pytest.raises(FloatingPointError, match=r"step 2 \(batch contains .* inf"):
+        train_sae(TopKSAE(16, 32, k=2), batches, cfg, progress=False)
+
+
+def test_non_finite_loss_names_the_step_and_the_weights():
+    _, data = planted(16, 32, 2, 256, seed=0)
+    sae = TopKSAE(16, 32, k=2)
+    cfg = TrainConfig(n_steps=5, warmup_steps=1, b_dec_init="none")
+    with torch.no_grad():
+        sae.W_enc[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at step 0 \(the weights"):
+        train_sae(sae, minibatches(data, 64, 5), cfg, progress=False)
+
+
+def test_auxk_over_dead_columns_and_fired_from_indices_match_the_dense_forms():
+    from equisae.sae.topk import dead_topk
+    from equisae.sae.train import fired_latents
+
+    gen = torch.Generator().manual_seed(0)
+    pre = torch.randn(50, 40, generator=gen)
+    dead = torch.rand(40, generator=gen) < 0.2
+    vals, idx = dead_topk(pre, dead, 3)
+    ref_vals, ref_idx = pre.masked_fill(~dead, float("-inf")).topk(3, dim=-1)
+    assert torch.equal(vals.sort(-1).values, ref_vals.sort(-1).values)
+    assert torch.equal(idx.sort(-1).values, ref_idx.sort(-1).values)
+    sae = TopKSAE(8, 40, k=3, seed=0)
+    out = sae.loss(torch.randn(30, 8, generator=gen) - 5.0)  # some selected latents are zero
+    mask, rows, l0 = fired_latents(out, 40)
+    dense = out.latents != 0
+    assert torch.equal(mask, dense.any(0)) and rows == 30
+    assert l0 == pytest.approx(float(dense.sum(-1).double().mean()))
+
+
+@pytest.mark.parametrize("factor", [0, 1000])
+def test_both_auxk_branches_match_the_dense_loss_and_gradients(monkeypatch, factor):
+    import equisae.sae.topk as topk
+
+    monkeypatch.setattr(topk, "DENSE_AUX_FACTOR", factor)
+    gen = torch.Generator().manual_seed(3)
+    sparse = TopKSAE(16, 48, k=4, seed=1, aux_k=5)
+    dense = TopKSAE(16, 48, k=4, seed=1, aux_k=5, sparse_training=False)
+    with torch.no_grad():
+        sparse.b_enc.normal_(generator=gen)
+    dense.load_state_dict(sparse.state_dict())
+    h = 2 * torch.randn(64, 16, generator=gen) + 0.3
+    dead = torch.arange(48) >= 30
+    out_sparse, out_dense = sparse.loss(h, dead), dense.loss(h, dead)
+    torch.testing.assert_close(out_sparse.terms["auxk"], out_dense.terms["auxk"])
+    torch.testing.assert_close(out_sparse.total, out_dense.total)
+    out_sparse.total.backward()
+    out_dense.total.backward()
+    for (name, p), q in zip(sparse.named_parameters(), dense.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)

@@ -11,6 +11,7 @@ from equisae.models.registry import (
     ModelSpec,
     build_model,
     get_spec,
+    image_overrides,
     model_config,
 )
 from equisae.models.train import (
@@ -41,6 +42,7 @@ __all__ = [
     "evaluate_reconstruction",
     "feature_permutation",
     "get_spec",
+    "image_overrides",
     "load_checkpoint",
     "model_config",
     "random_rotations",

@@ -123,7 +123,7 @@ def _gblock(c_in: int, c_out: int, k: int, pool: bool, lift: bool = False) -> nn
 
 
 class GCNNAutoencoder(Autoencoder):
-    """C4-equivariant autoencoder on 32x32 images.
+    """C4-equivariant autoencoder on square images (side a multiple of 16; 32 by default).
 
     Encoder: lifting conv and group convs, each followed by 2x2 average pooling, down to a
     ``bottleneck_channels x 4 rotations x 2 x 2`` code (64 numbers by default) whose rotation

@@ -96,3 +96,35 @@ def build_model(name: str, **overrides: Any) -> nn.Module:
     config = model_config(name, **overrides)
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
     return ARCHITECTURES[spec.architecture](**kwargs)
+
+
+def image_overrides(name: str, in_channels: int, image_size: int) -> dict[str, Any]:
+    """Constructor overrides that fit a named model to ``in_channels`` x ``image_size`` images.
+
+    Every architecture takes ``in_channels`` and ``image_size``; the defaults are sized for
+    32x32 RGB Shapes. For other sizes the code keeps about the same width: the G-CNN's
+    bottleneck (``bottleneck_channels`` x 4 rotations x (image_size/16)^2) gets
+    ``4 * (32 / image_size)^2`` channels when that is a whole number (64 numbers), and the
+    ViT uses ``image_size / 4``-pixel patches (16 tokens). Raises ValueError naming the model
+    and the sizes it accepts (CNN: multiple of 8; G-CNN: multiple of 16; ViT: multiple of 4).
+    """
+    spec = get_spec(name)
+    for arg, value in (("in_channels", in_channels), ("image_size", image_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{arg} must be a positive int, got {value!r}")
+    multiple = {"cnn": 8, "gcnn": 16, "vit": 4, "mlp": 1}[spec.architecture]
+    if image_size % multiple:
+        raise ValueError(
+            f"model {name!r} ({spec.architecture}) needs image_size a multiple of {multiple}, "
+            f"got {image_size}; resize the images (e.g. image_size={_round_up(image_size, multiple)})"
+        )
+    out: dict[str, Any] = {"in_channels": in_channels, "image_size": image_size}
+    if spec.architecture == "gcnn" and 32 % image_size == 0:
+        out["bottleneck_channels"] = 4 * (32 // image_size) ** 2
+    if spec.architecture == "vit":
+        out["patch_size"] = image_size // 4
+    return out
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple

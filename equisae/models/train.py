@@ -1,8 +1,9 @@
 """Seeded, cached training of the base autoencoders.
 
 A trained model lives in ``artifacts_dir()/models/<name>-<hash>/`` as ``model.safetensors``
-beside ``config.json`` (everything the hash covers) and ``metrics.json`` (test errors, training
-curve, timing). The hash covers the model configuration, training settings, data configuration
+beside ``config.json`` (everything the hash covers), ``metrics.json`` (test errors, training
+curve, timing) and ``manifest.json`` (sha256 of each file, checked on every load: a damaged or
+truncated checkpoint is reported in one line naming the file and retrained). The hash covers the model configuration, training settings, data configuration
 and sizes (or a digest of explicitly given data) and the seed, so a rerun loads instead of
 retraining.
 """
@@ -12,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -181,40 +180,46 @@ def train_model(
 def save_checkpoint(
     model: nn.Module, folder: str | os.PathLike, config: dict, metrics: dict
 ) -> Path:
-    """Write weights, config and metrics into a temporary folder renamed to ``folder``.
+    """Write weights, config, metrics and a sha256 manifest atomically into ``folder``.
 
-    If ``folder`` already exists (another process finished first), it is kept as is.
+    If ``folder`` already holds an intact checkpoint (another process finished first), it is
+    kept; a damaged one is replaced.
     """
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
+    with io.atomic_folder(folder, keep=lambda path: verify_checkpoint(path) is None) as tmp:
         state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE))
         io.write_json_atomic(tmp / CONFIG_FILE, config)
         io.write_json_atomic(tmp / METRICS_FILE, metrics)
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not (folder / WEIGHTS_FILE).is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        io.write_manifest(tmp)
     return folder
 
 
+def verify_checkpoint(folder: str | os.PathLike) -> str | None:
+    """None if ``folder`` is an intact checkpoint, else one line naming the damaged file."""
+    return io.verify_manifest(folder, required=(WEIGHTS_FILE, CONFIG_FILE, METRICS_FILE))
+
+
 def load_checkpoint(folder: str | os.PathLike) -> tuple[nn.Module, dict, dict]:
-    """Load ``(model, config, metrics)`` from a checkpoint folder written by :func:`save_checkpoint`."""
+    """Load ``(model, config, metrics)`` from a checkpoint folder written by :func:`save_checkpoint`.
+
+    Raises FileNotFoundError when there is no checkpoint and ValueError (naming the file) when
+    it fails its manifest check or cannot be read.
+    """
     folder = Path(folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"no model checkpoint at {weights}")
+    problem = verify_checkpoint(folder)
+    if problem is not None:
+        raise ValueError(f"damaged model checkpoint: {problem}")
     config = io.read_json(folder / CONFIG_FILE)
     metrics = io.read_json(folder / METRICS_FILE)
-    model = build_model(config["name"], **config["model"])
-    model.load_state_dict(load_file(str(weights)))
+    try:
+        model = build_model(config["name"], **config["model"])
+        model.load_state_dict(load_file(str(weights)))
+    except Exception as exc:  # safetensors errors, shape mismatches, bad config
+        raise ValueError(f"cannot load model checkpoint {weights}: {exc}") from exc
     model.eval()
     return model, config, metrics
 
@@ -233,7 +238,9 @@ def _default_data(mode: str, seed: int) -> tuple[dict[str, Any], Any]:
     from equisae import data
 
     sizes = data.dataset_sizes(mode)
-    cfg = data.standard_config()
+    # Base models see every orientation of every shape (the "random" representative), so the
+    # fixed and random settings of the SAE experiments read the same base models.
+    cfg = data.standard_config(representative="random")
     description = {"config": io.to_jsonable(cfg), "sizes": dict(sizes), "seed": seed}
     return description, lambda: data.make_splits(sizes, cfg, seed)
 
@@ -292,11 +299,15 @@ def train_or_load(
         "version": CACHE_VERSION,
     }
     folder = io.artifacts_dir() / "models" / f"{name}-{io.config_hash(config)}"
-    if (folder / WEIGHTS_FILE).is_file():
+    if folder.exists():
         start = time.perf_counter()
-        model, _, metrics = load_checkpoint(folder)
-        info = {**metrics, "cached": True, "load_seconds": time.perf_counter() - start}
-        return model, {**info, "folder": str(folder), "config": config}
+        try:
+            model, _, metrics = load_checkpoint(folder)
+        except (FileNotFoundError, ValueError) as exc:
+            io.log.warning("%s; retraining %s", str(exc).replace("\n", " "), name)
+        else:
+            info = {**metrics, "cached": True, "load_seconds": time.perf_counter() - start}
+            return model, {**info, "folder": str(folder), "config": config}
 
     data_splits = make()
     train_images = _images(data_splits["train"], "train")

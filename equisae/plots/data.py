@@ -56,7 +56,7 @@ def plot_samples(ds: ShapesDataset, n: int = 24, ncols: int = 8) -> Figure:
         ax.axis("off")
         if i < n:
             ax.imshow(_to_hwc(ds.images[i]), interpolation="nearest")
-            ax.set_title(factor_label(ds.factors, i), fontsize=7)
+            ax.set_title(factor_label(ds.factors, i), fontsize=9)
     fig.suptitle(f"Shapes samples ({ds.config.image_size}x{ds.config.image_size}, canonical)")
     fig.tight_layout()
     return fig
@@ -75,7 +75,7 @@ def plot_orbit(orb: OrbitDataset, rows: int = 4) -> Figure:
             ax.imshow(_to_hwc(orb.images[i, p]), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(factor_label(orb.factors, (i, p)), fontsize=7)
+            ax.set_title(factor_label(orb.factors, (i, p)), fontsize=9)
             if i == rows - 1:
                 ax.set_xlabel(f"pose p = {p}")
     fig.suptitle(f"Orbits under {orb.group_name}: columns are g^p x, factors moved with them")
@@ -86,8 +86,12 @@ def plot_orbit(orb: OrbitDataset, rows: int = 4) -> Figure:
 def plot_factor_balance(ds: ShapesDataset) -> Figure:
     """Bar charts of the class counts of every invariant and equivariant factor."""
     names = [*INVARIANT_FACTORS, *EQUIVARIANT_FACTORS]
-    fig, axes = plt.subplots(1, len(names), figsize=(3.0 * len(names), 3.0))
-    for ax, name in zip(axes, names, strict=True):
+    ncols = 3  # legible at a page's width: two rows of three panels
+    nrows = math.ceil(len(names) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.2 * nrows), squeeze=False)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, names, strict=False):
         values = ds.factors[name]
         counts = torch.bincount(values[values >= 0], minlength=FACTOR_CLASSES[name])
         labels = list(_CLASS_NAMES[name])
@@ -96,7 +100,7 @@ def plot_factor_balance(ds: ShapesDataset) -> Figure:
             labels.append("none")
             heights.append(int((values < 0).sum()))
         ax.bar(range(len(heights)), heights, color="tab:blue")
-        ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=7)
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=10)
         ax.set_title(name)
         ax.set_xlabel("class")
         ax.set_ylabel("images")

@@ -1,14 +1,15 @@
-"""Figures and small tables for the findings notebooks: the frontier (05) and probing (06).
+"""Figures for the findings notebooks: the frontier (05) and probing (06).
 
-Every function takes the flat records of :func:`equisae.experiments.frontier_records` or
-:func:`equisae.experiments.probe_records` (lists of dicts), so the notebooks need no pandas.
+Every function takes the flat records of :func:`equisae.sweeps.frontier_records` or
+:func:`equisae.sweeps.probe_records` (lists of dicts), so the notebooks need no pandas. Colours
+and labels of the SAE types are the classes' own traits (:mod:`equisae.sae.factory`).
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -16,24 +17,43 @@ import numpy as np
 from matplotlib.figure import Figure
 
 __all__ = [
-    "SAE_COLOURS",
+    "colour_of",
     "group_stats",
-    "markdown_table",
+    "label_of",
     "plot_advantage_vs_r2",
     "plot_frontier",
     "plot_probe_f1",
 ]
 
-SAE_COLOURS: dict[str, str] = {
-    "topk": "tab:blue",
-    "batchtopk": "tab:cyan",
-    "wide": "tab:purple",
-    "crosscoder": "tab:brown",
-    "equivariant": "tab:orange",
-    "adaptive": "tab:red",
-    "raw": "0.25",
-    "random": "0.6",
+#: the probing references, which are not SAE classes
+REFERENCE_STYLE: dict[str, tuple[str, str]] = {
+    "raw": ("raw activations", "0.25"),
+    "random": ("random dictionary", "0.6"),
 }
+
+
+def colour_of(sae_type: str) -> str:
+    """The colour of an SAE type (its class trait) or of a reference."""
+    from equisae.sae.factory import variant_colour
+
+    if sae_type in REFERENCE_STYLE:
+        return REFERENCE_STYLE[sae_type][1]
+    try:
+        return variant_colour(sae_type)
+    except KeyError:
+        return "tab:gray"
+
+
+def label_of(sae_type: str) -> str:
+    """The legend label of an SAE type (its class trait) or of a reference."""
+    from equisae.sae.factory import variant_label
+
+    if sae_type in REFERENCE_STYLE:
+        return REFERENCE_STYLE[sae_type][0]
+    try:
+        return variant_label(sae_type)
+    except KeyError:
+        return sae_type
 
 
 def group_stats(
@@ -99,11 +119,13 @@ def plot_frontier(
             x = [l0[model, layer, t, k][0] for k in ks]
             y = [fvu[model, layer, t, k][0] for k in ks]
             e = [fvu[model, layer, t, k][1] for k in ks]
-            colour = SAE_COLOURS.get(t)
-            ax.errorbar(x, y, yerr=e, marker="o", ms=3, color=colour, label=t, capsize=2)
+            colour = colour_of(t)
+            ax.errorbar(x, y, yerr=e, marker="o", ms=3, color=colour, label=label_of(t), capsize=2)
             if t in oracle_types and all((model, layer, t, k) in oracle for k in ks):
                 yo = [oracle[model, layer, t, k][0] for k in ks]
-                ax.plot(x, yo, ls="--", marker=".", color=colour, label=f"{t} (oracle pose)")
+                ax.plot(
+                    x, yo, ls="--", marker=".", color=colour, label=f"{label_of(t)} (oracle pose)"
+                )
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("L0 (active latents per activation)")
@@ -128,7 +150,7 @@ def plot_probe_f1(
 
     Bars: mean over seeds with the seed std as error bars, for probes on the latents; for SAE
     types that also have ``latents+pose`` records a hatched bar shows that feature set. The
-    dotted line per factor is the majority-class chance F1.
+    dotted line per factor is the chance F1 of a no-information probe (about 1/C).
     """
     rows = [r for r in records if r["probe_k"] == probe_k]
     if not rows:
@@ -153,11 +175,11 @@ def plot_probe_f1(
                 [v[0] for v in vals],
                 width,
                 yerr=[v[1] for v in vals],
-                color=SAE_COLOURS.get(t),
+                color=colour_of(t),
                 hatch="//" if feats == "latents+pose" else None,
                 edgecolor="white" if feats == "latents" else "black",
                 linewidth=0.3,
-                label=t if feats == "latents" else f"{t} + pose",
+                label=label_of(t) if feats == "latents" else f"{label_of(t)} + pose",
                 capsize=1.5,
             )
         for j, f in enumerate(factors):
@@ -199,15 +221,3 @@ def plot_advantage_vs_r2(
     ax.set_title("Does the adaptive SAE's probing advantage track equivariance?")
     fig.tight_layout()
     return fig
-
-
-def markdown_table(
-    rows: Sequence[Mapping[str, Any]],
-    columns: Sequence[str],
-    formats: Mapping[str, Callable[[Any], str]] | None = None,
-) -> str:
-    """A Markdown table of ``rows`` with the given columns (values formatted per column)."""
-    formats = dict(formats or {})
-    head = "| " + " | ".join(columns) + " |\n|" + " --- |" * len(columns)
-    body = ["| " + " | ".join(formats.get(c, str)(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join([head, *body])

@@ -49,9 +49,11 @@ def plot_eigenvalues(results: Mapping[str, Any], n: int = 4, ncols: int = 5) -> 
         ax.set_ylabel("Im")
     for ax in list(axes.flat)[len(results) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7, loc="lower left")
+    # one legend for the figure, below the panels: inside a panel it covers a root of unity
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncols=2, fontsize=10, frameon=False)
     fig.suptitle(f"Eigenvalues of the fitted generator M against the {n}th roots of unity")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 
@@ -98,8 +100,17 @@ def plot_r2_vs_equivariance(
         xs = [max(equivariance[m], floor) for m in per_model]
         ys = list(per_model.values())
         ax.scatter(xs, ys, marker=marker, s=50, label=layer)
-        for model, x, y in zip(per_model, xs, ys, strict=True):
-            ax.annotate(model, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        # labels fan out (alternating above and below) so that close points stay readable
+        order = sorted(range(len(xs)), key=lambda i: (ys[i], xs[i]))
+        for rank, i in enumerate(order):
+            dy = 8 if rank % 2 == 0 else -12
+            ax.annotate(
+                list(per_model)[i],
+                (xs[i], ys[i]),
+                fontsize=8,
+                xytext=(5, dy),
+                textcoords="offset points",
+            )
     ax.set_xscale("log")
     ax.set_xlabel("output equivariance error of the autoencoder (log; 0 drawn at 1e-12)")
     ax.set_ylabel("mean held-out R^2 of M^p, p = 1..n-1")

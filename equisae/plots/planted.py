@@ -9,17 +9,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from equisae.planted import MODEL_TYPES, series
+from equisae.plots.findings import colour_of, label_of
+from equisae.sweeps.planted import MODEL_TYPES, series
 
-__all__ = ["MODEL_LABELS", "plot_adaptive_distance", "plot_planted_metrics"]
+__all__ = ["plot_adaptive_distance", "plot_planted_metrics"]
 
-MODEL_LABELS: dict[str, str] = {
-    "topk": "TopK SAE",
-    "wide": "wide TopK SAE (x|G| latents)",
-    "crosscoder": "group crosscoder",
-    "equivariant": "equivariant SAE (true R)",
-    "adaptive": "adaptive equivariant SAE (M from I)",
-}
 METRIC_LABELS: dict[str, str] = {
     "recovery": "feature recovery (mean max cosine)",
     "detection_f1": "detection F1 (latent > 0)",
@@ -36,7 +30,7 @@ def plot_planted_metrics(
     d: int | None = None,
 ) -> Figure:
     """One panel per metric against the number of planted features, one line per model with
-    the seed standard deviation as error bars; ``summary`` is :func:`equisae.planted.summarize`.
+    the seed standard deviation as error bars; ``summary`` is :func:`equisae.sweeps.planted.summarize`.
     With ``d`` given, the top axis shows the interference n/d."""
     if not metrics:
         raise ValueError("metrics must name at least one metric")
@@ -49,7 +43,15 @@ def plot_planted_metrics(
     for ax, metric in zip(axes.flat, metrics, strict=False):
         for model in models:
             x, mean, std = series(summary, model, metric)
-            ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=MODEL_LABELS.get(model))
+            ax.errorbar(
+                x,
+                mean,
+                yerr=std,
+                marker="o",
+                capsize=3,
+                color=colour_of(model),
+                label=label_of(model),
+            )
         ax.set_xlabel("number of planted features n")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         ax.set_title(METRIC_LABELS.get(metric, metric), fontsize=10)

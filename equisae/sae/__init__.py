@@ -10,6 +10,7 @@ from equisae.sae.base import (
     register_architecture,
 )
 from equisae.sae.batchtopk import BatchTopKSAE
+from equisae.sae.canonical import AdaptiveCanonicalSAE, CanonicalEquivariantSAE
 from equisae.sae.crosscoder import GroupCrosscoder
 from equisae.sae.equivariant import EquivariantSAE
 from equisae.sae.evaluate import evaluate_on_orbits
@@ -21,7 +22,9 @@ from equisae.sae.wide import WideSAE
 
 __all__ = [
     "ARCHITECTURES",
+    "AdaptiveCanonicalSAE",
     "AdaptiveEquivariantSAE",
+    "CanonicalEquivariantSAE",
     "EquivariantSAE",
     "GroupCrosscoder",
     "WideSAE",

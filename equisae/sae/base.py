@@ -125,6 +125,14 @@ class SparseAutoencoder(nn.Module):
     the same model.
     """
 
+    #: traits read by the factory, evaluation and plots (one variant = one class)
+    variant: ClassVar[str | None] = None  # the short name sweeps use; None: not a sweep variant
+    takes_orbits: ClassVar[bool] = False  # loss takes (B, |G|, d) orbit batches
+    is_equivariant: ClassVar[bool] = False  # invariant latents + a group representation
+    learns_representation: ClassVar[bool] = False
+    label: ClassVar[str] = "SAE"
+    colour: ClassVar[str] = "tab:gray"
+
     architecture: ClassVar[str] = "base"
     #: cfg fields that are ours (not model constructor arguments) and ignored by from_config.
     _NON_INIT_FIELDS: ClassVar[tuple[str, ...]] = (

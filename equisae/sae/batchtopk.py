@@ -9,7 +9,7 @@ activation kept by the batch selection, updated at every training forward pass.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -32,6 +32,10 @@ def batch_topk_activation(pre_acts: Tensor, k: int) -> Tensor:
 @register_architecture("batchtopk")
 class BatchTopKSAE(TopKSAE):
     """Batch-level top-k in training (``model.train()``), learned threshold in ``model.eval()``."""
+
+    variant: ClassVar[str | None] = "batchtopk"
+    label: ClassVar[str] = "BatchTopK"
+    colour: ClassVar[str] = "tab:cyan"
 
     def __init__(
         self, d_in: int, d_sae: int, k: int, threshold_momentum: float = 0.01, **kwargs: Any

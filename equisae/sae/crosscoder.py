@@ -12,7 +12,7 @@ the crosscoder treats it as the canonical pose 0.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +32,11 @@ __all__ = ["GroupCrosscoder"]
 @register_architecture("group_crosscoder")
 class GroupCrosscoder(TopKSAE):
     """TopK crosscoder from pose 0 to all ``group_order`` poses of an orbit."""
+
+    variant: ClassVar[str | None] = "crosscoder"
+    takes_orbits: ClassVar[bool] = True
+    label: ClassVar[str] = "group crosscoder"
+    colour: ClassVar[str] = "tab:green"
 
     def __init__(self, d_in: int, d_sae: int, k: int, group_order: int = 4, **kwargs: Any) -> None:
         super().__init__(d_in, d_sae, k, **kwargs)

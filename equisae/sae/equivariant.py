@@ -1,120 +1,304 @@
-"""Equivariant TopK SAE with a fixed group representation ``M`` (METHOD.md section 2).
+"""Equivariant TopK SAE with a fixed group representation ``rho`` (METHOD.md section 2).
 
-Latents are G-invariant and the reconstruction of the pose-``p`` activation is
-``M^p W_dec z + b_dec``. Design choice: the latent of an orbit is computed from its
-*canonicalised* activations, ``c = mean_p M^{-p} (h_p - b_dec)``, encoded once by the TopK
-encoder. When ``M`` is an exact representation of the data, every ``M^{-p}(h_p - b_dec)`` is the
-same vector, so the latents are invariant by construction (the mean only averages noise away).
-A single activation with a known pose is encoded from ``M^{-p}(h - b_dec)``; with an unknown pose
-the pose is inferred as ``p_hat = argmin_p ||h - (M^p W_dec z_p + b_dec)||``.
+Every pose is encoded from its own raw activation by the one shared TopK encoder and
+reconstructed through the representation of its group element::
 
-``M`` is a frozen buffer here (e.g. the least-squares fit of ``equisae.linrep``, or the planted
-``R`` of ``equisae.toy``); :class:`~equisae.sae.adaptive.AdaptiveEquivariantSAE` learns it.
+    z_p     = TopK(W_enc^T (h_p - b_dec) + b_enc)
+    h_hat_p = rho(g_p) W_dec^T z_p + b_dec
+
+Invariance of the latents is *learned* through the ``lambda_inv`` term of the orbit loss, not
+imposed (the canonicalising encoder, which reads ``rho(g_p)^-1 (h_p - b_dec)``, is the named
+variant of :mod:`equisae.sae.canonical`: there ``z`` is a code of ``h_0`` and keeps its pose
+content). The orbit loss on ``(B, |G|, d_in)`` batches, every sum divided by ``B |G| d_in`` so
+that the first term is the per-element MSE the trainer reports::
+
+    L = sum_p ||h_p - h_hat_p||^2 + lambda_inv * sum_p ||z_p - mean_q z_q||^2   (+ AuxK)
+
+At evaluation the pose is unknown and inferred, ``p_hat = argmin_p ||h - (rho(g_p) W_dec z +
+b_dec)||``; since ``z`` does not depend on ``p`` this is one encode and one GEMM against the
+stacked ``(d, |G| d)`` matrix of all ``rho(g)^T``.
+
+The group is a :class:`~equisae.groups.Group` or its name (``"C4"``, ``"D4"``; default C4, or
+``C_{group_order}``). The representation is given by its generator matrices (``M`` the rotation
+``r`` for C_n, ``generators={"r": R, "s": S}`` for D_n); ``rho(g)`` for every element comes from
+:func:`equisae.groups.representation_matrices`. Here the generators are frozen buffers (e.g. the
+least-squares fit of ``equisae.linrep``); they must be finite and well conditioned. The stack
+``rho(g)`` (and its inverse) is cached and recomputed when a generator changes.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from equisae.groups import (
+    CyclicGroup,
+    Group,
+    generator_names,
+    get_group,
+    representation_matrices,
+)
 from equisae.sae.base import (
     LossOutput,
     SAEOutput,
+    _check_finite_nonnegative,
     _check_orbit_batch,
     _check_positive_int,
     register_architecture,
 )
 from equisae.sae.topk import TopKSAE
 
-__all__ = ["EquivariantSAE", "Pose"]
+__all__ = ["COND_LIMIT", "GENERATOR_ATTRS", "POSE_MODES", "EquivariantSAE", "Pose", "resolve_group"]
 
 #: A pose: one int for every row, or a (N,) long tensor, or None to infer it.
 Pose = int | Tensor | None
+#: How the pose of orbit activations is chosen at evaluation.
+POSE_MODES = ("inferred", "oracle")
+#: generator name (``groups.generator_names``) -> attribute of the model holding its matrix
+GENERATOR_ATTRS: dict[str, str] = {"r": "M", "s": "S"}
+#: largest condition number accepted for a fixed generator matrix
+COND_LIMIT = 1e6
 
 
-def _matrix_powers(mat: Tensor, n: int) -> Tensor:
-    out = [torch.eye(mat.shape[0], dtype=mat.dtype, device=mat.device)]
-    for _ in range(1, n):
-        out.append(out[-1] @ mat)
-    return torch.stack(out)
+def resolve_group(group: Group | str | None, group_order: int | None) -> Group:
+    """The model's group: ``group`` (a Group or a name such as ``"D4"``), else ``C_group_order``
+    (default C4). Both given must agree on the order."""
+    if group is None:
+        return CyclicGroup(
+            _check_positive_int("group_order", 4 if group_order is None else group_order)
+        )
+    resolved = get_group(group) if isinstance(group, str) else group
+    if not isinstance(resolved, Group):
+        raise ValueError(f"group must be a Group or a name like 'C4' or 'D4', got {group!r}")
+    if group_order is not None and group_order != resolved.order:
+        raise ValueError(
+            f"group_order={group_order!r} does not match group {resolved.name} "
+            f"of order {resolved.order}; give only group="
+        )
+    return resolved
+
+
+def _is_plain(t: Tensor) -> bool:
+    """Whether ``t`` is an ordinary tensor (not wrapped by vmap/grad transforms, not traced)."""
+    if type(t) not in (Tensor, torch.nn.Parameter):
+        return False
+    return not torch._C._functorch.is_functorch_wrapped_tensor(t)
+
+
+def _apply_by_pose(u: Tensor, mats: Tensor, idx: Tensor) -> Tensor:
+    """``mats[idx[n]] @ u[n]`` for rows (N, d), one GEMM per pose present (no (N, d, d) gather)."""
+    out = torch.empty_like(u)
+    for p in torch.unique(idx).tolist():
+        rows = (idx == p).nonzero().squeeze(1)
+        out[rows] = u[rows] @ mats[p].T
+    return out
+
+
+def _apply_per_pose(u: Tensor, mats: Tensor) -> Tensor:
+    """``mats[p] @ u[n, p]`` for (N, G, d) -> (N, G, d): one batched matmul over the poses."""
+    return torch.einsum("npj,pij->npi", u, mats)
 
 
 @register_architecture("equivariant_topk")
 class EquivariantSAE(TopKSAE):
-    """TopK SAE with G-invariant latents and reconstruction ``M^p W_dec z + b_dec``.
+    """TopK SAE with per-pose raw encoding and reconstruction ``rho(g_p) W_dec z_p + b_dec``.
 
-    ``M`` (d_in, d_in) is a buffer (not trained, not counted in :attr:`n_params`; it is saved
-    with the weights). ``loss`` takes orbit batches ``(B, group_order, d_in)``; ``encode``,
-    ``decode`` and ``forward`` take single activations ``(..., d_in)`` with an optional pose.
+    The generator matrices (``M`` and, for D_n, ``S``) are buffers: not trained, not counted in
+    :attr:`n_params`, saved with the weights. ``loss`` takes orbit batches ``(B, |G|, d_in)``;
+    ``encode``, ``decode`` and ``forward`` take single activations ``(..., d_in)`` with an
+    optional pose (an element index of the group); :meth:`orbit_outputs` evaluates orbits.
+    ``sparse_training`` is accepted but unused: the orbit loss is dense (vmap-friendly).
     """
+
+    variant: ClassVar[str | None] = "equivariant"
+
+    takes_orbits: ClassVar[bool] = True
+    is_equivariant: ClassVar[bool] = True
+    label: ClassVar[str] = "equivariant (fixed M)"
+    colour: ClassVar[str] = "tab:orange"
+    #: how a pose is encoded: "raw" (METHOD.md) or "canonical" (the named variant)
+    encoder: ClassVar[str] = "raw"
+    #: whether the generators are learned (nn.Parameter) or frozen buffers
+    learns_representation: ClassVar[bool] = False
 
     def __init__(
         self,
         d_in: int,
         d_sae: int,
         k: int,
-        group_order: int = 4,
+        group_order: int | None = None,
         M: Tensor | None = None,
+        lambda_inv: float = 1.0,
+        *,
+        group: Group | str | None = None,
+        generators: Mapping[str, Tensor] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(d_in, d_sae, k, **kwargs)
-        self.group_order = _check_positive_int("group_order", group_order)
-        self.register_buffer("M", self._checked_rep(M).to(self.W_dec.dtype))
+        self.group = resolve_group(group, group_order)
+        self.group_order = self.group.order
+        self.lambda_inv = _check_finite_nonnegative("lambda_inv", lambda_inv)
+        self._inverse_index = [self.group.inverse(a) for a in self.group.elements()]
+        self._rep_cache: dict[str, tuple[tuple, Tensor]] = {}
+        for name, mat in self._generator_inputs(M, generators).items():
+            checked = self._checked_generator(name, mat).to(self.W_dec.dtype)
+            self.register_buffer(GENERATOR_ATTRS[name], checked)
 
     # ------------------------------------------------------------------ representation
-    def _checked_rep(self, M: Tensor | None) -> Tensor:
-        """A detached copy of ``M`` (identity if None); the caller casts it to the model dtype."""
-        if M is None:
-            return torch.eye(self.d_in)
-        if not isinstance(M, Tensor):
-            M = torch.as_tensor(M)
-        if M.shape != (self.d_in, self.d_in):
+    def _generator_inputs(
+        self, M: Tensor | None, generators: Mapping[str, Tensor] | None
+    ) -> dict[str, Tensor | None]:
+        names = generator_names(self.group)
+        if generators is None:
+            if M is not None and len(names) > 1:
+                raise ValueError(
+                    f"{self.group.name} is generated by {list(names)}: pass "
+                    "generators={'r': R, 's': S} instead of M"
+                )
+            return {"r": M} | {name: None for name in names[1:]}
+        if M is not None:
+            raise ValueError("give either M (the rotation generator) or generators, not both")
+        if not isinstance(generators, Mapping) or sorted(generators) != sorted(names):
+            given = sorted(generators) if isinstance(generators, Mapping) else generators
             raise ValueError(
-                f"M must have shape (d_in, d_in) = ({self.d_in}, {self.d_in}), got {tuple(M.shape)}"
+                f"generators for {self.group.name} must map {list(names)}, got {given}"
             )
-        if not torch.isfinite(M).all():
-            raise ValueError("M contains non-finite values")
-        return M.detach().clone()
+        return {name: generators[name] for name in names}
+
+    def _checked_generator(self, name: str, mat: Tensor | None) -> Tensor:
+        """A detached copy of a generator matrix (identity if None), validated."""
+        label = "M" if name == "r" else f"generators[{name!r}]"
+        if mat is None:
+            return torch.eye(self.d_in, dtype=torch.float64)
+        if not isinstance(mat, Tensor):
+            mat = torch.as_tensor(mat)
+        if mat.shape != (self.d_in, self.d_in):
+            raise ValueError(
+                f"{label} must have shape (d_in, d_in) = ({self.d_in}, {self.d_in}), "
+                f"got {tuple(mat.shape)}"
+            )
+        if not torch.isfinite(mat).all():
+            raise ValueError(f"{label} contains non-finite values")
+        if not self.learns_representation:
+            cond = float(torch.linalg.cond(mat.detach().double()))
+            if not cond <= COND_LIMIT:
+                raise ValueError(
+                    f"{label} is singular or ill-conditioned (condition number {cond:.3g} > "
+                    f"{COND_LIMIT:.0e}); a fixed representation must be invertible. Fix: use the "
+                    "least-squares fit of equisae.linrep (or add a small multiple of the "
+                    "identity), or learn it with AdaptiveEquivariantSAE"
+                )
+        return mat.detach().clone()
+
+    def generators(self) -> dict[str, Tensor]:
+        """The generator matrices by name (``"r"``; ``"s"`` for D_n), each (d_in, d_in)."""
+        return {name: getattr(self, GENERATOR_ATTRS[name]) for name in generator_names(self.group)}
 
     def rep(self) -> Tensor:
-        """The representation matrix ``M`` (d_in, d_in) used by the model."""
+        """The rotation generator ``M`` (d_in, d_in)."""
         return self.M
 
+    def _cached(self, key: str, compute: Callable[[], Tensor]) -> Tensor:
+        """``compute()``, cached while no generator changes (identity, version, storage).
+
+        The cache is skipped when a generator needs a graph (grad enabled and requires_grad)
+        or is not a plain tensor (vmap / functional_call wrappers, tracing), so it can never
+        return a stale or graph-less result.
+        """
+        gens = list(self.generators().values())
+        if torch.compiler.is_compiling() or not all(_is_plain(g) for g in gens):
+            return compute()
+        if torch.is_grad_enabled() and any(g.requires_grad for g in gens):
+            return compute()
+        stamp = tuple((g, g._version, g.data_ptr(), g.dtype, g.device) for g in gens)
+        hit = self._rep_cache.get(key)
+        if hit is not None and len(hit[0]) == len(stamp):
+            if all(a[0] is b[0] and a[1:] == b[1:] for a, b in zip(hit[0], stamp, strict=True)):
+                return hit[1]
+        with torch.no_grad():
+            value = compute()
+        self._rep_cache[key] = (stamp, value)
+        return value
+
+    def representation(self) -> Tensor:
+        """``rho(g)`` for every element ``g`` of the group: (order, d_in, d_in).
+
+        Differentiable in learned generators; cached for fixed ones.
+        """
+        return self._cached("rho", lambda: representation_matrices(self.group, self.generators()))
+
     def rep_powers(self) -> Tensor:
-        """``M^p`` for ``p = 0 .. group_order-1``: (group_order, d_in, d_in)."""
-        return _matrix_powers(self.rep(), self.group_order)
+        """Alias of :meth:`representation` (``M^p`` for C_n)."""
+        return self.representation()
+
+    def representation_inverse(self) -> Tensor:
+        """``rho(g)^-1`` for every element (order, d_in, d_in): the matrix inverse (cached)."""
+        return self._cached("rho_inv", lambda: torch.linalg.inv(self.representation()))
 
     def rep_inverse_powers(self) -> Tensor:
-        """``M^{-p}`` for ``p = 0 .. group_order-1`` (``M`` must be invertible)."""
-        return _matrix_powers(torch.linalg.inv(self.rep()), self.group_order)
+        """Alias of :meth:`representation_inverse` (``M^-p`` for C_n)."""
+        return self.representation_inverse()
+
+    def _stacked_transposes(self, key: str, mats: Callable[[], Tensor]) -> Tensor:
+        """(d, order * d) matrix ``[A_0^T | A_1^T | ...]``: ``u @ it`` gives every ``A_g u``."""
+
+        def compute() -> Tensor:
+            m = mats()
+            return m.transpose(1, 2).permute(1, 0, 2).reshape(self.d_in, -1)
+
+        return self._cached(key, compute)
+
+    def relation_errors(self) -> dict[str, float]:
+        """Relative Frobenius error ``||w - I|| / ||I||`` of each defining relation ``w = I``:
+        ``r^n`` for C_n; ``r^n``, ``s^2`` and ``(s r)^2`` for D_n."""
+        with torch.no_grad():
+            gens = {k: v.detach().double().cpu() for k, v in self.generators().items()}
+            eye = torch.eye(self.d_in, dtype=torch.float64)
+            words = {f"r^{self.group.n}": torch.linalg.matrix_power(gens["r"], self.group.n)}
+            if "s" in gens:
+                sr = gens["s"] @ gens["r"]
+                words |= {"s^2": gens["s"] @ gens["s"], "(sr)^2": sr @ sr}
+            return {w: float((m - eye).norm() / eye.norm()) for w, m in words.items()}
 
     def group_error(self) -> float:
-        """``||M^n - I||_F / ||I||_F`` with ``n`` the group order (0 for an exact representation)."""
-        with torch.no_grad():
-            m = self.rep().double()
-            power = torch.linalg.matrix_power(m, self.group_order)
-            eye = torch.eye(self.d_in, dtype=torch.float64)
-            return float((power - eye).norm() / eye.norm())
+        """The largest relation error (for C_n: ``||M^n - I||_F / ||I||_F``; 0 when exact)."""
+        return max(self.relation_errors().values())
 
-    def distance_to(self, R: Tensor) -> float:
-        """Relative Frobenius distance ``||M - R|| / ||R||`` to a reference representation."""
-        if R.shape != (self.d_in, self.d_in):
-            raise ValueError(f"R must have shape ({self.d_in}, {self.d_in}), got {tuple(R.shape)}")
+    def distance_to(self, R: Tensor, generator: str = "r") -> float:
+        """Relative Frobenius distance ``||A - R|| / ||R||`` of one generator to a reference."""
+        gens = self.generators()
+        if generator not in gens:
+            raise ValueError(f"generator must be one of {sorted(gens)}, got {generator!r}")
+        if not isinstance(R, Tensor) or R.shape != (self.d_in, self.d_in):
+            shape = tuple(R.shape) if isinstance(R, Tensor) else type(R).__name__
+            raise ValueError(f"R must have shape ({self.d_in}, {self.d_in}), got {shape}")
         with torch.no_grad():
-            return float((self.rep().double() - R.double()).norm() / R.double().norm())
+            mat = gens[generator].detach().double().cpu()
+            return float((mat - R.double().cpu()).norm() / R.double().cpu().norm())
+
+    def generator_distances(self, reference: Mapping[str, Tensor]) -> dict[str, float]:
+        """:meth:`distance_to` for every generator named in ``reference``."""
+        return {name: self.distance_to(mat, name) for name, mat in reference.items()}
 
     @property
     def n_fixed_params(self) -> int:
         """Scalars of the frozen representation (given to the model, not learned)."""
-        return sum(b.numel() for name, b in self.named_buffers() if name == "M")
+        attrs = {GENERATOR_ATTRS[name] for name in generator_names(self.group)}
+        return sum(b.numel() for name, b in self.named_buffers() if name in attrs)
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "group_order": self.group_order}
+        return {
+            **super().config(),
+            "group": self.group.name,
+            "group_order": self.group_order,
+            "lambda_inv": self.lambda_inv,
+        }
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, group_order={self.group_order}"
+        return f"{super().extra_repr()}, group={self.group.name}, encoder={self.encoder}"
 
     # ------------------------------------------------------------------ shapes
     def check_orbits(self, batch: Tensor, name: str = "batch") -> Tensor:
@@ -137,56 +321,53 @@ class EquivariantSAE(TopKSAE):
         return idx
 
     # ------------------------------------------------------------------ the model
-    def canonicalize(self, h: Tensor, pose: int | Tensor) -> Tensor:
-        """``M^{-p}(h - b_dec)`` for activations (N, d_in) at pose ``p`` (int or (N,) tensor)."""
-        idx = self._pose_index(pose, h.shape[0])
-        inv = self.rep_inverse_powers()[idx]  # (N, d, d)
-        return torch.einsum("nij,nj->ni", inv, h - self.b_dec)
-
-    def canonicalize_orbits(self, batch: Tensor) -> Tensor:
-        """Orbit batch (B, G, d_in) -> ``mean_p M^{-p}(h_p - b_dec)`` (B, d_in)."""
-        self.check_orbits(batch)
-        return torch.einsum("pij,bpj->bi", self.rep_inverse_powers(), batch - self.b_dec) / (
-            self.group_order
-        )
-
-    def encode_canonical(self, c: Tensor) -> tuple[Tensor, Tensor]:
-        """Latents and pre-activations of canonical, centred activations ``c`` (N, d_in)."""
+    def encode_centred(self, c: Tensor) -> tuple[Tensor, Tensor]:
+        """Latents and pre-activations of centred inputs ``c`` (..., d_in)."""
         pre = c @ self.W_enc + self.b_enc
-        return self.activation(pre), pre
+        lead = pre.shape[:-1]
+        return self.activation(pre.reshape(-1, self.d_sae)).reshape(*lead, self.d_sae), pre
 
     def decode_at(self, z: Tensor, pose: int | Tensor) -> Tensor:
-        """``M^p W_dec z + b_dec`` for latents (N, d_sae) at pose ``p`` (int or (N,) tensor)."""
+        """``rho(g_p) W_dec z + b_dec`` for latents (N, d_sae) at pose ``p`` (int or (N,))."""
         idx = self._pose_index(pose, z.shape[0])
-        return torch.einsum("nij,nj->ni", self.rep_powers()[idx], z @ self.W_dec) + self.b_dec
+        return _apply_by_pose(z @ self.W_dec, self.representation(), idx) + self.b_dec
 
     def decode_orbits(self, z: Tensor) -> Tensor:
-        """Reconstruct every pose: latents (B, d_sae) -> (B, group_order, d_in)."""
-        return torch.einsum("pij,bj->bpi", self.rep_powers(), z @ self.W_dec) + self.b_dec
+        """Reconstruct every pose from one latent each: (B, d_sae) -> (B, order, d_in)."""
+        u = z @ self.W_dec
+        stacked = self._stacked_transposes("rho_T", self.representation)
+        return (u @ stacked).reshape(z.shape[0], self.group_order, self.d_in) + self.b_dec
+
+    def _best_pose(self, flat: Tensor, recon_all: Tensor) -> tuple[Tensor, Tensor]:
+        """Pose of least error and its reconstruction, from every pose's (N, order, d)."""
+        err = (recon_all - flat.unsqueeze(1)).pow(2).sum(-1)
+        idx = err.argmin(-1)
+        recon = recon_all.gather(1, idx.view(-1, 1, 1).expand(-1, 1, self.d_in)).squeeze(1)
+        return idx, recon
+
+    def _flat_outputs(self, flat: Tensor, pose: Pose) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Latents, reconstruction, pre-activations and pose (inferred if None) of (N, d_in)."""
+        z, pre = self.encode_centred(flat - self.b_dec)
+        if pose is None:
+            idx, recon = self._best_pose(flat, self.decode_orbits(z))
+            return z, recon, pre, idx
+        idx = self._pose_index(pose.reshape(-1) if isinstance(pose, Tensor) else pose, len(flat))
+        return z, self.decode_at(z, idx), pre, idx
 
     @torch.no_grad()
     def infer_pose(self, h: Tensor) -> Tensor:
-        """``p_hat = argmin_p ||h - (M^p W_dec z_p + b_dec)||`` for activations (..., d_in)."""
+        """``p_hat = argmin_p ||h - (rho(g_p) W_dec z + b_dec)||`` for activations (..., d_in)."""
         flat, lead = self._flatten(h)
-        errors = []
-        for p in range(self.group_order):
-            z, _ = self.encode_canonical(self.canonicalize(flat, p))
-            errors.append((self.decode_at(z, p) - flat).pow(2).sum(-1))
-        return torch.stack(errors, -1).argmin(-1).reshape(lead)
-
-    def _forward_flat(self, flat: Tensor, pose: Pose) -> tuple[Tensor, Tensor, Tensor]:
-        if pose is None:
-            pose = self.infer_pose(flat)
-        elif isinstance(pose, Tensor):
-            pose = pose.reshape(-1)
-        z, pre = self.encode_canonical(self.canonicalize(flat, pose))
-        return z, self.decode_at(z, pose), pre
+        return self._flat_outputs(flat, None)[3].reshape(lead)
 
     def encode(self, h: Tensor, pose: Pose = None) -> Tensor:
-        """Invariant latents (..., d_sae) of activations (..., d_in) at ``pose`` (None: inferred)."""
+        """Latents (..., d_sae) of activations (..., d_in); the pose (None: inferred) matters
+        only for the canonicalising variant."""
         flat, lead = self._flatten(h)
-        z, _, _ = self._forward_flat(flat, pose)
-        return z.reshape(*lead, self.d_sae)
+        if pose is not None and self.encoder == "raw":
+            self._pose_index(pose.reshape(-1) if isinstance(pose, Tensor) else pose, len(flat))
+            return self.encode_centred(flat - self.b_dec)[0].reshape(*lead, self.d_sae)
+        return self._flat_outputs(flat, pose)[0].reshape(*lead, self.d_sae)
 
     def decode(self, z: Tensor, pose: int | Tensor = 0) -> Tensor:
         """Reconstruction (..., d_in) of latents (..., d_sae) at ``pose`` (default 0)."""
@@ -198,24 +379,84 @@ class EquivariantSAE(TopKSAE):
     def forward(self, h: Tensor, pose: Pose = None) -> SAEOutput:
         """Encode and decode activations (..., d_in) at ``pose`` (None: inferred per row)."""
         flat, lead = self._flatten(h)
-        z, recon, pre = self._forward_flat(flat, pose)
+        z, recon, pre, _ = self._flat_outputs(flat, pose)
         return SAEOutput(
             latents=z.reshape(*lead, self.d_sae),
             recon=recon.reshape(*lead, self.d_in),
             pre_acts=pre.reshape(*lead, self.d_sae),
         )
 
+    # ------------------------------------------------------------------ evaluation on orbits
+    def _check_pose_mode(self, pose: str) -> None:
+        if pose not in POSE_MODES:
+            raise ValueError(f"pose must be one of {POSE_MODES}, got {pose!r}")
+
+    def _orbit_outputs_oracle(self, acts: Tensor) -> tuple[Tensor, Tensor]:
+        z, _ = self.encode_centred(acts - self.b_dec)
+        return z, _apply_per_pose(z @ self.W_dec, self.representation()) + self.b_dec
+
+    @torch.no_grad()
+    def orbit_outputs(self, acts: Tensor, pose: str = "inferred") -> tuple[Tensor, Tensor, Tensor]:
+        """Latents (N, G, d_sae), reconstructions (N, G, d_in) and the poses used (N, G) of
+        orbit activations (N, G, d_in): ``"inferred"`` (argmin over poses) or ``"oracle"``
+        (column ``p`` of the orbit is pose ``p``)."""
+        self.check_orbits(acts, "acts")
+        self._check_pose_mode(pose)
+        n, order, d = acts.shape
+        if pose == "oracle":
+            z, recon = self._orbit_outputs_oracle(acts)
+            return z, recon, torch.arange(order).expand(n, order).clone()
+        z, recon, _, idx = self._flat_outputs(acts.reshape(n * order, d), None)
+        return z.reshape(n, order, -1), recon.reshape(n, order, d), idx.reshape(n, order)
+
+    def orbit_latents(self, acts: Tensor, pose: str = "inferred") -> Tensor:
+        """Latents (N, G, d_sae) of orbit activations (N, G, d_in) (see :meth:`orbit_outputs`)."""
+        return self.orbit_outputs(acts, pose)[0]
+
+    def orbit_reconstructions(self, acts: Tensor, pose: str = "inferred") -> Tensor:
+        """Reconstructions (N, G, d_in) of orbit activations (see :meth:`orbit_outputs`)."""
+        return self.orbit_outputs(acts, pose)[1]
+
     # ------------------------------------------------------------------ training
-    def loss(self, batch: Tensor, dead_mask: Tensor | None = None) -> LossOutput:
-        """Orbit loss on (B, G, d_in): per-element MSE of ``M^p W_dec z + b_dec`` against every
-        ``h_p``, with one invariant latent vector per orbit, plus AuxK on the canonical residual."""
-        self.check_orbits(batch)
-        c = self.canonicalize_orbits(batch)
-        z, pre = self.encode_canonical(c)
-        recon = self.decode_orbits(z)
-        mse = (recon - batch).pow(2).mean()
-        terms: dict[str, Tensor] = {"mse": mse}
-        total = mse
-        aux = self.auxk_loss(pre, c - (z @ self.W_dec).detach(), dead_mask)
+    def _representation_terms(self, batch: Tensor, rho: Tensor) -> dict[str, tuple[float, Tensor]]:
+        """Extra weighted loss terms on the representation (none for a fixed one)."""
+        return {}
+
+    def _finish_loss(
+        self,
+        batch: Tensor,
+        rho: Tensor,
+        terms: dict[str, Tensor],
+        weighted: dict[str, tuple[float, Tensor]],
+        aux: Tensor | None,
+        latents: Tensor,
+        recon: Tensor,
+    ) -> LossOutput:
+        total = terms["mse"]
+        weighted = {**weighted, **self._representation_terms(batch, rho)}
+        for name, (weight, value) in weighted.items():
+            terms[name] = value
+            total = total + weight * value
         total = self._add_auxk(total, terms, aux)
-        return LossOutput(total=total, terms=terms, latents=z, recon=recon, target=batch)
+        return LossOutput(total=total, terms=terms, latents=latents, recon=recon, target=batch)
+
+    def loss(self, batch: Tensor, dead_mask: Tensor | None = None) -> LossOutput:
+        """Orbit loss on (B, G, d_in) (module docstring): per-element MSE of every pose's
+        ``rho(g_p) W_dec z_p + b_dec``, ``lambda_inv`` invariance, AuxK on per-pose residuals."""
+        self.check_orbits(batch)
+        n, order, d = batch.shape
+        rho = self.representation()  # computed once per call (cached only when frozen)
+        z, pre = self.encode_centred(batch - self.b_dec)  # (B, G, d_sae)
+        recon = _apply_per_pose(z @ self.W_dec, rho) + self.b_dec
+        mse = (recon - batch).pow(2).mean()
+        inv = (z - z.mean(1, keepdim=True)).pow(2).sum() / float(n * order * d)
+
+        def decode_fn(codes: Tensor) -> Tensor:
+            u = (codes @ self.W_dec).reshape(n, order, d)
+            return _apply_per_pose(u, rho).reshape(n * order, d)
+
+        residual = (batch - recon.detach()).reshape(n * order, d)
+        aux = self.auxk_loss(pre.reshape(n * order, self.d_sae), residual, dead_mask, decode_fn)
+        return self._finish_loss(
+            batch, rho, {"mse": mse}, {"invariance": (self.lambda_inv, inv)}, aux, z, recon
+        )

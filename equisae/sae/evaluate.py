@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from equisae.metrics import fvu
 from equisae.sae.base import SparseAutoencoder
 from equisae.sae.crosscoder import GroupCrosscoder
 from equisae.sae.equivariant import EquivariantSAE
@@ -34,17 +35,6 @@ __all__ = [
 ]
 
 POSE_MODES = ("inferred", "oracle")
-
-
-def fvu(recon: Tensor, target: Tensor) -> float:
-    """Fraction of variance unexplained: ``sum ||h - h_hat||^2 / sum ||h - mean h||^2`` over
-    all rows of ``(..., d)`` (poses pooled)."""
-    if recon.shape != target.shape:
-        raise ValueError(f"recon {tuple(recon.shape)} and target {tuple(target.shape)} differ")
-    t = target.reshape(-1, target.shape[-1]).double()
-    err = (recon.reshape(t.shape).double() - t).pow(2).sum()
-    var = (t - t.mean(0)).pow(2).sum()
-    return float(err / var.clamp_min(1e-30))
 
 
 def latent_equivariance_error(latents: Tensor) -> float:
@@ -158,7 +148,7 @@ def evaluate_on_orbits(
     z, recon, poses = orbit_reconstructions(sae, acts, "inferred", batch_size, progress)
     fired = (z != 0).reshape(-1, z.shape[-1])
     out: dict[str, Any] = {
-        "fvu": fvu(recon, acts),
+        "fvu": fvu(acts, recon),
         "mse": float((recon.double() - acts.double()).pow(2).mean()),
         "l0": float(fired.sum(-1).double().mean()),
         "dead_fraction": float((~fired.any(0)).double().mean()),
@@ -173,12 +163,12 @@ def evaluate_on_orbits(
         out.update(
             pose="inferred",
             fvu_inferred_pose=out["fvu"],
-            fvu_oracle_pose=fvu(recon_oracle, acts),
+            fvu_oracle_pose=fvu(acts, recon_oracle),
             pose_accuracy=float((poses == true_pose).double().mean()),
         )
     elif isinstance(sae, GroupCrosscoder):
         _, recon_oracle, _ = orbit_reconstructions(sae, acts, "oracle", batch_size)
-        out.update(pose="each activation as pose 0", fvu_oracle_pose=fvu(recon_oracle, acts))
+        out.update(pose="each activation as pose 0", fvu_oracle_pose=fvu(acts, recon_oracle))
     else:
         out["pose"] = "not needed"
     return out

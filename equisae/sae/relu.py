@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -14,6 +14,10 @@ __all__ = ["ReLUSAE"]
 @register_architecture("relu")
 class ReLUSAE(SparseAutoencoder):
     """``z = ReLU(pre)``; the loss adds ``l1_coeff * sum_j |z_j| ||W_dec[j]||`` per example."""
+
+    variant: ClassVar[str | None] = "relu"
+    label: ClassVar[str] = "ReLU + L1"
+    colour: ClassVar[str] = "tab:brown"
 
     def __init__(self, d_in: int, d_sae: int, l1_coeff: float = 1e-3, **kwargs: Any) -> None:
         super().__init__(d_in, d_sae, **kwargs)

@@ -8,7 +8,8 @@ gradients as the dense formulation (up to float rounding) at a fraction of the c
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -21,13 +22,65 @@ from equisae.sae.base import (
     register_architecture,
 )
 
-__all__ = ["GatherPreacts", "TopKSAE", "sparse_decode", "topk_activation"]
+__all__ = [
+    "GatherPreacts",
+    "SparseDecode",
+    "SparseLossOutput",
+    "TopKSAE",
+    "dead_topk",
+    "sparse_decode",
+    "topk_activation",
+]
+
+
+#: AuxK runs densely on the dead columns while n_dead <= this factor times k_aux (measured).
+DENSE_AUX_FACTOR = 8
 
 
 def topk_activation(pre_acts: Tensor, k: int) -> Tensor:
     """Zero all but the k largest entries of each row of ``pre_acts``, then apply ReLU."""
     vals, idx = pre_acts.topk(k, dim=-1, sorted=False)
     return torch.zeros_like(pre_acts).scatter(-1, idx, vals.relu())
+
+
+@dataclass
+class SparseLossOutput(LossOutput):
+    """A :class:`LossOutput` that also carries the selected latents as (indices, values).
+
+    ``active_idx`` and ``active_vals`` are (N, k): the trainer counts fired latents and L0 from
+    them; the dense ``latents`` (N, d_sae) are only built when someone reads them.
+    """
+
+    active_idx: Tensor | None = None
+    active_vals: Tensor | None = None
+    latent_shape: tuple[int, ...] | None = None
+
+    @property  # type: ignore[override]
+    def latents(self) -> Tensor | None:
+        """Dense latents, scattered from (``active_idx``, ``active_vals``) on first access."""
+        if self._latents is None and self.active_idx is not None:
+            vals = self.active_vals
+            dense = vals.new_zeros(*vals.shape[:-1], self.latent_shape[-1])
+            dense.scatter_(-1, self.active_idx, vals)
+            self._latents = dense.reshape(self.latent_shape)
+        return self._latents
+
+    @latents.setter
+    def latents(self, value: Tensor | None) -> None:
+        if isinstance(value, property):  # the dataclass default seen through the property
+            value = None
+        self._latents = value
+
+
+def dead_topk(pre: Tensor, dead_mask: Tensor, k_aux: int) -> tuple[Tensor, Tensor]:
+    """The ``k_aux`` largest pre-activations of the dead columns only: (values, column indices).
+
+    Same selection as ``pre.masked_fill(~dead_mask, -inf).topk(k_aux)`` but over the
+    ``n_dead`` dead columns, not all ``d_sae`` of them.
+    """
+    dead_cols = dead_mask.nonzero().squeeze(1)
+    vals, pos = pre.index_select(-1, dead_cols).topk(k_aux, dim=-1, sorted=False)
+    return vals, dead_cols[pos]
 
 
 def _check_k(k: Any, d_sae: int) -> int:
@@ -85,9 +138,43 @@ class GatherPreacts(torch.autograd.Function):
         return grad_h, grad_b_dec, grad_W_enc, grad_b_enc, None, None
 
 
+class SparseDecode(torch.autograd.Function):
+    """``sum_j vals[n, j] W_dec[idx[n, j]]`` with a sparse weight gradient.
+
+    Forward is ``F.embedding_bag``; backward computes ``grad W_dec`` as one sparse product
+    (faster than embedding_bag's sort-based dense backward) and ``grad vals`` with
+    embedding_bag's own per-sample-weight gradient.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, idx: Tensor, vals: Tensor, W_dec: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(idx, vals, W_dec)
+        return F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum")
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        idx, vals, W_dec = ctx.saved_tensors
+        grad_vals = grad_W = None
+        if ctx.needs_input_grad[1]:
+            with torch.enable_grad():
+                v = vals.detach().requires_grad_(True)
+                out = F.embedding_bag(idx, W_dec.detach(), per_sample_weights=v, mode="sum")
+                (grad_vals,) = torch.autograd.grad(out, v, grad)
+        if ctx.needs_input_grad[2]:
+            n, k = idx.shape
+            sel = torch.sparse_coo_tensor(
+                torch.stack([idx.reshape(-1), torch.arange(n).repeat_interleave(k)]),
+                vals.reshape(-1),
+                (W_dec.shape[0], n),
+                check_invariants=False,
+            )
+            grad_W = torch.sparse.mm(sel, grad.contiguous())
+        return None, grad_vals, grad_W
+
+
 def sparse_decode(idx: Tensor, vals: Tensor, W_dec: Tensor, b_dec: Tensor) -> Tensor:
     """``sum_j vals[n, j] W_dec[idx[n, j]] + b_dec``: the decoder reading only active rows."""
-    return F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum") + b_dec
+    return SparseDecode.apply(idx, vals, W_dec) + b_dec
 
 
 @register_architecture("topk")
@@ -97,6 +184,10 @@ class TopKSAE(SparseAutoencoder):
     ``sparse_training`` selects the sparse training path of :meth:`loss` (default); the
     dense path (``False``) computes the same loss with dense matrix products.
     """
+
+    variant: ClassVar[str | None] = "topk"
+    label: ClassVar[str] = "TopK"
+    colour: ClassVar[str] = "tab:blue"
 
     def __init__(
         self, d_in: int, d_sae: int, k: int, sparse_training: bool = True, **kwargs: Any
@@ -130,29 +221,40 @@ class TopKSAE(SparseAutoencoder):
         total = mse
         aux = self._sparse_auxk(flat, pre, flat - recon.detach(), dead_mask)
         total = self._add_auxk(total, terms, aux)
-        latents = torch.zeros_like(pre).scatter_(-1, idx, vals.detach())
-        return LossOutput(
+        return SparseLossOutput(
             total=total,
             terms=terms,
-            latents=latents.reshape(*lead, self.d_sae),
             recon=recon.reshape(*lead, self.d_in),
             target=batch,
+            active_idx=idx,
+            active_vals=vals.detach(),
+            latent_shape=(*lead, self.d_sae),
         )
 
     def _sparse_auxk(
         self, flat: Tensor, pre: Tensor, residual: Tensor, dead_mask: Tensor | None
     ) -> Tensor | None:
-        """The AuxK term of :meth:`SparseAutoencoder.auxk_loss` on the sparse path."""
+        """The AuxK term of :meth:`SparseAutoencoder.auxk_loss`, over the dead columns only.
+
+        With few dead latents (``n_dead <= DENSE_AUX_FACTOR * k_aux``) it is computed densely on
+        the (N, n_dead) sub-problem (small GEMMs), otherwise with the sparse gather/decode.
+        """
         n_dead = self._count_dead(dead_mask)
         if n_dead == 0:
             return None
         k_aux = self.aux_k_for(n_dead)
-        with torch.no_grad():
-            dead_vals, dead_idx = pre.masked_fill(~dead_mask, float("-inf")).topk(
-                k_aux, dim=-1, sorted=False
+        if n_dead <= DENSE_AUX_FACTOR * k_aux:
+            dead_cols = dead_mask.nonzero().squeeze(1)
+            sub_pre = torch.addmm(
+                self.b_enc.index_select(0, dead_cols),
+                flat - self.b_dec,
+                self.W_enc.index_select(1, dead_cols),
             )
+            codes = topk_activation(sub_pre, k_aux)
+            aux_recon = codes @ self.W_dec.index_select(0, dead_cols)
+            return self.normalized_aux_error(aux_recon, residual)
+        with torch.no_grad():
+            dead_vals, dead_idx = dead_topk(pre, dead_mask, k_aux)
         vals = GatherPreacts.apply(flat, self.b_dec, self.W_enc, self.b_enc, dead_idx, dead_vals)
-        aux_recon = F.embedding_bag(
-            dead_idx, self.W_dec, per_sample_weights=vals.relu(), mode="sum"
-        )
+        aux_recon = SparseDecode.apply(dead_idx, vals.relu(), self.W_dec)
         return self.normalized_aux_error(aux_recon, residual)

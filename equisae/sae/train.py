@@ -20,14 +20,23 @@ from tqdm.auto import tqdm
 from equisae.sae.base import LossOutput, SparseAutoencoder
 
 __all__ = [
+    "MetricLog",
     "TrainConfig",
     "TrainResult",
     "activation_scale",
+    "check_finite_batch",
+    "check_finite_loss",
+    "fired_latents",
     "geometric_median",
+    "head_sample",
     "iterate_minibatches",
+    "lr_factor",
     "minibatches",
     "orbit_training_data",
+    "prepare_sae",
+    "resolve_n_steps",
     "train_sae",
+    "train_step",
 ]
 
 B_DEC_INITS = ("geometric_median", "mean", "none")
@@ -187,7 +196,7 @@ def orbit_training_data(acts: Tensor, orbit_model: bool, batch_size: int) -> tup
     return acts.reshape(n * order, d), batch_size
 
 
-def _lr_factor(step: int, n_steps: int, cfg: TrainConfig) -> float:
+def lr_factor(step: int, n_steps: int, cfg: TrainConfig) -> float:
     """Linear warm-up, constant, then linear decay to zero over the last decay_fraction."""
     warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
     decay_steps = int(round(cfg.decay_fraction * n_steps))
@@ -196,8 +205,26 @@ def _lr_factor(step: int, n_steps: int, cfg: TrainConfig) -> float:
     return warm
 
 
+def fired_latents(out: LossOutput, d_sae: int) -> tuple[Tensor, int, float] | None:
+    """Latents that fired in a batch: (bool mask (d_sae,), rows, mean L0), or None without latents.
+
+    Read from the selected (indices, values) when the loss carries them
+    (:class:`~equisae.sae.topk.SparseLossOutput`), so no dense (N, d_sae) pass is needed.
+    """
+    idx = getattr(out, "active_idx", None)
+    if idx is not None:
+        nonzero = out.active_vals.reshape(-1, idx.shape[-1]) != 0
+        fired = torch.zeros(d_sae, dtype=torch.bool)
+        fired[idx.reshape(nonzero.shape)[nonzero]] = True
+        return fired, nonzero.shape[0], float(nonzero.sum(-1).double().mean())
+    if out.latents is None:
+        return None
+    nonzero = out.latents.detach().reshape(-1, d_sae) != 0
+    return nonzero.any(0), nonzero.shape[0], float(nonzero.sum(-1).double().mean())
+
+
 def _batch_metrics(out: LossOutput, d_sae: int, scale: float = 1.0) -> dict[str, float]:
-    """MSE (in input units: divided by ``scale**2``), FVU and L0 of one batch."""
+    """MSE (in input units: divided by ``scale**2``) and FVU of one batch."""
     metrics: dict[str, float] = {}
     if out.recon is not None and out.target is not None:
         target = out.target.detach()
@@ -207,10 +234,139 @@ def _batch_metrics(out: LossOutput, d_sae: int, scale: float = 1.0) -> dict[str,
         var = (flat - flat.mean(0)).pow(2).sum()
         metrics["mse"] = float(err.mean()) / scale**2
         metrics["fvu"] = float(err.sum() / var.clamp_min(1e-12))
-    if out.latents is not None:
-        z = out.latents.detach().reshape(-1, d_sae)
-        metrics["l0"] = float((z != 0).sum(-1).double().mean())
     return metrics
+
+
+def _nonfinite_cause(tensor: Tensor) -> str | None:
+    """'contains NaN' / 'contains inf' (with a count), or None when ``tensor`` is all finite."""
+    if bool(torch.isfinite(tensor).all()):
+        return None
+    n_nan = int(torch.isnan(tensor).sum())
+    n_inf = int(torch.isinf(tensor).sum())
+    parts = [f"{n} {what}" for n, what in ((n_nan, "NaN"), (n_inf, "inf")) if n]
+    return "contains " + " and ".join(parts) + " values"
+
+
+def check_finite_batch(batch: Tensor, step: int) -> None:
+    """FloatingPointError naming ``step`` when ``batch`` holds NaN or inf."""
+    cause = _nonfinite_cause(batch)
+    if cause is not None:
+        raise FloatingPointError(
+            f"non-finite batch at step {step} (batch {cause}): clean or drop those activations"
+        )
+
+
+def check_finite_loss(total: Tensor, step: int, params: Iterable[Tensor]) -> None:
+    """FloatingPointError naming ``step`` and the likely cause when the loss is not finite."""
+    if bool(torch.isfinite(total)):
+        return
+    bad = any(not bool(torch.isfinite(p).all()) for p in params)
+    cause = "the weights are non-finite" if bad else "finite batch and weights: lower lr"
+    raise FloatingPointError(f"non-finite loss at step {step} ({cause})")
+
+
+def train_step(
+    sae: SparseAutoencoder,
+    optimizer: torch.optim.Optimizer,
+    batch: Tensor,
+    dead_mask: Tensor | None,
+    grad_clip: float | None,
+    step: int = 0,
+) -> LossOutput:
+    """One optimisation step of :func:`train_sae` (no schedule, no bookkeeping).
+
+    Loss, finiteness checks (batch before the loss, loss and gradient norm before the update,
+    so a failure leaves the weights untouched), backward, parallel-gradient removal, clipping,
+    Adam, decoder renormalisation.
+    """
+    check_finite_batch(batch, step)
+    out = sae.loss(batch, dead_mask=dead_mask)
+    check_finite_loss(out.total.detach(), step, sae.parameters())
+    optimizer.zero_grad(set_to_none=True)
+    out.total.backward()
+    sae.remove_parallel_grads()
+    if grad_clip is not None:
+        norm = torch.nn.utils.clip_grad_norm_(sae.parameters(), grad_clip)
+        if not bool(torch.isfinite(norm)):
+            raise FloatingPointError(f"non-finite gradient at step {step} (loss was finite)")
+    optimizer.step()
+    sae.normalize_decoder()
+    return out
+
+
+def resolve_n_steps(cfg: TrainConfig, batches: Any) -> int:
+    """``cfg.n_steps``, or ``len(batches)`` when it is None (ValueError if that is impossible)."""
+    if cfg.n_steps is not None:
+        return cfg.n_steps
+    try:
+        n_steps = len(batches)
+    except TypeError:
+        raise ValueError(
+            "cfg.n_steps is None and batches has no len(): give n_steps explicitly"
+        ) from None
+    if n_steps <= 0:
+        raise ValueError("batches is empty")
+    return n_steps
+
+
+def head_sample(head: list[Any], d_in: int) -> Tensor:
+    """The first batches, checked (tensors, last dim ``d_in``, finite) and flattened to (N, d_in)."""
+    if not head:
+        raise ValueError("batches is empty")
+    for i, b in enumerate(head):
+        if not isinstance(b, Tensor):
+            raise ValueError(f"batch {i} must be a torch.Tensor, got {type(b).__name__}")
+        if b.shape[-1] != d_in:
+            raise ValueError(f"batches must have last dimension d_in={d_in}, got {b.shape[-1]}")
+        check_finite_batch(b, i)
+    return torch.cat([b.reshape(-1, b.shape[-1]) for b in head])
+
+
+def prepare_sae(sae: SparseAutoencoder, sample: Tensor, cfg: TrainConfig) -> float:
+    """Before training: the activation scale, ``b_dec`` from ``sample``, unit decoder rows.
+
+    Returns the scale (1.0 without ``cfg.normalize_activations``); puts ``sae`` in train mode.
+    """
+    scale = activation_scale(sample) if cfg.normalize_activations else 1.0
+    sae.train()
+    sae.init_from_sample(sample * scale, cfg.b_dec_init)
+    sae.normalize_decoder()
+    return scale
+
+
+class MetricLog:
+    """Per-step metric rows averaged over windows of ``log_every`` steps into ``history``."""
+
+    def __init__(self, n_steps: int, log_every: int) -> None:
+        self.n_steps = n_steps
+        self.log_every = log_every
+        self.history: list[dict[str, float]] = []
+        self.window: list[dict[str, float]] = []
+
+    def add(self, step: int, row: dict[str, float], lr: float) -> dict[str, float] | None:
+        """Record step ``step``'s row; at a logging step return the logged (averaged) row."""
+        self.window.append(row)
+        if (step + 1) % self.log_every != 0 and step + 1 != self.n_steps:
+            return None
+        window = self.window
+        mean_row = {k: sum(r.get(k, 0.0) for r in window) / len(window) for k in window[-1]}
+        mean_row["dead_fraction"] = row["dead_fraction"]
+        self.history.append({"step": step + 1, "lr": lr, **mean_row})
+        self.window = []
+        return mean_row
+
+
+def _step_row(out: LossOutput, d_sae: int, scale: float, since_fired: Tensor) -> dict[str, float]:
+    """Update ``since_fired`` in place from a step's latents; return the step's metrics."""
+    row = {"loss": float(out.total.detach())}
+    row.update({f"loss_{name}": float(v.detach()) for name, v in out.terms.items()})
+    row.update(_batch_metrics(out, d_sae, scale))
+    fired = fired_latents(out, d_sae)
+    if fired is not None:
+        mask, n_rows, row["l0"] = fired
+        since_fired += n_rows
+        since_fired[mask] = 0
+    return row
 
 
 def train_sae(
@@ -230,41 +386,17 @@ def train_sae(
     cfg = cfg or TrainConfig()
     if not isinstance(sae, SparseAutoencoder):
         raise ValueError(f"sae must be a SparseAutoencoder, got {type(sae).__name__}")
-    n_steps = cfg.n_steps
-    if n_steps is None:
-        try:
-            n_steps = len(batches)  # type: ignore[arg-type]
-        except TypeError:
-            raise ValueError(
-                "cfg.n_steps is None and batches has no len(): give n_steps explicitly"
-            ) from None
-        if n_steps <= 0:
-            raise ValueError("batches is empty")
+    n_steps = resolve_n_steps(cfg, batches)
     torch.manual_seed(cfg.seed)
     iterator = iter(batches)
     head = list(itertools.islice(iterator, cfg.init_batches))
-    if not head:
-        raise ValueError("batches is empty")
-    for i, b in enumerate(head):
-        if not isinstance(b, Tensor):
-            raise ValueError(f"batch {i} must be a torch.Tensor, got {type(b).__name__}")
-    sample = torch.cat([b.reshape(-1, b.shape[-1]) for b in head])
-    if sample.shape[-1] != sae.d_in:
-        raise ValueError(
-            f"batches must have last dimension d_in={sae.d_in}, got {sample.shape[-1]}"
-        )
-    scale = activation_scale(sample) if cfg.normalize_activations else 1.0
-    sae.train()
-    sae.init_from_sample(sample * scale, cfg.b_dec_init)
-    sae.normalize_decoder()
-
+    scale = prepare_sae(sae, head_sample(head, sae.d_in), cfg)
     optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _lr_factor(step, n_steps, cfg)
+        optimizer, lambda step: lr_factor(step, n_steps, cfg)
     )
     since_fired = torch.zeros(sae.d_sae, dtype=torch.long)
-    history: list[dict[str, float]] = []
-    window: list[dict[str, float]] = []
+    log = MetricLog(n_steps, cfg.log_every)
     start = time.perf_counter()
     stream = itertools.chain(head, iterator)
     bar = tqdm(total=n_steps, desc=f"train {sae.architecture}", disable=not progress)
@@ -273,44 +405,23 @@ def train_sae(
         if scale != 1.0:
             batch = batch * scale
         dead = since_fired >= cfg.dead_after
-        out = sae.loss(batch, dead_mask=dead if cfg.use_auxk and bool(dead.any()) else None)
-        optimizer.zero_grad(set_to_none=True)
-        out.total.backward()
-        sae.remove_parallel_grads()
-        if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
-        optimizer.step()
+        dead_mask = dead if cfg.use_auxk and bool(dead.any()) else None
+        out = train_step(sae, optimizer, batch, dead_mask, cfg.grad_clip, step)
         scheduler.step()
-        sae.normalize_decoder()
-
-        if out.latents is not None:
-            z = out.latents.detach().reshape(-1, sae.d_sae)
-            fired = (z != 0).any(0)
-            since_fired += z.shape[0]
-            since_fired[fired] = 0
-        row = {"loss": float(out.total.detach())}
-        row.update({f"loss_{name}": float(v.detach()) for name, v in out.terms.items()})
-        row.update(_batch_metrics(out, sae.d_sae, scale))
+        row = _step_row(out, sae.d_sae, scale, since_fired)
         row["dead_fraction"] = float((since_fired >= cfg.dead_after).double().mean())
-        window.append(row)
-        if (step + 1) % cfg.log_every == 0 or step + 1 == n_steps:
-            mean_row = {k: sum(r.get(k, 0.0) for r in window) / len(window) for k in window[-1]}
-            mean_row["dead_fraction"] = row["dead_fraction"]
-            history.append({"step": step + 1, "lr": optimizer.param_groups[0]["lr"], **mean_row})
-            bar.set_postfix(
-                {k: f"{mean_row[k]:.3g}" for k in ("loss", "fvu", "l0") if k in mean_row}
-            )
-            window = []
+        logged = log.add(step, row, optimizer.param_groups[0]["lr"])
+        if logged is not None:
+            bar.set_postfix({k: f"{logged[k]:.3g}" for k in ("loss", "fvu", "l0") if k in logged})
         bar.update(1)
     bar.close()
     steps_done = step + 1
     if scale != 1.0:
         sae.fold_activation_scale(scale)
     sae.eval()
-    final = dict(history[-1]) if history else {}
     return TrainResult(
-        history=history,
-        final=final,
+        history=log.history,
+        final=dict(log.history[-1]) if log.history else {},
         dead_mask=since_fired >= cfg.dead_after,
         activation_scale=scale,
         n_steps=steps_done,

@@ -19,6 +19,10 @@ __all__ = ["WideSAE"]
 class WideSAE(TopKSAE):
     """A :class:`TopKSAE` with ``d_sae = d_base * group_order`` latents and the same ``k``."""
 
+    variant: ClassVar[str | None] = "wide"
+    label: ClassVar[str] = "wide TopK (|G| x latents)"
+    colour: ClassVar[str] = "tab:purple"
+
     _NON_INIT_FIELDS: ClassVar[tuple[str, ...]] = (*SparseAutoencoder._NON_INIT_FIELDS, "d_sae")
 
     def __init__(self, d_in: int, d_base: int, k: int, group_order: int = 4, **kwargs: Any) -> None:

@@ -1,15 +1,19 @@
-"""Tests for the planted toy setting (equisae.toy): representation, data and metrics."""
+"""Tests for the planted problem (equisae.planted): representation, data and metrics."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
-import numpy as np
 import pytest
 import torch
 
-from equisae.toy import (
+from equisae.groups import (
+    get_group,
+    irrep_multiplicities,
+    relation_errors,
+    representation_matrices,
+)
+from equisae.planted import (
     ToyConfig,
     cyclic_representation,
     default_multiplicities,
@@ -19,6 +23,8 @@ from equisae.toy import (
     irrep_dims,
     make_planted,
     matrix_powers,
+    multiplicity_names,
+    planted_representation,
     top1_detection,
 )
 
@@ -79,6 +85,8 @@ def test_bad_representation_requests_raise() -> None:
         {"active": 0.0},
         {"noise": -1.0},
         {"amp_low": 2.0, "amp_high": 1.0},
+        {"group": "SO2"},
+        {"group": "D4", "group_order": 4},
     ],
 )
 def test_toy_config_rejects_bad_values(kwargs: dict) -> None:
@@ -151,98 +159,81 @@ def test_detection_metrics_find_planted_latents() -> None:
         detection_f1(train_z, ptr, test_z[:, :4], pte)
 
 
-# ---------------------------------------------------------------------- the planted sweep
+def test_c4_path_is_pinned_to_the_committed_version() -> None:
+    """Values the C4 toy gave before D_n support (same seed, same numbers)."""
+    cfg = ToyConfig(d=6, n_features=5, noise=0.1, n_invariant=1, multiplicities=(2, 1, 2))
+    assert (cfg.group, cfg.group_order) == ("C4", 4)
+    toy = make_planted(cfg, 3, 2, seed=4)
+    expected_r = [-0.48156670, 0.56201136, -0.41543594, -0.35183185, -0.36808708, 0.14274448]
+    expected_f = [-0.09896114, -0.26710719, -0.50038064, 0.77000904, -0.23565368, -0.14153773]
+    expected_h = [-1.31575716, 0.54984999, 0.33667883, 0.05205026, 0.06228814, -0.04326698]
+    assert toy.R[0].tolist() == pytest.approx(expected_r, abs=1e-6)
+    assert toy.features[0].tolist() == pytest.approx(expected_f, abs=1e-6)
+    assert toy.train.acts[1, 2].tolist() == pytest.approx(expected_h, abs=1e-6)
+    assert toy.test.presence.tolist() == [[False] * 4 + [True], [False] * 3 + [True, False]]
+    assert toy.S is None and toy.generators().keys() == {"r"}
 
 
-def test_planted_jobs_cover_the_grid_with_distinct_hashes() -> None:
-    from equisae.planted import MODEL_TYPES, planted_jobs, planted_settings
-
-    for mode in ("quick", "full"):
-        s = planted_settings(mode)
-        jobs = planted_jobs(mode)
-        assert len(jobs) == len(s.feature_counts) * len(MODEL_TYPES) * len(s.seeds)
-        assert len({j.hash for j in jobs}) == len(jobs)
-        assert all(j.d_sae == s.expansion * j.toy.n_features for j in jobs)
-    assert len(planted_settings("full").seeds) >= 3 and len(planted_settings("quick").seeds) >= 2
-    with pytest.raises(ValueError, match="mode"):
-        planted_settings("medium")
-    job = planted_jobs("quick")[0]
-    with pytest.raises(KeyError, match="unknown planted model"):
-        dataclasses.replace(job, model="dense")
-    with pytest.raises(ValueError, match="batch_size"):
-        dataclasses.replace(job, batch_size=2)
+def test_toy_config_resolves_the_group() -> None:
+    assert (ToyConfig().group, ToyConfig().group_order) == ("C4", 4)
+    assert (ToyConfig(group_order=6).group, ToyConfig(group="d4").group_order) == ("C6", 8)
+    assert ToyConfig(group="D4", group_order=8) == ToyConfig(group="D4")
+    with pytest.raises(ValueError, match=r"order of D4 \(8\), got 4"):
+        ToyConfig(group="D4", group_order=4)
 
 
-def test_planted_job_runs_and_reports_every_metric(tmp_path) -> None:
-    from equisae.planted import (
-        METRICS,
-        PlantedSettings,
-        planted_jobs,
-        planted_records,
-        run_planted,
-        series,
-        summarize,
-    )
-
-    settings = PlantedSettings(
-        mode="quick",
-        d=8,
-        feature_counts=(4, 8),
-        seeds=(0, 1),
-        n_train=200,
-        n_test=100,
-        n_steps=20,
-        batch_size=64,
-        models=("topk", "equivariant", "adaptive"),
-    )
-    result = run_planted(
-        "quick", scheduler="serial", progress=False, settings=settings, artifacts=str(tmp_path)
-    )
-    records = planted_records(result.results)
-    assert len(records) == len(planted_jobs("quick", settings)) == 12
-    for r in records:
-        assert all(0 <= r[m] <= 1.0 + 1e-6 for m in ("recovery", "detection_f1", "top1_detection"))
-        assert r["n_params"] > 0 and 0 < r["l0"] <= 2
-    adaptive = [r for r in records if r["model"] == "adaptive"]
-    assert all(r["m_distance_to_R_before"] == pytest.approx(2**0.5, rel=1e-4) for r in adaptive)
-    equi = [r for r in records if r["model"] == "equivariant"]
-    assert all(r["latent_equivariance_error"] < 0.2 for r in equi)
-    summary = summarize(records)
-    assert set(summary) == {"topk", "equivariant", "adaptive"} and set(summary["topk"]) == set(
-        METRICS
-    )
-    x, mean, std = series(summary, "topk", "recovery")
-    assert x.tolist() == [4, 8] and mean.shape == std.shape == (2,)
-    per_seed = summary["topk"]["recovery"]["4"]["per_seed"]
-    assert len(per_seed) == 2 and mean[0] == pytest.approx(np.mean(per_seed))
-    # A second run loads every job from the cache, with identical metrics.
-    again = run_planted(
-        "quick", scheduler="serial", progress=False, settings=settings, artifacts=str(tmp_path)
-    )
-    assert again.n_cached == 12 and planted_records(again.results) == records
+def test_d4_representation_satisfies_the_relations_and_is_faithful() -> None:
+    names = multiplicity_names("D4")
+    assert names == ["trivial", "flip", "sign", "sign_flip", "rotation_1"]
+    assert multiplicity_names(4) == ["trivial", "rotation_1", "sign"]
+    mult = default_multiplicities("D4", 16)
+    assert sum(m * (2 if k == "rotation_1" else 1) for m, k in zip(mult, names, strict=True)) == 16
+    assert mult[names.index("rotation_1")] >= 1
+    gens, Q, labels = planted_representation("D4", 9, (1, 2, 1, 1, 2), seed=5)
+    group = get_group("D4")
+    mats = representation_matrices(group, {k: v.double() for k, v in gens.items()})
+    assert group.relation_error(mats) < 1e-6
+    assert max(relation_errors(group, gens).values()) < 1e-6
+    assert torch.allclose(Q @ Q.T, torch.eye(9), atol=1e-5)
+    assert torch.bincount(labels, minlength=5).tolist() == [1, 2, 1, 1, 4]
+    found = irrep_multiplicities(group, mats)
+    assert {k: round(v) for k, v in found.items()} == dict(zip(names, (1, 2, 1, 1, 2), strict=True))
+    with pytest.raises(ValueError, match="not faithful"):
+        planted_representation("D4", 4, (1, 1, 1, 1, 0))  # 1-d irreps only: r^2 acts as I
+    with pytest.raises(ValueError, match="5 non-negative counts for D4"):
+        planted_representation("D4", 4, (2, 1))
 
 
-def test_equivariant_advantage_and_its_sentence_follow_the_numbers() -> None:
-    from equisae.planted import describe_advantage, equivariant_advantage
+def test_d4_planted_orbits_follow_rho_and_invariant_features_are_fixed() -> None:
+    cfg = ToyConfig(d=10, n_features=12, group="D4", active=2.0, n_invariant=2)
+    toy = make_planted(cfg, n_train=200, n_test=50, seed=1)
+    assert toy.train.acts.shape == (200, 8, 10) and toy.test.acts.shape == (50, 8, 10)
+    assert toy.generators().keys() == {"r", "s"} and toy.group.name == "D4"
+    mats = toy.powers()
+    assert mats.shape == (8, 10, 10) and toy.group.relation_error(mats) < 1e-5
+    assert torch.allclose(mats[1], toy.R) and torch.allclose(mats[4], toy.S)
+    for a in range(8):
+        assert torch.allclose(toy.train.acts[:, a], toy.train.acts[:, 0] @ mats[a].T, atol=1e-5)
+    assert torch.allclose(toy.train.acts[:, 0], toy.train.amplitudes @ toy.features, atol=1e-5)
+    moved = (torch.einsum("gij,nj->gni", mats, toy.features) - toy.features).norm(dim=2)
+    assert (moved[:, :2] < 1e-4).all() and (moved[1:, 2:].amax(0) > 1e-2).all()
+    # Recovery up to D4: a flipped copy of the features counts, with the element stack.
+    flipped = toy.features @ toy.S.T
+    assert feature_recovery(flipped, toy.features, mats)["recovery"] == pytest.approx(1.0, 1e-5)
+    assert feature_recovery(flipped, toy.features, toy.R)["recovery"] < 0.95
+    again = make_planted(cfg, n_train=200, n_test=50, seed=1)
+    assert torch.equal(again.train.acts, toy.train.acts) and torch.equal(again.S, toy.S)
 
-    def entry(mean: float, std: float = 0.01) -> dict:
-        return {"mean": mean, "std": std, "per_seed": [mean - std, mean + std]}
 
-    summary = {
-        "topk": {"detection_f1": {"8": entry(0.3), "32": entry(0.2)}},
-        "wide": {"detection_f1": {"8": entry(0.4), "32": entry(0.25)}},
-        "equivariant": {"detection_f1": {"8": entry(0.7), "32": entry(0.65)}},
-    }
-    adv = equivariant_advantage(summary, "detection_f1")
-    assert adv["n_features"] == [8, 32] and adv["best_baseline"] == ["wide", "wide"]
-    assert adv["gap"] == pytest.approx([0.3, 0.4]) and adv["separated"] == [True, True]
-    text = describe_advantage(adv, "detection F1")
-    assert "beat every baseline at every number of features" in text
-    assert "in favour of the equivariant SAEs" in text and "+0.300" in text
-    # Lower is better for FVU: a higher equivariant FVU is a loss.
-    fvu = {m: {"fvu": {"8": entry(v)}} for m, v in (("topk", 0.2), ("equivariant", 0.5))}
-    adv = equivariant_advantage(fvu, "fvu", higher_is_better=False)
-    assert adv["gap"] == pytest.approx([-0.3])
-    assert "best baseline beats the equivariant SAEs" in describe_advantage(adv, "FVU")
-    with pytest.raises(ValueError, match="baseline"):
-        equivariant_advantage({"equivariant": summary["equivariant"]}, "detection_f1")
+def test_d4_fit_on_planted_activations_recovers_r_and_s() -> None:
+    from equisae.linrep import analyse_linear_representation
+
+    cfg = ToyConfig(d=8, n_features=24, group="D4", active=4.0)
+    toy = make_planted(cfg, n_train=300, n_test=200, seed=2)
+    train, val, test = toy.train.acts[:200], toy.train.acts[200:], toy.test.acts
+    fit, result = analyse_linear_representation(train, val, test, group="D4")
+    for name, true in toy.generators().items():
+        found = fit.generators()[name]
+        assert float(torch.linalg.matrix_norm(found - true) / torch.linalg.matrix_norm(true)) < 1e-3
+    assert min(result.r2_single) > 0.999 and len(result.r2_single) == 8
+    assert result.group_error < 1e-4

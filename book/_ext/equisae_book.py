@@ -1,0 +1,398 @@
+"""Sphinx extension for the equisae book: what a reader sees beyond the pages' own text.
+
+* **Offline math**: MathJax 3 is copied from the installed ``django-static-mathjax`` wheel (a
+  PyPI package that ships MathJax's ``es5`` build) into ``_static/mathjax/``; ``mathjax_path``
+  in ``_config.yml`` points at it, so no page loads anything from a CDN.
+* **Build banner**: every notebook page and the results page start with the build's mode,
+  commit and date (from ``book/notebooks/build_info.json``, written by ``equisae reproduce``;
+  without it, from the notebooks' papermill metadata). In quick mode the banner says that these
+  are the small CI configuration and where the published (full) numbers are.
+* **The parameters that ran**: papermill's injected cell stays hidden; the visible
+  ``parameters`` cell is rewritten at read time to the values that were injected.
+* **Author-year bibliography**: the pybtex style ``authoryear`` labels entries
+  "Erdogan and Lucic, 2025" to match the author-year citations.
+* **No thebe scripts**: thebe is off, but sphinx-thebe registers its configuration script on
+  every read pass (``const THEBE_JS_URL`` declared twice is a JS error); they are dropped.
+* Directives ``{equisae-timings}`` (run time per notebook, quick and full, from
+  ``reference/*/timings/notebooks.json``) and ``{equisae-build-info}`` (environment stamp).
+"""
+
+from __future__ import annotations
+
+import ast
+import html
+import importlib.util
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from docutils import nodes
+from docutils.statemachine import StringList
+from pybtex.plugin import register_plugin
+from pybtex.style.formatting.plain import Style as PlainStyle
+from pybtex.style.labels import BaseLabelStyle
+from sphinx.application import Sphinx
+from sphinx.util.docutils import SphinxDirective
+
+NOTEBOOK_PREFIX = "book/notebooks/"
+BANNER_PAGES = ("book/results",)
+INFO_FILE = Path("book") / "notebooks" / "build_info.json"
+INFO_KEYS = ("mode", "commit", "date", "python", "torch", "equisae")
+# the parts of MathJax's es5 build that tex-chtml.js loads (fonts, TeX extensions, menu)
+MATHJAX_PARTS = ("tex-chtml.js", "input", "output/chtml", "ui", "a11y", "adaptors")
+PUBLISHED = (
+    "The published numbers come from <b>full</b> mode: the committed results in "
+    "<code>reference/full/</code> of the repository, and the book built from them by "
+    "<code>make publish</code>."
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# build information
+
+
+def read_build_info(srcdir: Path) -> dict[str, str]:
+    """``build_info.json`` if present, otherwise what the executed notebooks and git tell."""
+    path = srcdir / INFO_FILE
+    info: dict[str, str] = {}
+    if path.is_file():
+        try:
+            loaded = json.loads(path.read_text())
+            info = {k: str(v) for k, v in loaded.items() if v is not None}
+        except (OSError, ValueError):
+            info = {}
+    if "mode" not in info:
+        modes = {
+            str(_papermill(nb).get("parameters", {}).get("mode"))
+            for nb in sorted((srcdir / "book" / "notebooks").glob("*.ipynb"))
+        } - {"None"}
+        if len(modes) == 1:
+            info["mode"] = modes.pop()
+        elif modes:
+            info["mode"] = " and ".join(sorted(modes))
+    if "commit" not in info:
+        commit = _git(srcdir, "rev-parse", "--short", "HEAD")
+        if commit:
+            dirty = _git(srcdir, "status", "--porcelain", "--untracked-files=no")
+            info["commit"] = commit + (" (with local changes)" if dirty else "")
+    if "date" not in info:
+        ends = [
+            str(_papermill(nb).get("end_time", ""))[:10]
+            for nb in (srcdir / "book" / "notebooks").glob("*.ipynb")
+        ]
+        ends = [e for e in ends if e]
+        if ends:
+            info["date"] = max(ends)
+    return info
+
+
+def _papermill(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text()).get("metadata", {}).get("papermill", {}) or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _git(cwd: Path, *args: str) -> str:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip()
+
+
+def banner_html(info: dict[str, str]) -> str:
+    """The banner shown on top of the notebook pages and the results page."""
+    mode = info.get("mode", "unknown")
+    parts = [f"Built in <b>{html.escape(mode)}</b> mode"]
+    if info.get("commit"):
+        parts.append(f"from commit <code>{html.escape(info['commit'])}</code>")
+    if info.get("date"):
+        parts.append(f"on {html.escape(info['date'])}")
+    first = " ".join(parts) + "."
+    versions = ", ".join(
+        f"{key} {html.escape(info[key])}" for key in ("equisae", "python", "torch") if info.get(key)
+    )
+    if versions:
+        first += f" Versions: {versions}."
+    if mode == "quick":
+        kind, extra = (
+            "warning",
+            " These are the numbers of the <b>small CI configuration</b> (quick mode): fewer "
+            "data, models and seeds, so they are not the published numbers, and a verdict may "
+            "differ from the published one. " + PUBLISHED,
+        )
+    elif mode == "full":
+        kind, extra = "note", " These are the published (full-mode) numbers."
+    else:
+        kind, extra = "warning", " The build mode is unknown. " + PUBLISHED
+    return (
+        f'<div class="admonition {kind} equisae-banner" role="note">'
+        f'<p class="admonition-title">Build</p><p>{first}{extra}</p></div>\n'
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the parameters cell that ran
+
+
+def apply_parameters(source: str, parameters: dict[str, Any]) -> str:
+    """``source`` of a parameters cell with top-level assignments replaced by ``parameters``."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    lines = source.splitlines()
+    for node in reversed(tree.body):
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+            continue
+        target = node.targets[0]
+        if not isinstance(target, ast.Name) or target.id not in parameters:
+            continue
+        default = " ".join((ast.get_source_segment(source, node.value) or "").split())
+        value = repr(parameters[target.id])
+        if isinstance(parameters[target.id], str):
+            value = json.dumps(parameters[target.id])
+        if value == default:
+            continue
+        indent = lines[node.lineno - 1][: node.col_offset]
+        new = f"{indent}{target.id} = {value}  # set by equisae reproduce (default {default})"
+        lines[node.lineno - 1 : node.end_lineno] = [new]
+    return "\n".join(lines) + ("\n" if source.endswith("\n") else "")
+
+
+def show_injected_parameters(text: str) -> str:
+    """Notebook JSON whose visible ``parameters`` cell shows papermill's injected values."""
+    try:
+        nb = json.loads(text)
+    except ValueError:
+        return text
+    parameters = nb.get("metadata", {}).get("papermill", {}).get("parameters") or {}
+    if not parameters:
+        return text
+    changed = False
+    for cell in nb.get("cells", []):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell.get("cell_type") == "code" and "parameters" in tags:
+            source = cell["source"]
+            source = "".join(source) if isinstance(source, list) else source
+            new = apply_parameters(source, parameters)
+            if new != source:
+                cell["source"] = new
+                changed = True
+    return json.dumps(nb) if changed else text
+
+
+def _source_read(app: Sphinx, docname: str, source: list[str]) -> None:
+    if docname.startswith(NOTEBOOK_PREFIX) and source and source[0].lstrip().startswith("{"):
+        source[0] = show_injected_parameters(source[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# author-year bibliography labels
+
+
+def _last_names(person: Any) -> str:
+    return " ".join(str(n).replace("{", "").replace("}", "") for n in person.last_names) or (
+        " ".join(str(n).replace("{", "").replace("}", "") for n in person.first_names)
+    )
+
+
+def author_year_label(entry: Any) -> str:
+    """'Cohen and Welling, 2016', 'Bricken et al., 2023' for a pybtex entry."""
+    persons = entry.persons.get("author") or entry.persons.get("editor") or []
+    names = [_last_names(p) for p in persons]
+    if any(str(p) == "others" for p in persons):
+        names = [n for n in names if n != "others"] + ["others"]
+    if not names:
+        who = entry.fields.get("title", entry.key)[:20]
+    elif len(names) == 1:
+        who = names[0]
+    elif len(names) == 2 and names[1] != "others":
+        who = f"{names[0]} and {names[1]}"
+    else:
+        who = f"{names[0]} et al."
+    return f"{who}, {entry.fields.get('year', 'n.d.')}"
+
+
+class AuthorYearLabelStyle(BaseLabelStyle):
+    """Labels 'Author and Author, year'; a, b, ... appended when two entries share one."""
+
+    def format_labels(self, sorted_entries):
+        labels = [author_year_label(e) for e in sorted_entries]
+        seen: dict[str, int] = {}
+        for label in labels:
+            seen[label] = seen.get(label, 0) + 1
+        suffix: dict[str, int] = {}
+        for label in labels:
+            if seen[label] > 1:
+                suffix[label] = suffix.get(label, 0) + 1
+                yield label + "abcdefghijklmnopqrstuvwxyz"[suffix[label] - 1]
+            else:
+                yield label
+
+
+class AuthorYearStyle(PlainStyle):
+    """pybtex's plain style with author-year labels, sorted by author, year and title."""
+
+    default_label_style = "authoryear"
+
+
+register_plugin("pybtex.style.labels", "authoryear", AuthorYearLabelStyle)
+register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle)
+
+
+# ---------------------------------------------------------------------------------------------
+# directives: run times and environment stamp
+
+
+def timings_markdown(root: Path) -> str:
+    """A Markdown table of the committed run time per notebook, quick and full."""
+    found = {}
+    for mode in ("quick", "full"):
+        path = root / "reference" / mode / "timings" / "notebooks.json"
+        found[mode] = json.loads(path.read_text()) if path.is_file() else {}
+    stems = sorted(set(found["quick"]) | set(found["full"]))
+    if not stems:
+        return "No run times are committed yet (`reference/*/timings/notebooks.json`)."
+
+    def cell(mode: str, stem: str) -> str:
+        value = found[mode].get(stem)
+        return "n/a" if value is None else f"{float(value):,.0f} s"
+
+    lines = ["| notebook | quick mode | full mode |", "| --- | ---: | ---: |"]
+    lines += [f"| `{stem}` | {cell('quick', stem)} | {cell('full', stem)} |" for stem in stems]
+    total = {m: sum(float(v) for v in found[m].values()) for m in ("quick", "full")}
+    lines.append(
+        "| **total** | "
+        + " | ".join(f"{total[m]:,.0f} s" if found[m] else "n/a" for m in ("quick", "full"))
+        + " |"
+    )
+    return "\n".join(lines)
+
+
+def build_info_markdown(info: dict[str, str]) -> str:
+    """A Markdown table of the build's mode, commit, date and versions."""
+    labels = {
+        "mode": "mode",
+        "commit": "commit",
+        "date": "date",
+        "python": "Python",
+        "torch": "PyTorch",
+        "equisae": "equisae",
+    }
+    lines = ["| | |", "| --- | --- |"]
+    for key in INFO_KEYS:
+        lines.append(f"| {labels[key]} | {info.get(key, 'not recorded')} |")
+    return "\n".join(lines)
+
+
+class _MarkdownDirective(SphinxDirective):
+    has_content = False
+
+    def markdown(self) -> str:
+        raise NotImplementedError
+
+    def run(self) -> list[nodes.Node]:
+        container = nodes.container(classes=["equisae-generated"])
+        self.state.nested_parse(StringList(self.markdown().splitlines()), 0, container)
+        return [container]
+
+
+class TimingsDirective(_MarkdownDirective):
+    """``{equisae-timings}``: run time per notebook in quick and full mode."""
+
+    def markdown(self) -> str:
+        return timings_markdown(Path(self.env.srcdir))
+
+
+class BuildInfoDirective(_MarkdownDirective):
+    """``{equisae-build-info}``: the build's mode, commit, date and versions."""
+
+    def markdown(self) -> str:
+        return build_info_markdown(read_build_info(Path(self.env.srcdir)))
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML: banner, scripts, MathJax files
+
+
+def _page_context(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    # pydata-sphinx-theme logs "Got invalid theme mode" (a console error) when this is empty
+    if not context.get("default_mode"):
+        context["default_mode"] = "auto"
+    scripts = context.get("script_files")
+    if scripts is not None:
+        kept = []
+        for script in scripts:
+            body = getattr(script, "attributes", {}).get("body", "") or ""
+            if "THEBE_JS_URL" in body or str(script).endswith("sphinx-thebe.js"):
+                continue
+            kept.append(script)
+        context["script_files"] = kept
+    if doctree is None or "body" not in context:
+        return
+    if pagename.startswith(NOTEBOOK_PREFIX) or pagename in BANNER_PAGES:
+        info = read_build_info(Path(app.srcdir))
+        context["body"] = banner_html(info) + context["body"]
+
+
+def mathjax_source() -> Path:
+    """The ``es5`` folder of MathJax 3 shipped by the ``django-static-mathjax`` package."""
+    spec = importlib.util.find_spec("mathjax")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        es5 = Path(location) / "static" / "mathjax" / "es5"
+        if (es5 / "tex-chtml.js").is_file():
+            return es5
+    raise FileNotFoundError(
+        "MathJax 3 not found: install django-static-mathjax (pip install -e .), which ships "
+        "mathjax/static/mathjax/es5/tex-chtml.js"
+    )
+
+
+def copy_mathjax(target: Path) -> None:
+    """Copy the parts of MathJax's es5 build that the book uses into ``target``."""
+    source = mathjax_source()
+    for part in MATHJAX_PARTS:
+        src, dst = source / part, target / part
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+
+
+def _build_finished(app: Sphinx, exception: Exception | None) -> None:
+    if exception is None and app.builder.format == "html":
+        copy_mathjax(Path(app.outdir) / "_static" / "mathjax")
+
+
+def _config_inited(app: Sphinx, config: Any) -> None:
+    mathjax_source()  # fail early, naming the package, when MathJax is not installed
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.connect("config-inited", _config_inited)
+    app.connect("source-read", _source_read)
+    app.connect("html-page-context", _page_context, priority=900)
+    app.connect("build-finished", _build_finished)
+    app.add_directive("equisae-timings", TimingsDirective)
+    app.add_directive("equisae-build-info", BuildInfoDirective)
+    return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}
+
+
+__all__ = [
+    "apply_parameters",
+    "author_year_label",
+    "banner_html",
+    "build_info_markdown",
+    "copy_mathjax",
+    "read_build_info",
+    "show_injected_parameters",
+    "timings_markdown",
+]

@@ -1,0 +1,125 @@
+"""The canonicalising variant of the equivariant SAEs (a named variant, not METHOD.md's model).
+
+Instead of encoding each pose from its raw activation, the encoder reads the activation brought
+back to pose 0 by the representation, ``c_p = rho(g_p)^-1 (h_p - b_dec)``:
+
+* :class:`CanonicalEquivariantSAE` (fixed representation, ``"equivariant_canonical_topk"``)
+  encodes the orbit mean ``mean_p c_p`` once per orbit, so training gives one latent vector
+  per orbit (the behaviour of ``EquivariantSAE`` before METHOD.md's encoder became the default);
+* :class:`AdaptiveCanonicalSAE` (learned generators, ``"adaptive_canonical_topk"``) encodes
+  every ``c_p`` with the same loss terms as :class:`~equisae.sae.adaptive.AdaptiveEquivariantSAE`,
+  ``rho(g)^-1`` taken as ``rho(g^-1)``.
+
+The difference is a finding, not a detail: with the known pose ``c_p`` is just ``h_0 - b_dec``,
+so ``z`` is a TopK code of the pose-0 activation and keeps its pose content (orientation,
+position); the invariance term is near zero by construction. The raw encoder can only make its
+latents invariant by reading the invariant part of the representation.
+
+At evaluation every pose is canonicalised with one GEMM against the stacked ``rho(g)^-T``, each
+candidate is encoded and reconstructed, and the pose of least error wins.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import Tensor
+
+from equisae.sae.adaptive import AdaptiveEquivariantSAE
+from equisae.sae.base import LossOutput, register_architecture
+from equisae.sae.equivariant import EquivariantSAE, Pose, _apply_by_pose, _apply_per_pose
+
+__all__ = ["AdaptiveCanonicalSAE", "CanonicalEquivariantSAE"]
+
+
+class _CanonicalEncoder(EquivariantSAE):
+    """Encoding through ``rho(g_p)^-1`` (shared by the fixed and the adaptive variant)."""
+
+    encoder: ClassVar[str] = "canonical"
+
+    def canonicalize(self, h: Tensor, pose: int | Tensor) -> Tensor:
+        """``rho(g_p)^-1 (h - b_dec)`` for activations (N, d_in) at pose ``p`` (int or (N,))."""
+        idx = self._pose_index(pose, h.shape[0])
+        return _apply_by_pose(h - self.b_dec, self.representation_inverse(), idx)
+
+    def canonicalize_orbits(self, batch: Tensor) -> Tensor:
+        """Orbit batch (B, G, d_in) -> ``mean_p rho(g_p)^-1 (h_p - b_dec)`` (B, d_in)."""
+        self.check_orbits(batch)
+        inverse = self.representation_inverse()
+        return _apply_per_pose(batch - self.b_dec, inverse).mean(1)
+
+    def encode_canonical(self, c: Tensor) -> tuple[Tensor, Tensor]:
+        """Latents and pre-activations of canonical, centred activations ``c`` (N, d_in)."""
+        return self.encode_centred(c)
+
+    def _flat_outputs(self, flat: Tensor, pose: Pose) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        if pose is not None:
+            idx = self._pose_index(
+                pose.reshape(-1) if isinstance(pose, Tensor) else pose, len(flat)
+            )
+            z, pre = self.encode_centred(self.canonicalize(flat, idx))
+            return z, self.decode_at(z, idx), pre, idx
+        n = flat.shape[0]
+        stacked = self._stacked_transposes("rho_inv_T", self.representation_inverse)
+        canonical = ((flat - self.b_dec) @ stacked).reshape(n, self.group_order, self.d_in)
+        z_all, pre_all = self.encode_centred(canonical)  # (N, G, d_sae)
+        recon_all = _apply_per_pose(z_all @ self.W_dec, self.representation()) + self.b_dec
+        idx, recon = self._best_pose(flat, recon_all)
+        pick = idx.view(-1, 1, 1).expand(-1, 1, self.d_sae)
+        return z_all.gather(1, pick).squeeze(1), recon, pre_all.gather(1, pick).squeeze(1), idx
+
+    def _orbit_outputs_oracle(self, acts: Tensor) -> tuple[Tensor, Tensor]:
+        canonical = _apply_per_pose(acts - self.b_dec, self.representation_inverse())
+        z, _ = self.encode_centred(canonical)
+        return z, _apply_per_pose(z @ self.W_dec, self.representation()) + self.b_dec
+
+
+@register_architecture("equivariant_canonical_topk")
+class CanonicalEquivariantSAE(_CanonicalEncoder):
+    """Fixed-representation SAE encoding the canonicalised orbit mean (one latent per orbit).
+
+    ``lambda_inv`` is accepted for a uniform signature but has no effect: training latents are
+    one vector per orbit, invariant by construction.
+    """
+
+    variant: ClassVar[str | None] = "equivariant_canonical"
+
+    label: ClassVar[str] = "equivariant, canonicalising (fixed M)"
+    colour: ClassVar[str] = "tab:olive"
+
+    def loss(self, batch: Tensor, dead_mask: Tensor | None = None) -> LossOutput:
+        """Per-element MSE of ``rho(g_p) W_dec z + b_dec`` against every ``h_p``, with one
+        latent vector per orbit from the canonicalised mean, plus AuxK on its residual."""
+        c = self.canonicalize_orbits(batch)
+        z, pre = self.encode_centred(c)
+        recon = self.decode_orbits(z)
+        mse = (recon - batch).pow(2).mean()
+        aux = self.auxk_loss(pre, c - (z @ self.W_dec).detach(), dead_mask)
+        rho = self.representation()
+        return self._finish_loss(batch, rho, {"mse": mse}, {}, aux, z, recon)
+
+
+@register_architecture("adaptive_canonical_topk")
+class AdaptiveCanonicalSAE(_CanonicalEncoder, AdaptiveEquivariantSAE):
+    """Adaptive SAE encoding every pose canonicalised by the learned ``rho(g_p^-1)``."""
+
+    variant: ClassVar[str | None] = "adaptive_canonical"
+
+    label: ClassVar[str] = "adaptive equivariant, canonicalising"
+    colour: ClassVar[str] = "tab:pink"
+
+    def loss(self, batch: Tensor, dead_mask: Tensor | None = None) -> LossOutput:
+        """Reconstruction + ``lambda_inv`` invariance + ``lambda_eq`` equivariance on
+        ``z_p = TopK(W_enc^T rho(g_p^-1)(h_p - b_dec) + b_enc)``; AuxK on canonical residuals."""
+        self.check_orbits(batch)
+        n, order, d = batch.shape
+        rho = self.representation()  # once per call, differentiable in the generators
+        canonical = _apply_per_pose(batch - self.b_dec, rho[self._inverse_index])
+        z, pre = self.encode_centred(canonical)  # (B, G, d_sae)
+        recon = _apply_per_pose(z @ self.W_dec, rho) + self.b_dec
+        mse = (recon - batch).pow(2).mean()
+        inv = (z - z.mean(1, keepdim=True)).pow(2).sum() / float(n * order * d)
+        residual = (canonical - (z @ self.W_dec).detach()).reshape(n * order, d)
+        aux = self.auxk_loss(pre.reshape(n * order, self.d_sae), residual, dead_mask)
+        weighted = {"invariance": (self.lambda_inv, inv)}
+        return self._finish_loss(batch, rho, {"mse": mse}, weighted, aux, z, recon)

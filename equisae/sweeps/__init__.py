@@ -1,0 +1,184 @@
+"""The named sweeps of the companion as jobs on :mod:`equisae.runner`.
+
+Job graph for one base model and layer::
+
+    InputsJob(model, layer, mode, data seed, representative)   activations cached, M fitted
+      -> SAEJob(..., sae_type, k, seeds)      trains every seed as one batched model
+           -> ProbeJob(sae=SAEJob, seed)      dense and k-sparse probes per factor
+      -> ReferenceProbeJob(..., "raw"|"random", ...)   raw activations / a random SAE
+
+Named sweeps (:data:`SWEEPS`, ``equisae sweep NAME --mode quick|full``):
+
+* ``planted``: the planted-features problem (notebook 04), :mod:`equisae.sweeps.planted`;
+* ``frontier``: every SAE type over k (notebook 05);
+* ``probing``: probes at matched L0 with references (notebook 06);
+* ``setting``: the random canonical representative next to the fixed one (notebook 06);
+* ``lambda_inv``: the adaptive SAE over the invariance weight (notebooks 05 and 06).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from equisae.runner import Job, SweepResult, run_sweep
+from equisae.sweeps.inputs import InputsJob
+from equisae.sweeps.probes import ProbeJob, ReferenceProbeJob
+from equisae.sweeps.records import frontier_records, probe_records
+from equisae.sweeps.saes import SAEJob
+from equisae.sweeps.settings import SweepSettings, sweep_settings
+
+__all__ = [
+    "SWEEPS",
+    "InputsJob",
+    "ProbeJob",
+    "ReferenceProbeJob",
+    "SAEJob",
+    "frontier_jobs",
+    "frontier_records",
+    "lambda_inv_jobs",
+    "probe_records",
+    "probing_jobs",
+    "run_named_sweep",
+    "setting_jobs",
+    "sweep_settings",
+]
+
+
+def _sae_job(s: SweepSettings, model: str, layer: str, sae_type: str, k: int, **kw) -> SAEJob:
+    return SAEJob(
+        model,
+        layer,
+        sae_type,
+        k,
+        s.seeds,
+        s.mode,
+        kw.pop("training", s.training),
+        s.data_seed,
+        kw.pop("representative", s.representative),
+    )
+
+
+def _probes(s: SweepSettings, job: SAEJob) -> list[Job]:
+    return [ProbeJob(job, seed, s.probing) for seed in job.seeds]
+
+
+def _references(s: SweepSettings, model: str, layer: str, representative: str) -> list[Job]:
+    jobs: list[Job] = [
+        ReferenceProbeJob(
+            model,
+            layer,
+            "raw",
+            s.probe_k,
+            0,
+            s.mode,
+            s.training,
+            s.probing,
+            s.data_seed,
+            representative,
+        )
+    ]
+    jobs += [
+        ReferenceProbeJob(
+            model,
+            layer,
+            "random",
+            s.probe_k,
+            seed,
+            s.mode,
+            s.training,
+            s.probing,
+            s.data_seed,
+            representative,
+        )
+        for seed in s.reference_seeds
+    ]
+    return jobs
+
+
+def frontier_jobs(s: SweepSettings) -> list[Job]:
+    """Every SAE of the frontier grid: targets x SAE types x k, all seeds in one job."""
+    return [
+        _sae_job(s, model, layer, sae_type, k)
+        for sae_type in s.sae_types
+        for (model, layer) in s.targets
+        for k in s.ks_for(layer)
+    ]
+
+
+def probing_jobs(s: SweepSettings) -> list[Job]:
+    """Probes at matched L0 (``probe_k``) on every SAE type and seed, plus the references."""
+    jobs: list[Job] = []
+    for sae_type in s.sae_types:
+        for model, layer in s.targets:
+            jobs += _probes(s, _sae_job(s, model, layer, sae_type, s.probe_k))
+    for model, layer in s.targets:
+        jobs += _references(s, model, layer, s.representative)
+    return jobs
+
+
+def setting_jobs(s: SweepSettings) -> list[Job]:
+    """The ``setting_types`` at ``probe_k`` under both canonical representatives (probed)."""
+    jobs: list[Job] = []
+    for representative in ("fixed", "random"):
+        for model, layer in s.setting_targets:
+            for sae_type in s.setting_types:
+                job = _sae_job(s, model, layer, sae_type, s.probe_k, representative=representative)
+                jobs += _probes(s, job)
+            jobs += _references(s, model, layer, representative)[:1]
+    return jobs
+
+
+def lambda_inv_jobs(s: SweepSettings) -> list[Job]:
+    """The adaptive SAE at ``probe_k`` for every ``lambda_inv`` value (probed)."""
+    jobs: list[Job] = []
+    for value in s.lambda_inv_values:
+        training = replace(s.training, lambda_inv=float(value))
+        for model, layer in s.lambda_inv_targets:
+            for sae_type in s.lambda_inv_types:
+                job = _sae_job(s, model, layer, sae_type, s.probe_k, training=training)
+                jobs += _probes(s, job)
+    return jobs
+
+
+def _planted_jobs(s: Any) -> list[Job]:
+    from equisae.sweeps import planted
+
+    return list(planted.planted_jobs(s.mode))
+
+
+#: name -> function of the mode's settings returning the sweep's jobs
+SWEEPS: dict[str, Callable[[SweepSettings], list[Job]]] = {
+    "planted": _planted_jobs,
+    "frontier": frontier_jobs,
+    "probing": probing_jobs,
+    "setting": setting_jobs,
+    "lambda_inv": lambda_inv_jobs,
+}
+
+
+def sweep_jobs(name: str, mode: str, data_seed: int | None = None) -> list[Job]:
+    """The jobs of the named sweep ``name`` in ``mode`` (KeyError listing the names)."""
+    if name not in SWEEPS:
+        raise KeyError(f"unknown sweep {name!r}; known: {sorted(SWEEPS)}")
+    return SWEEPS[name](sweep_settings(mode).with_data_seed(data_seed))
+
+
+def run_named_sweep(
+    name: str,
+    mode: str,
+    scheduler: Any = None,
+    progress: bool = False,
+    data_seed: int | None = None,
+    artifacts: str | None = None,
+) -> SweepResult:
+    """Run (or load from the verified artifact cache) one named sweep; raises on failures.
+
+    ``scheduler``: None for a local Dask cluster, ``"serial"`` for this process, or the address
+    of a running scheduler. Used by the notebooks and by ``equisae sweep``.
+    """
+    jobs = sweep_jobs(name, mode, data_seed)
+    result = run_sweep(jobs, scheduler=scheduler, progress=progress, artifacts=artifacts)
+    result.raise_for_failures()
+    return result

@@ -1,0 +1,367 @@
+"""The planted-features sweep (notebook 04, ``equisae sweep planted``) as runner jobs.
+
+For each number of planted features (interference ``n / d``), each seed (a fresh problem:
+representation, features and data, and a fresh SAE initialisation) and each model (regular
+TopK, wide TopK, group crosscoder, the equivariant SAEs given the true representation, the
+adaptive ones started from the identity; both encoders), one :class:`PlantedJob` trains the
+model on the planted orbits and reports recovery, detection, FVU, L0 and parameter counts on
+held-out orbits. Every model at a given (setting, seed) sees the same activations: regular SAEs
+train on the flattened orbits, orbit SAEs on whole orbits, with the same activations per step.
+The group is C4 by default; ``PlantedSettings(group="D4")`` runs the same sweep under D4.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from equisae.planted import ToyConfig, detection_f1, feature_recovery, make_planted, top1_detection
+from equisae.runner import Job, JobResult, SweepResult, run_sweep
+
+__all__ = [
+    "MODEL_TYPES",
+    "METRICS",
+    "PlantedJob",
+    "PlantedSettings",
+    "build_planted_sae",
+    "planted_jobs",
+    "planted_records",
+    "planted_settings",
+    "run_planted",
+    "series",
+    "summarize",
+    "with_models",
+]
+
+#: The models compared on planted features, in plotting order (names of equisae.sae.factory).
+MODEL_TYPES: tuple[str, ...] = (
+    "topk",
+    "wide",
+    "crosscoder",
+    "equivariant",
+    "adaptive",
+    "equivariant_canonical",
+    "adaptive_canonical",
+)
+#: Headline metrics of every job (the notebook's results file holds each per setting and seed).
+METRICS: tuple[str, ...] = (
+    "recovery",
+    "detection_f1",
+    "top1_detection",
+    "fvu",
+    "l0",
+    "n_params",
+)
+
+
+@dataclass(frozen=True)
+class PlantedSettings:
+    """The sweep of one mode: problem sizes, the grid, and how every SAE is trained.
+
+    ``expansion``: base dictionary size ``d_sae = expansion * n_features`` (the wide SAE has
+    ``|G|`` times that). ``batch_size`` counts activations per step; orbit models take
+    ``batch_size // |G|`` orbits, so every model sees the same activations per step.
+    """
+
+    mode: str
+    d: int
+    feature_counts: tuple[int, ...]
+    seeds: tuple[int, ...]
+    n_train: int
+    n_test: int
+    group: str = "C4"
+    active: float = 2.0
+    noise: float = 0.05
+    expansion: int = 2
+    k: int = 2
+    n_steps: int = 600
+    batch_size: int = 256
+    lr: float = 1e-2
+    lambda_inv: float = 1.0
+    lambda_eq: float = 10.0
+    models: tuple[str, ...] = MODEL_TYPES
+
+    def toy(self, n_features: int) -> ToyConfig:
+        """The planted problem with ``n_features`` features."""
+        return ToyConfig(
+            d=self.d,
+            n_features=n_features,
+            group=self.group,
+            active=self.active,
+            noise=self.noise,
+        )
+
+
+def planted_settings(mode: str) -> PlantedSettings:
+    """Sizes per mode. ``quick``: 2 feature counts x 2 seeds, short training (< 1 min on 2
+    cores). ``full``: 5 feature counts (n/d from 0.5 to 4) x 3 seeds (< 8 min on 2 cores)."""
+    if mode == "quick":
+        return PlantedSettings(
+            mode=mode,
+            d=16,
+            feature_counts=(8, 32),
+            seeds=(0, 1),
+            n_train=1000,
+            n_test=500,
+            n_steps=150,
+            batch_size=128,
+        )
+    if mode == "full":
+        return PlantedSettings(
+            mode=mode,
+            d=16,
+            feature_counts=(8, 16, 32, 48, 64),
+            seeds=(0, 1, 2),
+            n_train=4000,
+            n_test=1000,
+            n_steps=800,
+            batch_size=256,
+        )
+    raise ValueError(f"mode must be 'quick' or 'full', got {mode!r}")
+
+
+def build_planted_sae(
+    model: str,
+    problem: Any,
+    d_sae: int,
+    k: int,
+    seed: int,
+    lambda_inv: float = 1.0,
+    lambda_eq: float = 1.0,
+):
+    """An untrained SAE of variant ``model`` for the planted problem ``problem``.
+
+    Fixed-representation equivariant SAEs get the true generators (frozen); adaptive ones start
+    from the identity and learn them.
+    """
+    from equisae.sae.factory import build_sae, sae_class
+
+    cls = sae_class(model)
+    gens = None
+    if getattr(cls, "is_equivariant", False) and not getattr(cls, "learns_representation", False):
+        gens = problem.generators()
+    return build_sae(
+        model,
+        problem.config.d,
+        d_sae,
+        k,
+        seed=seed,
+        group=problem.group,
+        generators=gens,
+        lambda_inv=lambda_inv,
+        lambda_eq=lambda_eq,
+    )
+
+
+@dataclass(frozen=True)
+class PlantedJob(Job):
+    """Train one model on one planted problem and score it against the ground truth."""
+
+    kind: ClassVar[str] = "planted"
+    version: ClassVar[int] = 1
+    model: str
+    toy: ToyConfig
+    seed: int
+    n_train: int
+    n_test: int
+    d_sae: int
+    k: int
+    n_steps: int
+    batch_size: int
+    lr: float
+    lambda_inv: float = 1.0
+    lambda_eq: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_TYPES:
+            raise KeyError(f"unknown planted model {self.model!r}; known: {MODEL_TYPES}")
+        for name in ("n_train", "n_test", "d_sae", "k", "n_steps", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"PlantedJob.{name} must be a positive integer, got {value!r}")
+        if self.batch_size < self.toy.group_order:
+            raise ValueError(
+                f"PlantedJob.batch_size must be >= group_order={self.toy.group_order} "
+                f"(orbit models take batch_size // group_order orbits), got {self.batch_size}"
+            )
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"PlantedJob.lr must be a positive number, got {self.lr!r}")
+
+    def run(self, workdir: Path, deps: list[JobResult]) -> dict[str, Any]:
+        from equisae.sae.evaluate import decoder_atoms, evaluate_on_orbits, orbit_latents
+        from equisae.sae.io import save_sae
+        from equisae.sae.train import TrainConfig, minibatches, orbit_training_data, train_sae
+
+        problem = make_planted(self.toy, self.n_train, self.n_test, seed=self.seed)
+        truth = problem.generators()
+        sae = build_planted_sae(
+            self.model,
+            problem,
+            self.d_sae,
+            self.k,
+            self.seed,
+            lambda_inv=self.lambda_inv,
+            lambda_eq=self.lambda_eq,
+        )
+        data, batch = orbit_training_data(problem.train.acts, sae.takes_orbits, self.batch_size)
+        before = sae.generator_distances(truth) if sae.is_equivariant else None
+        cfg = TrainConfig(
+            n_steps=self.n_steps,
+            lr=self.lr,
+            warmup_steps=min(50, self.n_steps // 10),
+            dead_after=max(10 * batch, 1000),
+            seed=self.seed,
+        )
+        result = train_sae(
+            sae, minibatches(data, batch, self.n_steps, seed=self.seed), cfg, progress=False
+        )
+        save_sae(sae, workdir / "sae")
+
+        metrics = evaluate_on_orbits(sae, problem.test.acts)
+        metrics["recovery"] = feature_recovery(
+            decoder_atoms(sae), problem.features, problem.powers()
+        )["recovery"]
+        z_train = orbit_latents(sae, problem.train.acts).reshape(-1, sae.d_sae)
+        z_test = orbit_latents(sae, problem.test.acts).reshape(-1, sae.d_sae)
+        p_train, p_test = problem.train.flat()[1], problem.test.flat()[1]
+        metrics["detection_f1"] = detection_f1(z_train, p_train, z_test, p_test)["detection_f1"]
+        metrics["top1_detection"] = top1_detection(z_train, p_train, z_test, p_test)[
+            "top1_detection"
+        ]
+        metrics["train_seconds"] = result.seconds
+        metrics["d_sae"] = sae.d_sae
+        metrics["n_features"] = self.toy.n_features
+        metrics["interference"] = self.toy.n_features / self.toy.d
+        if before is not None:
+            after = sae.generator_distances(truth)
+            metrics["m_distance_to_R_before"] = before["r"]
+            metrics["m_distance_to_R_after"] = after["r"]
+            if "s" in after:
+                metrics["s_distance_before"] = before["s"]
+                metrics["s_distance_after"] = after["s"]
+            metrics["m_distance_on_features"] = _distance_on_span(sae.rep(), problem)
+            metrics["m_group_error"] = sae.group_error()
+        if hasattr(sae, "m_drift"):
+            metrics["m_drift"] = sae.m_drift()
+        return metrics
+
+
+def _distance_on_span(M: torch.Tensor, problem: Any) -> float:
+    """``||(M - R) B|| / ||R B||`` with ``B`` an orthonormal basis of the planted features' span:
+    how well ``M`` matches ``R`` where the canonical data lives."""
+    u, sv, _ = torch.linalg.svd(problem.features.double().T, full_matrices=False)
+    basis = u[:, sv > 1e-6 * sv.max()]
+    with torch.no_grad():
+        diff = (M.double() - problem.R.double()) @ basis
+    return float(diff.norm() / (problem.R.double() @ basis).norm())
+
+
+def planted_jobs(mode: str, settings: PlantedSettings | None = None) -> list[PlantedJob]:
+    """Every job of the planted sweep of ``mode``: feature counts x models x seeds."""
+    s = settings or planted_settings(mode)
+    return [
+        PlantedJob(
+            model=model,
+            toy=s.toy(n),
+            seed=seed,
+            n_train=s.n_train,
+            n_test=s.n_test,
+            d_sae=s.expansion * n,
+            k=s.k,
+            n_steps=s.n_steps,
+            batch_size=s.batch_size,
+            lr=s.lr,
+            lambda_inv=s.lambda_inv,
+            lambda_eq=s.lambda_eq,
+        )
+        for n in s.feature_counts
+        for model in s.models
+        for seed in s.seeds
+    ]
+
+
+def run_planted(
+    mode: str,
+    scheduler: Any = None,
+    progress: bool = True,
+    settings: PlantedSettings | None = None,
+    artifacts: str | None = None,
+) -> SweepResult:
+    """Run (or load from the artifact cache) the planted sweep; raises if any job failed."""
+    result = run_sweep(
+        planted_jobs(mode, settings), scheduler=scheduler, progress=progress, artifacts=artifacts
+    )
+    result.raise_for_failures()
+    return result
+
+
+def planted_records(results: Sequence[JobResult | None]) -> list[dict[str, Any]]:
+    """One flat row per finished job: model, n_features, seed and every metric."""
+    rows = []
+    for r in results:
+        if r is None:
+            continue
+        job = r.job
+        if not isinstance(job, PlantedJob):
+            raise ValueError(f"expected PlantedJob results, got {type(job).__name__}")
+        rows.append(
+            {"model": job.model, "n_features": job.toy.n_features, "seed": job.seed, **r.metrics}
+        )
+    return rows
+
+
+def summarize(
+    records: Sequence[dict[str, Any]], metrics: Sequence[str] = METRICS
+) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """``{model: {metric: {str(n_features): {"mean", "std", "per_seed"}}}}``: the mean and
+    standard deviation (ddof 0) over seeds of every metric, per setting, with the seed values
+    (in seed order)."""
+    if not records:
+        raise ValueError("no planted records to summarise")
+    out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    models = [m for m in MODEL_TYPES if any(r["model"] == m for r in records)]
+    for model in models:
+        rows = sorted((r for r in records if r["model"] == model), key=lambda r: r["seed"])
+        counts = sorted({r["n_features"] for r in rows})
+        out[model] = {}
+        for metric in metrics:
+            missing = [r["seed"] for r in rows if metric not in r]
+            if missing:
+                raise KeyError(f"metric {metric!r} missing from {model} records (seeds {missing})")
+            out[model][metric] = {}
+            for n in counts:
+                values = [float(r[metric]) for r in rows if r["n_features"] == n]
+                out[model][metric][str(n)] = {
+                    "mean": float(np.mean(values)),
+                    "std": float(np.std(values)),
+                    "per_seed": values,
+                }
+    return out
+
+
+def series(summary: dict, model: str, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(n_features, mean, std)`` arrays of one model and metric from :func:`summarize`."""
+    try:
+        per_n = summary[model][metric]
+    except KeyError:
+        raise KeyError(f"no {metric!r} for model {model!r} in the planted summary") from None
+    counts = sorted(per_n, key=int)
+    return (
+        np.array([int(n) for n in counts]),
+        np.array([per_n[n]["mean"] for n in counts]),
+        np.array([per_n[n]["std"] for n in counts]),
+    )
+
+
+def with_models(settings: PlantedSettings, models: Sequence[str]) -> PlantedSettings:
+    """A copy of ``settings`` restricted to ``models`` (each must be in :data:`MODEL_TYPES`)."""
+    unknown = [m for m in models if m not in MODEL_TYPES]
+    if unknown:
+        raise KeyError(f"unknown planted models {unknown}; known: {MODEL_TYPES}")
+    return replace(settings, models=tuple(models))

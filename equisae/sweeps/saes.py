@@ -1,0 +1,199 @@
+"""Training the SAEs of a sweep: one job trains every seed of one (target, variant, k) at once.
+
+:class:`SAEJob` builds one SAE per seed with :func:`equisae.sae.factory.build_sae`, trains them
+together with :func:`equisae.sae.batched.train_many` (one stacked model where the class allows
+it, otherwise one after another with the same results), saves each as ``sae_s<seed>/`` and
+reports, per seed, the frontier metrics on held-out orbits and a thinned loss curve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from torch import Tensor
+
+from equisae.runner import Job, JobResult
+from equisae.sweeps.inputs import InputsJob, load_representation, subsample_orbits
+from equisae.sweeps.settings import (
+    LAYER_ROLES,
+    REPRESENTATIVES,
+    SAETraining,
+    check_choice,
+    check_mode,
+)
+
+__all__ = ["EVAL_ORBITS", "SAEJob", "sae_folder", "train_sweep_saes"]
+
+#: Test orbits the frontier metrics are computed on (a fixed subsample of the test split).
+EVAL_ORBITS = 500
+
+
+def sae_folder(seed: int) -> str:
+    """The sub-folder of an :class:`SAEJob` artifact holding the SAE of ``seed``."""
+    return f"sae_s{seed}"
+
+
+def train_config(training: SAETraining, seed: int, batch: int):
+    """The trainer settings of one SAE of a sweep (the one rule for ``dead_after``)."""
+    from equisae.sae.train import TrainConfig
+
+    return TrainConfig(
+        n_steps=training.n_steps,
+        lr=training.lr,
+        warmup_steps=min(50, training.n_steps // 10),
+        seed=seed,
+        dead_after=max(batch * 50, 5000),
+    )
+
+
+def loss_curve(history: list[dict[str, float]], points: int) -> dict[str, list[float]]:
+    """The logged training curve thinned to at most ``points`` entries (step, loss, fvu, l0)."""
+    if not history:
+        return {"step": [], "loss": [], "fvu": [], "l0": []}
+    idx = np.unique(np.linspace(0, len(history) - 1, min(points, len(history))).round().astype(int))
+    return {
+        key: [float(history[i].get(key, float("nan"))) for i in idx]
+        for key in ("step", "loss", "fvu", "l0")
+    }
+
+
+def final_slope(history: list[dict[str, float]], window: float = 0.2) -> float:
+    """Relative change of the loss per 1000 steps over the last ``window`` of training.
+
+    A least-squares line through ``log(loss)`` against the step on the last 20% of the logged
+    points: a converged SAE has a slope near 0 (e.g. -0.01 is a 1% decrease per 1000 steps).
+    """
+    rows = [h for h in history if np.isfinite(h.get("loss", np.nan)) and h.get("loss", 0) > 0]
+    if len(rows) < 4:
+        return float("nan")
+    tail = rows[int(len(rows) * (1 - window)) :]
+    if len(tail) < 2:
+        tail = rows[-2:]
+    steps = np.array([h["step"] for h in tail], dtype=float)
+    logs = np.log([h["loss"] for h in tail])
+    slope = np.polyfit(steps, logs, 1)[0]
+    return float(np.expm1(slope * 1000))
+
+
+def train_sweep_saes(
+    variant: str,
+    train_acts: Tensor,
+    k: int,
+    seeds: tuple[int, ...],
+    training: SAETraining,
+    M: Tensor | None = None,
+    group: Any = "C4",
+    progress: bool = False,
+) -> tuple[list[Any], list[Any]]:
+    """Build and train one SAE per seed on orbit activations (N, |G|, d); (saes, results)."""
+    from equisae.sae.batched import train_many
+    from equisae.sae.factory import build_sae, sae_class
+    from equisae.sae.train import orbit_training_data
+
+    if train_acts.ndim != 3:
+        raise ValueError(f"train_acts must have shape (N, |G|, d), got {tuple(train_acts.shape)}")
+    d = train_acts.shape[-1]
+    d_sae = training.d_sae(d)
+    if not 1 <= k <= d_sae:
+        raise ValueError(f"k must be in 1..d_sae={d_sae}, got {k}")
+    cls = sae_class(variant)
+    saes = [
+        build_sae(
+            variant,
+            d,
+            d_sae,
+            k,
+            seed=seed,
+            group=group,
+            M=M if getattr(cls, "is_equivariant", False) else None,
+            lambda_inv=training.lambda_inv,
+            lambda_eq=training.lambda_eq,
+        )
+        for seed in seeds
+    ]
+    data, batch = orbit_training_data(
+        train_acts, getattr(cls, "takes_orbits", False), training.batch_size
+    )
+    cfgs = [train_config(training, seed, batch) for seed in seeds]
+    results = train_many(saes, data, cfgs, batch_size=batch, seeds=list(seeds), progress=progress)
+    return saes, results
+
+
+@dataclass(frozen=True)
+class SAEJob(Job):
+    """Train one SAE per seed on a base model's orbit activations; frontier metrics per seed."""
+
+    kind: ClassVar[str] = "sweep-sae"
+    version: ClassVar[int] = 3
+    model_name: str
+    layer: str
+    sae_type: str
+    k: int
+    seeds: tuple[int, ...]
+    mode: str
+    training: SAETraining = field(default_factory=SAETraining)
+    data_seed: int = 0
+    representative: str = "fixed"
+
+    def __post_init__(self) -> None:
+        from equisae.sae.factory import sae_class
+
+        sae_class(self.sae_type)  # KeyError naming the known variants
+        check_choice("layer", self.layer, LAYER_ROLES)
+        check_choice("representative", self.representative, REPRESENTATIVES)
+        check_mode(self.mode)
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"k must be a positive integer, got {self.k!r}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be a non-empty tuple of distinct ints, got {self.seeds}")
+
+    @property
+    def inputs(self) -> InputsJob:
+        return InputsJob(
+            self.model_name, self.layer, self.mode, self.data_seed, self.representative
+        )
+
+    def dependencies(self) -> tuple[Job, ...]:
+        return (self.inputs,)
+
+    def config(self) -> dict[str, Any]:
+        """The fields plus the inputs job's hash, so a change of the inputs retrains the SAEs."""
+        return {**super().config(), "inputs": self.inputs.hash}
+
+    def run(self, workdir: Path, deps: list[JobResult]) -> dict[str, Any]:
+        from equisae.sae.evaluate import evaluate_on_orbits
+        from equisae.sae.io import save_sae
+
+        train = self.inputs.split("train")
+        test = self.inputs.split("test")
+        saes, results = train_sweep_saes(
+            self.sae_type,
+            train.acts,
+            self.k,
+            self.seeds,
+            self.training,
+            M=load_representation(deps[0]),
+        )
+        test_acts = test.acts[subsample_orbits(test.n_examples, EVAL_ORBITS, seed=0)]
+        per_seed: dict[str, dict[str, Any]] = {}
+        for seed, sae, result in zip(self.seeds, saes, results, strict=True):
+            save_sae(sae, workdir / sae_folder(seed))
+            metrics = evaluate_on_orbits(sae, test_acts)
+            metrics.update(
+                n_eval_orbits=int(test_acts.shape[0]),
+                train_seconds=result.seconds,
+                d_sae=sae.d_sae,
+                d_in=sae.d_in,
+                loss_curve=loss_curve(result.history, self.training.curve_points),
+                final_slope=final_slope(result.history),
+            )
+            if hasattr(sae, "m_drift"):
+                metrics["m_drift"] = sae.m_drift()
+            if getattr(sae, "is_equivariant", False):
+                metrics["m_group_error"] = sae.group_error()
+                metrics["m_distance_to_fit"] = sae.distance_to(load_representation(deps[0]))
+            per_seed[str(seed)] = metrics
+        return {"per_seed": per_seed}

@@ -1,0 +1,216 @@
+"""The grid of every named sweep per mode: one place for the sizes of ``quick`` and ``full``.
+
+Every setting that changes a job's output is a field of a frozen dataclass that is part of the
+job, so artifacts are keyed by everything that made them. ``quick`` is the CI configuration
+(one seed, short training: it shows that the pipeline runs, not what the findings are);
+``full`` is the published one (3 seeds, converged SAEs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+__all__ = [
+    "LAYER_ROLES",
+    "MODES",
+    "REPRESENTATIVES",
+    "ProbeSettings",
+    "SAETraining",
+    "SweepSettings",
+    "check_choice",
+    "check_mode",
+    "sweep_settings",
+]
+
+MODES: tuple[str, ...] = ("quick", "full")
+LAYER_ROLES: tuple[str, ...] = ("bottleneck", "intermediate")
+#: METHOD.md: the canonical representative is ``fixed`` (the paper's main setting) by default,
+#: ``random`` in the appendix setting.
+REPRESENTATIVES: tuple[str, ...] = ("fixed", "random")
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` if it is ``quick`` or ``full``; a ValueError naming both otherwise."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return mode
+
+
+def check_choice(name: str, value: str, allowed: Sequence[str]) -> str:
+    """``value`` if it is one of ``allowed``; a ValueError naming the argument otherwise."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class SAETraining:
+    """How an SAE of a sweep is sized and trained (part of every SAE job's hash)."""
+
+    n_steps: int = 2000
+    batch_size: int = 256  # activations per step; orbit SAEs take batch_size // |G| orbits
+    lr: float = 1e-3
+    expansion: int = 4  # d_sae = expansion * d_in, capped at max_d_sae
+    max_d_sae: int = 256
+    lambda_inv: float = 1.0
+    lambda_eq: float = 1.0
+    #: points of the loss curve kept in the results (for the convergence figure)
+    curve_points: int = 40
+
+    def __post_init__(self) -> None:
+        for name in ("n_steps", "batch_size", "expansion", "max_d_sae", "curve_points"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"SAETraining.{name} must be a positive integer, got {value!r}")
+        for name in ("lr", "lambda_inv", "lambda_eq"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)) or (name == "lr" and value == 0):
+                raise ValueError(f"SAETraining.{name} must be a finite number >= 0, got {value!r}")
+
+    def d_sae(self, d_in: int) -> int:
+        """Dictionary size for activations of dimension ``d_in``."""
+        return min(self.expansion * d_in, self.max_d_sae)
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """Which factors are probed, with which probe sizes, on how much data.
+
+    ``probe_ks``: None is the dense probe (all latents); an int ``k`` is a k-sparse probe on the
+    ``k`` latents with the largest class-mean difference on the training split (SAEBench).
+    ``factors`` include ``pose``, the orbit index ``p``: on invariant latents it is the leakage
+    probe (it should sit at chance).
+    """
+
+    factors: tuple[str, ...] = ("shape", "colour", "scale", "quadrant", "orientation", "pose")
+    probe_ks: tuple[int | None, ...] = (None, 1, 2, 5, 16)
+    c_grid: tuple[float, ...] = (0.01, 0.1, 1.0)
+    max_orbits: tuple[int, int, int] = (600, 200, 400)  # train, val, test orbits (x |G| rows)
+    max_iter: int = 200
+    tol: float = 1e-3
+    #: factors also probed on latents + one-hot inferred pose (equivariant SAEs only)
+    pose_factors: tuple[str, ...] = ("quadrant", "orientation")
+    subsample_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.factors:
+            raise ValueError("ProbeSettings.factors must name at least one factor")
+        if len(self.max_orbits) != 3 or any(n < 1 for n in self.max_orbits):
+            raise ValueError(
+                f"ProbeSettings.max_orbits must be 3 positive ints, got {self.max_orbits}"
+            )
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """The grid of one mode.
+
+    * ``frontier``: every (target, SAE type, k) with all ``seeds`` trained as one batched job.
+    * ``probing``: the SAEs at ``probe_k`` (matched L0), probed with every probe size, plus raw
+      activations and random-dictionary references.
+    * ``setting``: ``setting_types`` at ``probe_k`` on ``setting_targets`` with the *random*
+      representative (the paper's appendix setting) next to the default fixed one.
+    * ``lambda_inv``: the adaptive SAE at ``lambda_inv_values`` on ``lambda_inv_targets``.
+    """
+
+    mode: str
+    targets: tuple[tuple[str, str], ...]
+    sae_types: tuple[str, ...]
+    ks: tuple[int, ...]
+    seeds: tuple[int, ...]
+    probe_k: int
+    training: SAETraining
+    probing: ProbeSettings
+    intermediate_ks: tuple[int, ...] | None = None
+    reference_seeds: tuple[int, ...] = (0,)
+    data_seed: int = 0
+    representative: str = "fixed"
+    setting_targets: tuple[tuple[str, str], ...] = ()
+    setting_types: tuple[str, ...] = ("topk", "equivariant", "adaptive")
+    lambda_inv_targets: tuple[tuple[str, str], ...] = ()
+    lambda_inv_values: tuple[float, ...] = (0.1, 1.0, 10.0)
+    lambda_inv_types: tuple[str, ...] = ("adaptive",)
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
+        check_choice("representative", self.representative, REPRESENTATIVES)
+        if self.probe_k not in self.ks:
+            raise ValueError(f"probe_k={self.probe_k} must be one of ks={self.ks}")
+
+    def ks_for(self, layer: str) -> tuple[int, ...]:
+        """The k sweep of a layer (always containing ``probe_k``)."""
+        if layer == "intermediate" and self.intermediate_ks is not None:
+            return self.intermediate_ks
+        return self.ks
+
+    def with_data_seed(self, data_seed: int | None) -> SweepSettings:
+        """These settings on the data and base models of ``data_seed`` (None: unchanged)."""
+        if data_seed is None:
+            return self
+        if isinstance(data_seed, bool) or not isinstance(data_seed, int) or data_seed < 0:
+            raise ValueError(f"data_seed must be a non-negative int, got {data_seed!r}")
+        return replace(self, data_seed=data_seed)
+
+
+#: Every SAE type of the sweeps, in plotting order (names of :mod:`equisae.sae.factory`).
+SWEEP_SAE_TYPES: tuple[str, ...] = (
+    "topk",
+    "batchtopk",
+    "wide",
+    "crosscoder",
+    "equivariant",
+    "adaptive",
+    "equivariant_canonical",
+    "adaptive_canonical",
+)
+
+
+def sweep_settings(mode: str) -> SweepSettings:
+    """The grid per mode.
+
+    ``full``: the bottleneck of all five base models (k in {4, 8, 16, 32}) and the
+    intermediate layer of ``cnn_augmented`` and ``gcnn`` (k = 8), every SAE type, 3 seeds,
+    2000 steps (the loss curves of notebook 05 show the plateau); probes at k = 8 with dense and
+    1-, 2-, 5-, 16-sparse probes; the random-representative comparison and the lambda_inv curve
+    on ``cnn_augmented``/bottleneck and ``gcnn``/bottleneck. ``quick``: two bottlenecks,
+    k in {4, 16}, one seed, 300 steps: it shows that everything runs.
+    """
+    from equisae.models import MODEL_NAMES
+
+    check_mode(mode)
+    key_targets = (("cnn_augmented", "bottleneck"), ("gcnn", "bottleneck"))
+    if mode == "full":
+        targets = tuple((m, "bottleneck") for m in MODEL_NAMES) + (
+            ("cnn_augmented", "intermediate"),
+            ("gcnn", "intermediate"),
+        )
+        return SweepSettings(
+            mode=mode,
+            targets=targets,
+            sae_types=SWEEP_SAE_TYPES,
+            ks=(4, 8, 16, 32),
+            seeds=(0, 1, 2),
+            probe_k=8,
+            training=SAETraining(n_steps=2000, batch_size=256, max_d_sae=256),
+            probing=ProbeSettings(c_grid=(0.01, 0.1, 1.0), max_orbits=(600, 200, 400)),
+            intermediate_ks=(8,),
+            reference_seeds=(0, 1, 2),
+            setting_targets=key_targets,
+            lambda_inv_targets=key_targets,
+        )
+    return SweepSettings(
+        mode=mode,
+        targets=key_targets,
+        sae_types=SWEEP_SAE_TYPES,
+        ks=(4, 16),
+        seeds=(0,),
+        probe_k=4,
+        training=SAETraining(n_steps=300, batch_size=256, max_d_sae=256, curve_points=20),
+        probing=ProbeSettings(
+            probe_ks=(None, 1, 5), c_grid=(0.1, 1.0), max_orbits=(150, 75, 100), max_iter=100
+        ),
+        setting_targets=key_targets[:1],
+        lambda_inv_targets=key_targets[:1],
+    )

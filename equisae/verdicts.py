@@ -1,0 +1,606 @@
+"""The verdict on each of the paper's claims, computed from result records (not in notebooks).
+
+Every function takes plain records (a list of dicts, one per trained SAE / probe / seed) and
+returns a small frozen dataclass holding the numbers, with ``.sentence()`` (one paragraph of
+Markdown), ``.markdown()`` (a table) and ``.to_dict()`` (JSON-ready).
+
+The decision rule (one rule for every claim), on paired per-seed differences
+``delta_s = value(SAE, seed s) - value(baseline, seed s)`` over the seeds both have:
+
+- mean ``m``, sample sd ``s`` (ddof 1), ``n`` seeds, standard error ``se = s / sqrt(n)``;
+- ``"positive"`` if ``m - 2 se > 0``, ``"negative"`` if ``m + 2 se < 0``, ``"within spread"``
+  otherwise, and ``"too few seeds"`` for ``n < 2`` (no spread to judge by).
+
+It is a descriptive rule (about a 2-sigma band on the paired mean), not a significance test;
+with 3 seeds it is looser than a one-sided t-test at 5 % (t = 2.92).
+
+Record keys (missing keys raise a KeyError naming them):
+
+- probing: ``model, layer, sae_type, seed, factor, probe_k, f1`` (+ optional ``features``,
+  kept when equal to the ``features`` argument; ``probe_k`` is ``"all"`` or ``"k<k>"``);
+- frontier: ``model, layer, sae_type, k, seed, fvu`` (+ optional ``l0``);
+- planted: ``model, n_features, seed`` and the metric (e.g. ``fvu``, ``detection_f1``);
+- linear representation: per (model, layer) an object or dict with ``r2_single``,
+  ``r2_per_power``, ``r2_identity`` (lists indexed by the power p, p = 0 the identity).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from equisae.tables import format_number, markdown_table
+
+POSITIVE, NEGATIVE, WITHIN, TOO_FEW = "positive", "negative", "within spread", "too few seeds"
+SPREAD_FACTOR = 2.0
+INVARIANT_FACTORS: tuple[str, ...] = ("shape", "colour", "scale")
+EQUIVARIANT_PLANTED: tuple[str, ...] = ("equivariant", "adaptive")
+BASELINE_PLANTED: tuple[str, ...] = ("topk", "wide", "crosscoder")
+SAE_LABELS = {
+    "topk": "TopK",
+    "wide": "wide TopK",
+    "wide_topk": "wide TopK",
+    "equivariant": "fixed-M equivariant",
+    "adaptive": "adaptive",
+    "crosscoder": "crosscoder",
+}
+
+Record = Mapping[str, Any]
+
+
+def _label(name: str) -> str:
+    return SAE_LABELS.get(name, name)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+# --------------------------------------------------------------------------- paired deltas
+@dataclass(frozen=True)
+class PairedDelta:
+    """Per-seed paired differences (SAE minus baseline): mean, sample sd, n, positive count."""
+
+    mean: float
+    sd: float
+    n: int
+    n_positive: int
+    seeds: tuple = ()
+
+    @property
+    def se(self) -> float:
+        """Standard error of the mean difference."""
+        return self.sd / np.sqrt(self.n) if self.n else float("nan")
+
+    @property
+    def status(self) -> str:
+        """:data:`POSITIVE`, :data:`NEGATIVE`, :data:`WITHIN` or :data:`TOO_FEW` (module rule)."""
+        if self.n < 2:
+            return TOO_FEW
+        band = SPREAD_FACTOR * self.se
+        if self.mean - band > 0:
+            return POSITIVE
+        if self.mean + band < 0:
+            return NEGATIVE
+        return WITHIN
+
+    def cell(self, digits: int = 3) -> str:
+        """``"+0.041 ± 0.007 (n=3)"`` (sd, not se)."""
+        return (
+            f"{format_number(self.mean, digits, signed=True)} ± "
+            f"{format_number(self.sd, digits)} (n={self.n})"
+        )
+
+
+def paired_delta(values: Mapping[Any, float], baseline: Mapping[Any, float]) -> PairedDelta:
+    """:class:`PairedDelta` of ``values[s] - baseline[s]`` over the seeds ``s`` both contain."""
+    seeds = sorted(set(values) & set(baseline), key=str)
+    if not seeds:
+        raise ValueError(
+            f"no seed in common: values has seeds {sorted(values, key=str)}, "
+            f"baseline has {sorted(baseline, key=str)}"
+        )
+    d = np.array([float(values[s]) - float(baseline[s]) for s in seeds])
+    sd = float(d.std(ddof=1)) if d.size > 1 else 0.0
+    return PairedDelta(float(d.mean()), sd, int(d.size), int((d > 0).sum()), tuple(seeds))
+
+
+def _require(records: Sequence[Record], keys: Sequence[str], what: str) -> None:
+    if not records:
+        raise ValueError(f"{what}: no records given")
+    for r in records:
+        missing = [k for k in keys if k not in r]
+        if missing:
+            raise KeyError(f"{what}: a record lacks key(s) {missing}; it has {sorted(r)}")
+
+
+def _per_seed(
+    records: Iterable[Record], group: Sequence[str], value: str
+) -> dict[tuple, dict[Any, float]]:
+    """``{group values: {seed: mean of value}}`` (several records per seed are averaged)."""
+    acc: dict[tuple, dict[Any, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        v = r.get(value)
+        if v is not None and np.isfinite(float(v)):
+            acc[tuple(r[k] for k in group)][r["seed"]].append(float(v))
+    return {g: {s: float(np.mean(v)) for s, v in per.items()} for g, per in acc.items()}
+
+
+# --------------------------------------------------------------------------- claim 2: probing
+def probe_type(probe_k: str | int | None) -> str:
+    """Words for a probe size: ``"dense probe (all latents)"`` or ``"5-sparse probe"``."""
+    name = _probe_k_key(probe_k)
+    return "dense probe (all latents)" if name == "all" else f"{name[1:]}-sparse probe"
+
+
+def _probe_k_key(probe_k: str | int | None) -> str:
+    if probe_k is None or probe_k == "all":
+        return "all"
+    if isinstance(probe_k, str) and probe_k.startswith("k") and probe_k[1:].isdigit():
+        return probe_k
+    if isinstance(probe_k, (int, np.integer)) and probe_k > 0:
+        return f"k{int(probe_k)}"
+    raise ValueError(f"probe_k must be 'all', None, 'k<int>' or a positive int, got {probe_k!r}")
+
+
+@dataclass(frozen=True)
+class LayerComparison:
+    """One (model, layer): the SAE's and the baseline's mean value and the paired delta."""
+
+    model: str
+    layer: str
+    sae_mean: float
+    baseline_mean: float
+    delta: PairedDelta
+    k: Any = None
+
+    @property
+    def status(self) -> str:
+        return self.delta.status
+
+
+@dataclass(frozen=True)
+class ProbingVerdict:
+    """Claim 2: does ``sae`` probe the ``factors`` better than ``baseline`` (F1, paired)?"""
+
+    sae: str
+    baseline: str
+    probe_k: str
+    factors: tuple[str, ...]
+    features: str | None
+    rows: tuple[LayerComparison, ...]
+
+    @property
+    def n_better(self) -> int:
+        return sum(r.status == POSITIVE for r in self.rows)
+
+    @property
+    def n_worse(self) -> int:
+        return sum(r.status == NEGATIVE for r in self.rows)
+
+    @property
+    def holds(self) -> bool:
+        """True when the SAE is better beyond the spread on a majority of the layers."""
+        return self.n_better > len(self.rows) / 2
+
+    def sentence(self) -> str:
+        n = len(self.rows)
+        rest = n - self.n_better - self.n_worse
+        return (
+            f"On a {probe_type(self.probe_k)}, F1 averaged over {', '.join(self.factors)}: the "
+            f"{_label(self.sae)} SAE probes better than the {_label(self.baseline)} SAE beyond "
+            f"the seed spread (mean paired difference > 2 standard errors) on "
+            f"{self.n_better} of {n} (model, layer) pairs, worse on {self.n_worse}, and within "
+            f"the spread on {rest}; the claim {'holds' if self.holds else 'does not hold'} "
+            f"for this probe type."
+        )
+
+    def markdown(self, digits: int = 3) -> str:
+        rows = [
+            {
+                "model / layer": f"{r.model} / {r.layer}",
+                f"F1 {_label(self.sae)}": r.sae_mean,
+                f"F1 {_label(self.baseline)}": r.baseline_mean,
+                "difference (mean ± sd, n)": r.delta.cell(digits),
+                "verdict": r.status,
+            }
+            for r in self.rows
+        ]
+        return markdown_table(rows, digits=digits)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(probe_type=probe_type(self.probe_k), n_better=self.n_better)
+        out.update(n_worse=self.n_worse, holds=self.holds, sentence=self.sentence())
+        return out
+
+
+def _compare(
+    per_seed: Mapping[tuple, Mapping[Any, float]], sae: str, baseline: str, what: str
+) -> tuple[LayerComparison, ...]:
+    """Pair ``(*key, sae)`` with ``(*key, baseline)`` for every key both have."""
+    rows = []
+    for key in sorted({g[:-1] for g in per_seed}, key=str):
+        a, b = per_seed.get((*key, sae)), per_seed.get((*key, baseline))
+        if a is None or b is None:
+            continue
+        rows.append(
+            LayerComparison(
+                model=key[0],
+                layer=key[1],
+                sae_mean=float(np.mean(list(a.values()))),
+                baseline_mean=float(np.mean(list(b.values()))),
+                delta=paired_delta(a, b),
+                k=key[2] if len(key) > 2 else None,
+            )
+        )
+    if not rows:
+        raise ValueError(f"{what}: no (model, layer) has records of both {sae!r} and {baseline!r}")
+    return tuple(rows)
+
+
+def probing_verdict(
+    records: Sequence[Record],
+    probe_k: str | int | None = "all",
+    sae: str = "adaptive",
+    baseline: str = "topk",
+    factors: Sequence[str] = INVARIANT_FACTORS,
+    features: str | None = "latents",
+    sae_key: str = "sae_type",
+) -> ProbingVerdict:
+    """Claim 2 on one probe type: per (model, layer), F1 of ``sae`` minus ``baseline``,
+    averaged over ``factors`` within each seed, then paired by seed (module rule)."""
+    _require(records, ("model", "layer", sae_key, "seed", "factor", "probe_k", "f1"), "probing")
+    pk = _probe_k_key(probe_k)
+    keep = [
+        r
+        for r in records
+        if r[sae_key] in (sae, baseline)
+        and r["probe_k"] == pk
+        and r["factor"] in factors
+        and (features is None or r.get("features", features) == features)
+    ]
+    per_seed = _per_seed(keep, ("model", "layer", sae_key), "f1")
+    rows = _compare(per_seed, sae, baseline, f"probing_verdict(probe_k={pk!r})")
+    return ProbingVerdict(sae, baseline, pk, tuple(factors), features, rows)
+
+
+# --------------------------------------------------------------------------- claim 3: frontier
+@dataclass(frozen=True)
+class FrontierVerdict:
+    """Claim 3: does ``sae`` lag ``baseline`` on the frontier (higher test FVU at the same k)?
+
+    TopK-style SAEs fire exactly k latents, so equal k is matched L0 (``l0`` is kept when the
+    records have it, to show it).
+    """
+
+    sae: str
+    baseline: str
+    rows: tuple[LayerComparison, ...]
+    l0: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def n_lags(self) -> int:
+        """Points where the SAE's FVU is higher (worse) beyond the spread."""
+        return sum(r.status == POSITIVE for r in self.rows)
+
+    @property
+    def n_leads(self) -> int:
+        """Points where the SAE's FVU is lower (better) beyond the spread."""
+        return sum(r.status == NEGATIVE for r in self.rows)
+
+    @property
+    def median_ratio(self) -> float:
+        return float(np.median([r.sae_mean / r.baseline_mean for r in self.rows]))
+
+    @property
+    def lags(self) -> bool:
+        """True when the SAE's FVU is higher beyond the spread at a majority of the points."""
+        return self.n_lags > len(self.rows) / 2
+
+    def sentence(self) -> str:
+        n = len(self.rows)
+        return (
+            f"The {_label(self.sae)} SAE {'lags' if self.lags else 'does not lag'} the "
+            f"{_label(self.baseline)} SAE on the frontier: its test FVU is higher (worse) beyond "
+            f"the seed spread at {self.n_lags} of {n} (model, layer, k) points, lower (better) "
+            f"at {self.n_leads}, and within the spread at {n - self.n_lags - self.n_leads}; "
+            f"median FVU ratio {_label(self.sae)}/{_label(self.baseline)} "
+            f"{self.median_ratio:.2f} (lower FVU is better)."
+        )
+
+    def markdown(self, digits: int = 3) -> str:
+        rows = [
+            {
+                "model / layer": f"{r.model} / {r.layer}",
+                "k": r.k,
+                f"FVU {_label(self.sae)}": r.sae_mean,
+                f"FVU {_label(self.baseline)}": r.baseline_mean,
+                "difference (mean ± sd, n)": r.delta.cell(digits),
+                "SAE's FVU is": {POSITIVE: "higher", NEGATIVE: "lower"}.get(r.status, r.status),
+            }
+            for r in self.rows
+        ]
+        return markdown_table(rows, digits=digits)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(n_lags=self.n_lags, n_leads=self.n_leads, lags=self.lags)
+        out.update(median_ratio=self.median_ratio, sentence=self.sentence())
+        return out
+
+
+def frontier_verdict(
+    records: Sequence[Record],
+    sae: str = "adaptive",
+    baseline: str = "topk",
+    k: int | None = None,
+    sae_key: str = "sae_type",
+) -> FrontierVerdict:
+    """Claim 3: per (model, layer, k) the paired FVU difference ``sae - baseline``; positive
+    means the SAE lags (higher FVU). ``k`` restricts to one sparsity."""
+    _require(records, ("model", "layer", sae_key, "k", "seed", "fvu"), "frontier")
+    keep = [r for r in records if r[sae_key] in (sae, baseline) and (k is None or r["k"] == k)]
+    group = ("model", "layer", "k", sae_key)
+    rows = _compare(_per_seed(keep, group, "fvu"), sae, baseline, "frontier_verdict")
+    l0: tuple[tuple[float, float], ...] = ()
+    if keep and all("l0" in r for r in keep):
+        per = _per_seed(keep, group, "l0")
+
+        def mean_l0(r: LayerComparison, t: str) -> float:
+            return float(np.mean(list(per[r.model, r.layer, r.k, t].values())))
+
+        l0 = tuple((mean_l0(r, sae), mean_l0(r, baseline)) for r in rows)
+    return FrontierVerdict(sae, baseline, rows, l0)
+
+
+@dataclass(frozen=True)
+class ClaimVerdict:
+    """The paper's combined claim per (model, layer): probes better AND lags on the frontier."""
+
+    probing: ProbingVerdict
+    frontier: FrontierVerdict
+    holds: tuple[tuple[str, str, bool], ...]
+
+    @property
+    def n_holds(self) -> int:
+        return sum(h for *_, h in self.holds)
+
+    def sentence(self) -> str:
+        return (
+            f"The paper's claim ({_label(self.probing.sae)} SAE probes the invariant factors "
+            f"better than {_label(self.probing.baseline)} while lagging on the frontier) holds on "
+            f"{self.n_holds} of {len(self.holds)} (model, layer) pairs on a "
+            f"{probe_type(self.probing.probe_k)}."
+        )
+
+
+def claim_verdict(probing: ProbingVerdict, frontier: FrontierVerdict) -> ClaimVerdict:
+    """Combine claims 2 and 3 per (model, layer) (frontier: any k of that layer lagging counts
+    only if every k there lags; pass ``frontier_verdict(..., k=...)`` to fix one k)."""
+    lag: dict[tuple[str, str], list[bool]] = defaultdict(list)
+    for r in frontier.rows:
+        lag[r.model, r.layer].append(r.status == POSITIVE)
+    holds = tuple(
+        (r.model, r.layer, r.status == POSITIVE and all(lag.get((r.model, r.layer), [False])))
+        for r in probing.rows
+    )
+    return ClaimVerdict(probing, frontier, holds)
+
+
+# --------------------------------------------------------------------------- planted features
+@dataclass(frozen=True)
+class PlantedRow:
+    """One number of features: best equivariant model vs best baseline on one metric."""
+
+    n_features: int
+    ours: str
+    baseline: str
+    ours_mean: float
+    baseline_mean: float
+    delta: PairedDelta  # ours minus baseline, raw (not oriented)
+
+
+@dataclass(frozen=True)
+class PlantedVerdict:
+    """v2's planted-feature result on one metric, with the direction stated in words."""
+
+    metric: str
+    label: str
+    higher_is_better: bool
+    rows: tuple[PlantedRow, ...]
+
+    def _better(self, row: PlantedRow) -> bool | None:
+        """True/False when the gap is beyond the spread in the SAE's favour/against, else None."""
+        good, bad = (POSITIVE, NEGATIVE) if self.higher_is_better else (NEGATIVE, POSITIVE)
+        return {good: True, bad: False}.get(row.delta.status)
+
+    @property
+    def n_better(self) -> int:
+        return sum(self._better(r) is True for r in self.rows)
+
+    @property
+    def n_worse(self) -> int:
+        return sum(self._better(r) is False for r in self.rows)
+
+    def row_sentence(self, row: PlantedRow, digits: int = 3) -> str:
+        word = "higher" if row.delta.mean > 0 else "lower" if row.delta.mean < 0 else "equal"
+        judged = self._better(row)
+        quality = {True: "better", False: "worse", None: "not separated from the seed spread"}
+        return (
+            f"at n = {row.n_features}, {_label(row.ours)} {self.label} "
+            f"{row.ours_mean:.{digits}f} vs {_label(row.baseline)} "
+            f"{row.baseline_mean:.{digits}f}: {word} ({row.delta.cell(digits)}; "
+            f"{quality[judged]})"
+        )
+
+    def sentence(self, digits: int = 3) -> str:
+        direction = "higher" if self.higher_is_better else "lower"
+        parts = "; ".join(self.row_sentence(r, digits) for r in self.rows)
+        return (
+            f"On {self.label} ({direction} is better), the best equivariant SAE is better than "
+            f"the best baseline beyond the seed spread at {self.n_better} of {len(self.rows)} "
+            f"numbers of features and worse at {self.n_worse}: {parts}."
+        )
+
+    def markdown(self, digits: int = 3) -> str:
+        rows = [
+            {
+                "n features": r.n_features,
+                "equivariant SAE": _label(r.ours),
+                f"{self.label}, equivariant": r.ours_mean,
+                "best baseline": _label(r.baseline),
+                f"{self.label}, baseline": r.baseline_mean,
+                "equivariant minus baseline": r.delta.cell(digits),
+                "verdict": {True: "better", False: "worse", None: "within spread"}[self._better(r)],
+            }
+            for r in self.rows
+        ]
+        return markdown_table(rows, digits=digits)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(n_better=self.n_better, n_worse=self.n_worse, sentence=self.sentence())
+        return out
+
+
+def planted_verdict(
+    records: Sequence[Record],
+    metric: str,
+    higher_is_better: bool,
+    label: str | None = None,
+    ours: Sequence[str] = EQUIVARIANT_PLANTED,
+    baselines: Sequence[str] = BASELINE_PLANTED,
+) -> PlantedVerdict:
+    """Per number of features, the best (by mean) of ``ours`` against the best of ``baselines``
+    on ``metric``, paired by seed. The difference is reported raw (ours minus baseline) and
+    the sentence says "lower"/"higher" and "better"/"worse" explicitly: for FVU
+    (``higher_is_better=False``) a negative difference is better."""
+    _require(records, ("model", "n_features", "seed"), "planted")
+    if not any(metric in r for r in records):
+        raise KeyError(f"planted: no record has the metric {metric!r}")
+    per = _per_seed(records, ("n_features", "model"), metric)
+    sign = 1.0 if higher_is_better else -1.0
+    rows = []
+    for n in sorted({g[0] for g in per}):
+
+        def best(models: Sequence[str], n: int = n) -> str | None:
+            have = [m for m in models if (n, m) in per]
+            return max(have, key=lambda m: sign * np.mean(list(per[n, m].values())), default=None)
+
+        a, b = best(ours), best(baselines)
+        if a is None or b is None:
+            continue
+        rows.append(
+            PlantedRow(
+                n_features=int(n),
+                ours=a,
+                baseline=b,
+                ours_mean=float(np.mean(list(per[n, a].values()))),
+                baseline_mean=float(np.mean(list(per[n, b].values()))),
+                delta=paired_delta(per[n, a], per[n, b]),
+            )
+        )
+    if not rows:
+        raise ValueError(f"planted_verdict: need records of one of {ours} and one of {baselines}")
+    return PlantedVerdict(metric, label or metric, higher_is_better, tuple(rows))
+
+
+# --------------------------------------------------------------------------- claim 1: one M
+def _get(result: Any, name: str) -> list[float]:
+    value = result[name] if isinstance(result, Mapping) else getattr(result, name, None)
+    if value is None:
+        raise KeyError(f"linear-representation result lacks {name!r}")
+    return [float(v) for v in value]
+
+
+@dataclass(frozen=True)
+class LinRepRow:
+    """One (model, layer): held-out R^2 of M^p, of per-power fits M_p and of the identity."""
+
+    model: str
+    layer: str
+    r2_single: tuple[float, ...]
+    r2_per_power: tuple[float, ...]
+    r2_identity: tuple[float, ...]
+
+    @property
+    def min_r2(self) -> float:
+        """Worst R^2 of M^p over the non-trivial powers p >= 1."""
+        return min(self.r2_single[1:])
+
+    @property
+    def max_gap(self) -> float:
+        """Largest amount by which a per-power fit M_p beats M^p (p >= 1)."""
+        return max(pp - s for pp, s in zip(self.r2_per_power[1:], self.r2_single[1:], strict=True))
+
+
+@dataclass(frozen=True)
+class LinRepVerdict:
+    """Claim 1: one matrix M whose powers M^p map h(x) to h(g^p x)."""
+
+    rows: tuple[LinRepRow, ...]
+    r2_threshold: float
+    gap_threshold: float
+
+    def holds_for(self, row: LinRepRow) -> bool:
+        return row.min_r2 >= self.r2_threshold and row.max_gap <= self.gap_threshold
+
+    @property
+    def n_holds(self) -> int:
+        return sum(self.holds_for(r) for r in self.rows)
+
+    def sentence(self) -> str:
+        ident = np.mean([np.mean(r.r2_identity[1:]) for r in self.rows])
+        fails = [f"`{r.model}` ({r.layer})" for r in self.rows if not self.holds_for(r)]
+        tail = f" It fails at {', '.join(fails)}." if fails else ""
+        return (
+            f"One matrix captures the rotations (held-out $R^2$ of $M^p \\geq$ "
+            f"{self.r2_threshold:g} for every power, and no per-power fit $M_p$ better by more "
+            f"than {self.gap_threshold:g}) at {self.n_holds} of {len(self.rows)} (model, layer) "
+            f"pairs; leaving the activation unchanged (identity) scores a mean $R^2$ of "
+            f"{ident:.3f}.{tail}"
+        )
+
+    def markdown(self, digits: int = 4) -> str:
+        rows = [
+            {
+                "model / layer": f"{r.model} / {r.layer}",
+                "min R² of M^p": r.min_r2,
+                "max gain of M_p": r.max_gap,
+                "mean R² identity": float(np.mean(r.r2_identity[1:])),
+                "one matrix": "yes" if self.holds_for(r) else "no",
+            }
+            for r in self.rows
+        ]
+        return markdown_table(rows, digits=digits)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(n_holds=self.n_holds, sentence=self.sentence())
+        return out
+
+
+def linear_representation_verdict(
+    results: Mapping[Any, Any], r2_threshold: float = 0.99, gap_threshold: float = 0.01
+) -> LinRepVerdict:
+    """Claim 1 from ``{(model, layer) or "model/layer": result}``; ``result`` has ``r2_single``,
+    ``r2_per_power`` and ``r2_identity`` indexed by power (attributes or keys)."""
+    if not results:
+        raise ValueError("linear_representation_verdict: no results given")
+    rows = []
+    for key, res in results.items():
+        model, layer = key if isinstance(key, tuple) else str(key).split("/", 1)
+        single, per_power = _get(res, "r2_single"), _get(res, "r2_per_power")
+        identity = _get(res, "r2_identity")
+        if len(single) < 2 or len(single) != len(per_power):
+            raise ValueError(
+                f"{model}/{layer}: r2_single and r2_per_power need the same length >= 2 "
+                f"(p = 0 first), got {len(single)} and {len(per_power)}"
+            )
+        rows.append(LinRepRow(model, layer, tuple(single), tuple(per_power), tuple(identity)))
+    return LinRepVerdict(tuple(rows), r2_threshold, gap_threshold)

@@ -1,0 +1,296 @@
+"""Tests for equisae.sweeps: stable job hashes, complete grids, the SAE factory, records, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from equisae.linrep import full_rank_representation, sae_representation
+from equisae.runner import JobResult
+from equisae.sae.factory import build_sae, sae_class, variants
+from equisae.sweeps import (
+    SWEEPS,
+    InputsJob,
+    ProbeJob,
+    ReferenceProbeJob,
+    SAEJob,
+    frontier_jobs,
+    frontier_records,
+    lambda_inv_jobs,
+    probe_records,
+    probing_jobs,
+    setting_jobs,
+    sweep_settings,
+)
+from equisae.sweeps.inputs import subsample_orbits
+from equisae.sweeps.probes import REFERENCES, pose_conditioned_features, random_dictionary_sae
+from equisae.sweeps.saes import final_slope, loss_curve, train_sweep_saes
+from equisae.sweeps.settings import SWEEP_SAE_TYPES, SAETraining
+
+
+def test_job_configs_hash_stably():
+    s = sweep_settings("quick")
+    a = SAEJob("gcnn", "bottleneck", "adaptive", 4, (0,), "quick", s.training)
+    b = SAEJob("gcnn", "bottleneck", "adaptive", 4, (0,), "quick", sweep_settings("quick").training)
+    assert a.hash == b.hash and len(a.hash) == 16
+    assert a.hash != SAEJob("gcnn", "bottleneck", "adaptive", 4, (1,), "quick", s.training).hash
+    assert a.hash != SAEJob("gcnn", "bottleneck", "topk", 4, (0,), "quick", s.training).hash
+    longer = SAETraining(n_steps=s.training.n_steps + 1)
+    assert a.hash != SAEJob("gcnn", "bottleneck", "adaptive", 4, (0,), "quick", longer).hash
+    rnd = SAEJob("gcnn", "bottleneck", "adaptive", 4, (0,), "quick", s.training, 0, "random")
+    assert a.hash != rnd.hash and rnd.inputs.representative == "random"
+    p1, p2 = ProbeJob(a, 0, s.probing), ProbeJob(b, 0, s.probing)
+    assert p1.hash == p2.hash and p1.dependencies() == (a,)
+    assert a.dependencies() == (InputsJob("gcnn", "bottleneck", "quick"),)
+    with pytest.raises(ValueError, match="not one of the SAE job's seeds"):
+        ProbeJob(a, 5, s.probing)
+
+
+@pytest.mark.parametrize("mode", ["quick", "full"])
+def test_grids_contain_every_sae_type_and_condition(mode):
+    s = sweep_settings(mode)
+    frontier = frontier_jobs(s)
+    assert {j.sae_type for j in frontier} == set(SWEEP_SAE_TYPES)
+    assert len({j.hash for j in frontier}) == len(frontier)
+    assert all(j.seeds == s.seeds for j in frontier)
+    probes = probing_jobs(s)
+    assert {j.sae.sae_type for j in probes if isinstance(j, ProbeJob)} == set(SWEEP_SAE_TYPES)
+    assert {j.reference for j in probes if isinstance(j, ReferenceProbeJob)} == set(REFERENCES)
+    frontier_hashes = {j.hash for j in frontier}
+    assert all(j.sae.hash in frontier_hashes for j in probes if isinstance(j, ProbeJob))
+    settings_probed = {
+        (j.sae.representative, j.sae.sae_type) for j in setting_jobs(s) if isinstance(j, ProbeJob)
+    }
+    assert {r for r, _ in settings_probed} == {"fixed", "random"}
+    lambdas = {j.sae.training.lambda_inv for j in lambda_inv_jobs(s)}
+    assert len(lambdas) >= 3
+    if mode == "full":
+        assert len(s.seeds) >= 3 and s.training.n_steps >= 2000
+        assert len({m for m, layer in s.targets if layer == "bottleneck"}) == 5
+
+
+def test_sweeps_registry_and_bad_input():
+    assert {"planted", "frontier", "probing", "setting", "lambda_inv"} <= set(SWEEPS)
+    with pytest.raises(ValueError, match="mode"):
+        sweep_settings("medium")
+    with pytest.raises(KeyError, match="unknown SAE variant"):
+        SAEJob("gcnn", "bottleneck", "dense", 4, (0,), "quick")
+    with pytest.raises(ValueError, match="layer"):
+        SAEJob("gcnn", "middle", "topk", 4, (0,), "quick")
+    with pytest.raises(ValueError, match="representative"):
+        SAEJob("gcnn", "bottleneck", "topk", 4, (0,), "quick", representative="upright")
+    with pytest.raises(ValueError, match="seeds"):
+        SAEJob("gcnn", "bottleneck", "topk", 4, (), "quick")
+    with pytest.raises(ValueError, match="reference"):
+        ReferenceProbeJob("gcnn", "bottleneck", "pca", 4, 0, "quick")
+    with pytest.raises(ValueError, match="n_steps"):
+        SAETraining(n_steps=0)
+
+
+def test_factory_builds_every_variant_from_the_registry():
+    M = torch.linalg.qr(torch.randn(8, 8, generator=torch.Generator().manual_seed(0)))[0]
+    h = torch.randn(5, 8)
+    assert set(SWEEP_SAE_TYPES) <= set(variants())
+    for name in variants():
+        sae = build_sae(name, 8, 24, 3, seed=0, M=M, lambda_inv=0.5)
+        assert type(sae) is sae_class(name) and sae.d_in == 8
+        assert sae.encode(h).shape[0] == 5
+        if "lambda_inv" in sae.config():
+            assert sae.config()["lambda_inv"] == 0.5
+    assert build_sae("wide", 8, 24, 3).d_sae == 24 * 4
+    with pytest.raises(ValueError, match="needs the fitted representation"):
+        build_sae("equivariant", 8, 24, 3)
+    with pytest.raises(KeyError, match="unknown SAE variant"):
+        build_sae("dense", 8, 24, 3)
+
+
+def test_full_rank_representation_is_identity_off_the_subspace():
+    class Rep:  # the fields of linrep.LinearRepresentation that the function reads
+        basis = torch.eye(4, dtype=torch.float64)[:, :2]
+        M_reduced = torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64)
+
+    M = full_rank_representation(Rep())
+    expected = torch.eye(4)
+    expected[:2, :2] = Rep.M_reduced.float()
+    assert torch.equal(M, expected)
+    assert torch.allclose(torch.linalg.matrix_power(M, 4), torch.eye(4))
+
+
+def test_random_dictionary_sae_is_untrained_tied_and_centred():
+    centre = torch.arange(6, dtype=torch.float32)
+    sae = random_dictionary_sae(6, 12, 2, seed=3, centre=centre)
+    assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(12))
+    assert torch.equal(sae.W_enc, sae.W_dec.T) and torch.equal(sae.b_dec, centre)
+    assert (sae.encode(torch.randn(7, 6)) != 0).sum(-1).le(2).all()
+    with pytest.raises(ValueError, match="centre"):
+        random_dictionary_sae(6, 12, 2, seed=3, centre=torch.zeros(5))
+
+
+def test_train_sweep_saes_batched_equals_one_by_one_and_is_deterministic():
+    gen = torch.Generator().manual_seed(0)
+    acts = torch.randn(64, 4, 6, generator=gen)
+    training = SAETraining(n_steps=30, batch_size=32, max_d_sae=12)
+    for sae_type in ("topk", "crosscoder"):
+        both, results = train_sweep_saes(sae_type, acts, 2, (0, 1), training)
+        alone, _ = train_sweep_saes(sae_type, acts, 2, (1,), training)
+        again, _ = train_sweep_saes(sae_type, acts, 2, (0, 1), training)
+        assert torch.allclose(both[1].W_dec, alone[0].W_dec, atol=1e-5)
+        assert torch.equal(both[0].W_dec, again[0].W_dec)
+        assert not torch.equal(both[0].W_dec, both[1].W_dec)
+        assert all(r.n_steps == 30 for r in results)
+    with pytest.raises(ValueError, match=r"\(N, \|G\|, d\)"):
+        train_sweep_saes("topk", acts[:, 0], 2, (0,), training)
+
+
+def test_loss_curve_and_final_slope():
+    history = [
+        {"step": s, "loss": 1.0 + np.exp(-s / 50), "fvu": 0.5, "l0": 4} for s in range(0, 1000, 10)
+    ]
+    curve = loss_curve(history, 10)
+    assert len(curve["step"]) == 10 and curve["step"][0] == 0 and curve["step"][-1] == 990
+    assert abs(final_slope(history)) < 1e-3  # converged: flat tail
+    rising = [{"step": s, "loss": 1.0 + s / 1000} for s in range(0, 1000, 10)]
+    assert final_slope(rising) > 0.3
+    assert np.isnan(final_slope(history[:2]))
+
+
+def test_subsample_orbits_deterministic_and_bounded():
+    idx = subsample_orbits(100, 10, seed=1)
+    assert idx.shape == (10,) and torch.equal(idx, subsample_orbits(100, 10, seed=1))
+    assert torch.equal(idx, idx.sort().values) and len(set(idx.tolist())) == 10
+    assert torch.equal(subsample_orbits(5, 10, seed=1), torch.arange(5))
+
+
+def test_records_flatten_results_per_seed(tmp_path):
+    s = sweep_settings("quick")
+    sae_job = SAEJob("gcnn", "bottleneck", "equivariant", 4, (0, 1), "quick", s.training)
+    per_seed = {
+        str(i): {"fvu": 0.1 * (i + 1), "l0": 4.0, "loss_curve": {"step": [0]}} for i in (0, 1)
+    }
+    rows = frontier_records([JobResult(sae_job, {"per_seed": per_seed}, tmp_path), None])
+    assert [r["seed"] for r in rows] == [0, 1] and rows[1]["fvu"] == pytest.approx(0.2)
+    assert rows[0]["representative"] == "fixed" and "loss_curve" not in rows[0]
+    job = ProbeJob(sae_job, 1, s.probing)
+    metrics = {
+        "f1": {
+            "latents": {"shape": {"all": 0.9, "k1": 0.5}, "quadrant": {"all": 0.3}},
+            "latents+pose": {"quadrant": {"all": 1.0}},
+        },
+        "chance_f1": {"shape": 0.1, "quadrant": 0.25},
+    }
+    rows = probe_records([JobResult(job, metrics, tmp_path), None])
+    assert len(rows) == 4
+    pose_rows = [r for r in rows if r["features"] == "latents+pose"]
+    assert len(pose_rows) == 1 and pose_rows[0]["seed"] == 1
+    assert pose_rows[0]["sae_type"] == "equivariant" and pose_rows[0]["chance_f1"] == 0.25
+
+
+def test_sae_representation_keeps_irreducible_subspaces_of_an_exact_rep():
+    gen = torch.Generator().manual_seed(0)
+    rot = torch.tensor([[0.0, -1.0], [1.0, 0.0]])
+    R = torch.block_diag(rot, rot, torch.tensor([[-1.0]]), torch.tensor([[1.0]]))
+    scales = torch.tensor([10.0, 10.0, 1.0, 1.0, 0.5, 0.01])
+
+    def orbits(n):
+        h0 = torch.randn(n, 6, generator=gen) * scales
+        return torch.stack([h0 @ torch.linalg.matrix_power(R, p).T for p in range(4)], 1).double()
+
+    rep, M = sae_representation(orbits(300), orbits(100), variance=0.95)
+    assert rep.rank in (2, 4, 5, 6) and rep.rank != 3
+    assert torch.allclose(torch.linalg.matrix_power(M, 4), torch.eye(6), atol=1e-4)
+    assert torch.linalg.eigvals(rep.M_reduced).abs().min() > 0.99
+
+
+def test_pose_conditioned_features_make_a_modular_sum_linearly_decodable():
+    from equisae.probing import fit_probe
+
+    gen = torch.Generator().manual_seed(0)
+
+    def make(n):
+        q0 = torch.randint(0, 4, (n,), generator=gen)
+        pose = torch.randint(0, 4, (n,), generator=gen)
+        z = torch.nn.functional.one_hot(q0, 4).float() + 0.05 * torch.randn(n, 4, generator=gen)
+        return z, pose, ((q0 + pose) % 4).numpy()
+
+    splits_cond, splits_side = {}, {}
+    for name, n in {"train": 800, "val": 300, "test": 400}.items():
+        z, pose, y = make(n)
+        feats = pose_conditioned_features(z, pose, 4)
+        assert feats.shape == (n, 4 * 4 + 4)
+        splits_cond[name] = (feats, y)
+        side = torch.cat([z, torch.nn.functional.one_hot(pose, 4).float()], 1).numpy()
+        splits_side[name] = (side, y)
+    assert fit_probe(splits_cond).f1 > 0.95
+    assert fit_probe(splits_side).f1 < 0.6
+    with pytest.raises(ValueError, match="one pose per row"):
+        pose_conditioned_features(torch.zeros(3, 4), torch.zeros(2), 4)
+
+
+# ---------------------------------------------------------------------- the planted sweep
+
+
+def test_planted_jobs_cover_the_grid_with_distinct_hashes() -> None:
+    from equisae.sweeps.planted import MODEL_TYPES, planted_jobs, planted_settings
+
+    for mode in ("quick", "full"):
+        s = planted_settings(mode)
+        jobs = planted_jobs(mode)
+        assert len(jobs) == len(s.feature_counts) * len(MODEL_TYPES) * len(s.seeds)
+        assert len({j.hash for j in jobs}) == len(jobs)
+        assert all(j.d_sae == s.expansion * j.toy.n_features for j in jobs)
+    assert len(planted_settings("full").seeds) >= 3 and len(planted_settings("quick").seeds) >= 2
+    with pytest.raises(ValueError, match="mode"):
+        planted_settings("medium")
+    job = planted_jobs("quick")[0]
+    with pytest.raises(KeyError, match="unknown planted model"):
+        dataclasses.replace(job, model="dense")
+    with pytest.raises(ValueError, match="batch_size"):
+        dataclasses.replace(job, batch_size=2)
+
+
+def test_planted_job_runs_and_reports_every_metric(tmp_path) -> None:
+    from equisae.sweeps.planted import (
+        METRICS,
+        PlantedSettings,
+        planted_jobs,
+        planted_records,
+        run_planted,
+        series,
+        summarize,
+    )
+
+    settings = PlantedSettings(
+        mode="quick",
+        d=8,
+        feature_counts=(4, 8),
+        seeds=(0, 1),
+        n_train=200,
+        n_test=100,
+        n_steps=20,
+        batch_size=64,
+        models=("topk", "equivariant_canonical", "adaptive"),
+    )
+    result = run_planted(
+        "quick", scheduler="serial", progress=False, settings=settings, artifacts=str(tmp_path)
+    )
+    records = planted_records(result.results)
+    assert len(records) == len(planted_jobs("quick", settings)) == 12
+    for r in records:
+        assert all(0 <= r[m] <= 1.0 + 1e-6 for m in ("recovery", "detection_f1", "top1_detection"))
+        assert r["n_params"] > 0 and 0 < r["l0"] <= 2
+    adaptive = [r for r in records if r["model"] == "adaptive"]
+    assert all(r["m_distance_to_R_before"] == pytest.approx(2**0.5, rel=1e-4) for r in adaptive)
+    canonical = [r for r in records if r["model"] == "equivariant_canonical"]
+    assert all(r["latent_equivariance_error"] < 0.2 for r in canonical)  # invariant by design
+    summary = summarize(records)
+    assert set(summary) == {"topk", "equivariant_canonical", "adaptive"}
+    assert set(summary["topk"]) == set(METRICS)
+    x, mean, std = series(summary, "topk", "recovery")
+    assert x.tolist() == [4, 8] and mean.shape == std.shape == (2,)
+    again = run_planted(
+        "quick", scheduler="serial", progress=False, settings=settings, artifacts=str(tmp_path)
+    )
+    assert again.n_cached == 12 and planted_records(again.results) == records
