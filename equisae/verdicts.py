@@ -53,7 +53,13 @@ Record = Mapping[str, Any]
 
 
 def _label(name: str) -> str:
-    return SAE_LABELS.get(name, name)
+    """The SAE class's own label (its ``label`` trait), else the short names above."""
+    from equisae.sae.factory import variant_label
+
+    try:
+        return variant_label(name)
+    except KeyError:
+        return SAE_LABELS.get(name, name)
 
 
 def _plural(n: int, word: str) -> str:
@@ -187,9 +193,21 @@ class ProbingVerdict:
         """True when the SAE is better beyond the spread on a majority of the layers."""
         return self.n_better > len(self.rows) / 2
 
+    @property
+    def decidable(self) -> bool:
+        """False when no pair has two or more seeds (no spread to judge by)."""
+        return any(r.status != TOO_FEW for r in self.rows)
+
     def sentence(self) -> str:
         n = len(self.rows)
         rest = n - self.n_better - self.n_worse
+        if not self.decidable:
+            return (
+                f"On a {probe_type(self.probe_k)}, F1 averaged over {', '.join(self.factors)}: "
+                f"with one seed per (model, layer) there is no spread, so nothing is decided "
+                f"(mean difference {_label(self.sae)} minus {_label(self.baseline)}: "
+                f"{np.mean([r.delta.mean for r in self.rows]):+.3f} over {n} pairs)."
+            )
         return (
             f"On a {probe_type(self.probe_k)}, F1 averaged over {', '.join(self.factors)}: the "
             f"{_label(self.sae)} SAE probes better than the {_label(self.baseline)} SAE beyond "
@@ -302,8 +320,19 @@ class FrontierVerdict:
         """True when the SAE's FVU is higher beyond the spread at a majority of the points."""
         return self.n_lags > len(self.rows) / 2
 
+    @property
+    def decidable(self) -> bool:
+        """False when no point has two or more seeds (no spread to judge by)."""
+        return any(r.status != TOO_FEW for r in self.rows)
+
     def sentence(self) -> str:
         n = len(self.rows)
+        if not self.decidable:
+            return (
+                f"With one seed per point nothing is decided for the {_label(self.sae)} SAE "
+                f"against the {_label(self.baseline)} SAE (median FVU ratio "
+                f"{self.median_ratio:.2f} over {n} (model, layer, k) points; lower FVU is better)."
+            )
         return (
             f"The {_label(self.sae)} SAE {'lags' if self.lags else 'does not lag'} the "
             f"{_label(self.baseline)} SAE on the frontier: its test FVU is higher (worse) beyond "

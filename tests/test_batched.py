@@ -85,7 +85,7 @@ def test_nan_batch_in_one_sae_names_the_step():
     batches[10][3, 2] = float("nan")
     saes = [TopKSAE(8, 16, k=2, seed=s) for s in (0, 1)]
     cfg = TrainConfig(n_steps=20, warmup_steps=2)
-    with pytest.raises(FloatingPointError, match=r"step 10 \(batch contains 1 NaN"):
+    with pytest.raises(FloatingPointError, match=r"step 10 \(batch contains 1 NaN.*\(SAE 1\)"):
         train_many(saes, [list(minibatches(data, 32, 20)), batches], cfg)
 
 
@@ -98,3 +98,22 @@ def test_train_many_input_errors():
         train_many(saes, data, [TrainConfig(n_steps=5), TrainConfig(n_steps=6)], batch_size=8)
     with pytest.raises(ValueError, match="one data tensor and one seed per SAE"):
         train_many(saes, [data], TrainConfig(n_steps=5), batch_size=8)
+
+
+def test_equivariant_saes_train_one_by_one_through_train_many():
+    from equisae.sae import AdaptiveEquivariantSAE, EquivariantSAE
+
+    orbits = _data(128 * 4, 8).reshape(128, 4, 8)
+    cfg = TrainConfig(n_steps=6, warmup_steps=2, dead_after=64)
+    for cls in (EquivariantSAE, AdaptiveEquivariantSAE):
+        saes = [cls(8, 16, k=2, group_order=4, seed=s) for s in (0, 1)]
+        assert not can_stack(saes)
+        refs = [copy.deepcopy(s) for s in saes]
+        results = train_many(saes, orbits, cfg, batch_size=16, seeds=[0, 1])
+        for sae, ref, res, seed in zip(saes, refs, results, (0, 1), strict=True):
+            ref_res = train_sae(ref, minibatches(orbits, 16, 6, seed=seed), cfg, progress=False)
+            for name, tensor in sae.state_dict().items():
+                assert torch.equal(tensor, ref.state_dict()[name]), name
+            assert res.final == ref_res.final | {"seconds": res.final.get("seconds")} or (
+                res.final.keys() == ref_res.final.keys()
+            )

@@ -247,3 +247,15 @@ def test_both_auxk_branches_match_the_dense_loss_and_gradients(monkeypatch, fact
     out_dense.total.backward()
     for (name, p), q in zip(sparse.named_parameters(), dense.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize(("shape", "k"), [((50, 256), 8), ((3, 40, 1024), 32), ((7, 30), 4)])
+def test_fast_topk_selects_the_topk_set(shape, k):
+    from equisae.sae.topk import fast_topk
+
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    vals, idx = fast_topk(x, k)
+    ref_vals, ref_idx = x.topk(k, dim=-1)
+    assert torch.equal(idx.sort(-1).values, ref_idx.sort(-1).values)
+    assert torch.equal(vals.sort(-1).values, ref_vals.sort(-1).values)
+    assert torch.equal(x.gather(-1, idx), vals)

@@ -221,3 +221,110 @@ def plot_advantage_vs_r2(
     ax.set_title("Does the adaptive SAE's probing advantage track equivariance?")
     fig.tight_layout()
     return fig
+
+
+def plot_loss_curves(
+    records: Sequence[Mapping[str, Any]], targets: Sequence[tuple[str, str]], k: int
+) -> Figure:
+    """Training loss (log) against the step for every SAE type at ``k``, one panel per target;
+    thin lines are seeds. ``records`` need ``loss_curve`` (``frontier_records(curves=True)``)."""
+    fig, axes = _grid(len(targets), 2, (5.2, 3.4))
+    for ax, (model, layer) in zip(axes.flat, targets, strict=False):
+        rows = [
+            r
+            for r in records
+            if (r["model"], r["layer"], r["k"]) == (model, layer, k) and r.get("loss_curve")
+        ]
+        seen: set[str] = set()
+        for r in rows:
+            t, curve = r["sae_type"], r["loss_curve"]
+            ax.plot(
+                curve["step"],
+                curve["loss"],
+                color=colour_of(t),
+                lw=1.0,
+                alpha=0.8,
+                label=None if t in seen else label_of(t),
+            )
+            seen.add(t)
+        ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("training loss (log)")
+        ax.set_title(f"{model} / {layer}, k = {k}", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
+    fig.tight_layout(rect=(0, 0.08 + 0.035 * math.ceil(len(labels) / 4), 1, 1))
+    return fig
+
+
+def plot_lambda_inv(summary: Sequence[Mapping[str, Any]]) -> Figure:
+    """FVU and invariant-factor sparse-probe F1 against lambda_inv (log x), one line per
+    (target, SAE type); error bars: seed sd. ``summary`` from ``report.lambda_inv_summary``."""
+    fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.8))
+    groups = dict.fromkeys((r["model"], r["layer"], r["sae_type"]) for r in summary)
+    for model, layer, t in groups:
+        rows = sorted(
+            (r for r in summary if (r["model"], r["layer"], r["sae_type"]) == (model, layer, t)),
+            key=lambda r: r["lambda_inv"],
+        )
+        x = [r["lambda_inv"] for r in rows]
+        for ax, key in zip(axes, ("fvu", "f1"), strict=True):
+            err = [0.0 if np.isnan(r[f"{key}_sd"]) else r[f"{key}_sd"] for r in rows]
+            ax.errorbar(
+                x,
+                [r[key] for r in rows],
+                yerr=err,
+                marker="o",
+                capsize=3,
+                label=f"{model} / {layer}",
+            )
+    probe = summary[0]["probe_k"][1:] if summary else "?"
+    for ax, ylabel in zip(
+        axes, ("FVU (test, lower is better)", f"invariant F1, {probe}-sparse probe"), strict=True
+    ):
+        ax.set_xscale("log")
+        ax.set_xlabel("λ_inv (invariance weight)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sparse_probes(
+    records: Sequence[Mapping[str, Any]],
+    sae_types: Sequence[str],
+    probe_ks: Sequence[str],
+    factors: Sequence[str],
+) -> Figure:
+    """Invariant-factor F1 (mean over ``factors``, then over targets and seeds) against the
+    probe size (1, 2, 5, 16 latents, then dense), one line per SAE type; error bars: sd."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    xs = np.arange(len(probe_ks))
+    for t in sae_types:
+        means, sds = [], []
+        for pk in probe_ks:
+            per: dict[tuple, list[float]] = defaultdict(list)
+            for r in records:
+                if (
+                    r["sae_type"] == t
+                    and r["probe_k"] == pk
+                    and r["factor"] in factors
+                    and r["features"] == "latents"
+                ):
+                    per[r["model"], r["layer"], r["seed"]].append(r["f1"])
+            vals = [float(np.mean(v)) for v in per.values()]
+            means.append(np.mean(vals) if vals else np.nan)
+            sds.append(np.std(vals) if vals else 0.0)
+        ax.errorbar(
+            xs, means, yerr=sds, marker="o", capsize=3, color=colour_of(t), label=label_of(t)
+        )
+    ax.set_xticks(xs, ["dense" if pk == "all" else pk[1:] for pk in probe_ks])
+    ax.set_xlabel("latents the probe may read")
+    ax.set_ylabel("invariant-factor macro F1 (test)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig

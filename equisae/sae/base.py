@@ -132,6 +132,10 @@ class SparseAutoencoder(nn.Module):
     learns_representation: ClassVar[bool] = False
     label: ClassVar[str] = "SAE"
     colour: ClassVar[str] = "tab:gray"
+    #: how a single activation is evaluated without its pose (equisae.sae.evaluate)
+    pose_convention: ClassVar[str] = "not needed"
+    #: whether evaluation also reports the FVU with the true pose given (``fvu_oracle_pose``)
+    reports_oracle_pose: ClassVar[bool] = False
 
     architecture: ClassVar[str] = "base"
     #: cfg fields that are ours (not model constructor arguments) and ignored by from_config.
@@ -268,6 +272,21 @@ class SparseAutoencoder(nn.Module):
         )
 
     # ------------------------------------------------------------------ training
+
+    @torch.no_grad()
+    def orbit_outputs(self, acts: Tensor, pose: str = "inferred") -> tuple[Tensor, Tensor, Tensor]:
+        """Latents (N, G, d_sae), reconstructions (N, G, d_in) and the poses used (N, G) of
+        orbit activations (N, G, d_in). A regular SAE needs no pose: every activation is encoded
+        and decoded on its own, and the poses returned are the orbit positions."""
+        n, order, d = acts.shape
+        out = self(acts.reshape(n * order, d))
+        poses = torch.arange(order).expand(n, order).clone()
+        return out.latents.reshape(n, order, -1), out.recon.reshape(n, order, d), poses
+
+    def decoder_atoms(self) -> Tensor:
+        """The decoder directions as (n_atoms, d_in): the rows of ``W_dec``."""
+        return self.W_dec.detach().clone()
+
     def loss(self, batch: Tensor, dead_mask: Tensor | None = None) -> LossOutput:
         """Training loss on a batch (..., d_in): ``mse`` plus ``sparsity_loss`` plus AuxK.
 

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from equisae.sae.base import SparseAutoencoder
 from equisae.sae.crosscoder import GroupCrosscoder
-from equisae.sae.topk import SparseDecode, TopKSAE
+from equisae.sae.topk import SparseDecode, TopKSAE, fast_topk
 from equisae.sae.train import (
     MetricLog,
     TrainConfig,
@@ -112,10 +112,11 @@ def _select(pre: Tensor, ks: list[int]) -> tuple[Tensor, Tensor, Tensor | None]:
     mask (S, 1, k_max) keeps each SAE's first ``k_s`` positions.
     """
     k_max = max(ks)
+    vals, idx = fast_topk(pre, k_max)
     if min(ks) == k_max:
-        vals, idx = pre.topk(k_max, dim=-1, sorted=False)
         return vals, idx, None
-    vals, idx = pre.topk(k_max, dim=-1, sorted=True)
+    vals, order = vals.sort(dim=-1, descending=True)
+    idx = idx.gather(-1, order)
     keep = torch.arange(k_max) < torch.tensor(ks).view(-1, 1, 1)
     return vals, idx, keep
 
@@ -425,21 +426,26 @@ def _lrs(cfgs: Sequence[TrainConfig], step: int, n_steps: int) -> Tensor:
 
 
 def _next_batch(iterators: list[Iterator[Tensor]], step: int, scales: Tensor) -> Tensor:
-    """The next batch of every SAE, checked, scaled and stacked: (S, ...)."""
+    """The next batch of every SAE, scaled, stacked (S, ...) and checked for NaN/inf."""
     batches = []
     for i, it in enumerate(iterators):
         try:
-            b = next(it)
+            batches.append(next(it))
         except StopIteration:
             raise ValueError(f"the batches of SAE {i} ran out at step {step}") from None
-        if scales[i] != 1.0:
-            b = b * float(scales[i])
-        check_finite_batch(b, step)
-        batches.append(b)
     shapes = {tuple(b.shape) for b in batches}
     if len(shapes) != 1:
         raise ValueError(f"all SAEs need batches of one shape at step {step}, got {shapes}")
-    return torch.stack(batches)
+    stacked = torch.stack(batches)
+    if bool((scales != 1.0).any()):
+        stacked = stacked * scales.to(stacked.dtype).view(-1, *[1] * (stacked.ndim - 1))
+    if not bool(torch.isfinite(stacked).all()):
+        for i, b in enumerate(stacked):
+            try:
+                check_finite_batch(b, step)
+            except FloatingPointError as exc:
+                raise FloatingPointError(f"{exc} (SAE {i})") from None
+    return stacked
 
 
 def _check_losses(total: Tensor, step: int, params: list[Tensor]) -> None:

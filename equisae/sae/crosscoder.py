@@ -37,6 +37,8 @@ class GroupCrosscoder(TopKSAE):
     takes_orbits: ClassVar[bool] = True
     label: ClassVar[str] = "group crosscoder"
     colour: ClassVar[str] = "tab:green"
+    pose_convention: ClassVar[str] = "each activation as pose 0"
+    reports_oracle_pose: ClassVar[bool] = True
 
     def __init__(self, d_in: int, d_sae: int, k: int, group_order: int = 4, **kwargs: Any) -> None:
         super().__init__(d_in, d_sae, k, **kwargs)
@@ -123,6 +125,25 @@ class GroupCrosscoder(TopKSAE):
             recon=recon.reshape(*lead, self.group_order, self.d_in),
             pre_acts=pre.reshape(*lead, self.d_sae),
         )
+
+    @torch.no_grad()
+    def orbit_outputs(self, acts: Tensor, pose: str = "inferred") -> tuple[Tensor, Tensor, Tensor]:
+        """Latents, reconstructions and poses of orbits (N, G, d_in). ``"inferred"``: each
+        activation read as the canonical pose 0 and rebuilt with block 0 (how it is deployed);
+        ``"oracle"``: every pose of an orbit rebuilt from the latents of its true ``h_0``."""
+        self.check_orbits(acts, "acts")
+        n, order, d = acts.shape
+        z = self.encode(acts.reshape(n * order, d))
+        poses = torch.arange(order).expand(n, order).clone()
+        if pose == "oracle":
+            recon = self.decode(z.reshape(n, order, -1)[:, 0])
+            return z.reshape(n, order, -1), recon, poses
+        recon = self.decode(z, pose=0)
+        return z.reshape(n, order, -1), recon.reshape(n, order, d), torch.zeros_like(poses)
+
+    def decoder_atoms(self) -> Tensor:
+        """Every block of every latent as an atom: (d_sae * |G|, d_in)."""
+        return self.decoder_blocks.detach().reshape(-1, self.d_in).clone()
 
     def loss(self, batch: Tensor, dead_mask: Tensor | None = None) -> LossOutput:
         """Per-element MSE of the reconstruction of every pose from ``h_0``, plus AuxK."""

@@ -114,6 +114,8 @@ class EquivariantSAE(TopKSAE):
     """
 
     variant: ClassVar[str | None] = "equivariant"
+    pose_convention: ClassVar[str] = "inferred"
+    reports_oracle_pose: ClassVar[bool] = True
 
     takes_orbits: ClassVar[bool] = True
     is_equivariant: ClassVar[bool] = True

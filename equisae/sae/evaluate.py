@@ -21,8 +21,6 @@ from tqdm.auto import tqdm
 
 from equisae.metrics import fvu
 from equisae.sae.base import SparseAutoencoder
-from equisae.sae.crosscoder import GroupCrosscoder
-from equisae.sae.equivariant import EquivariantSAE
 
 __all__ = [
     "POSE_MODES",
@@ -54,7 +52,7 @@ def _check_acts(sae: SparseAutoencoder, acts: Tensor) -> None:
         shape = tuple(acts.shape) if isinstance(acts, Tensor) else type(acts).__name__
         raise ValueError(f"acts must have shape (N, |G|, d_in={sae.d_in}), got {shape}")
     order = getattr(sae, "group_order", None)
-    if isinstance(sae, (EquivariantSAE, GroupCrosscoder)) and acts.shape[1] != order:
+    if sae.takes_orbits and acts.shape[1] != order:
         raise ValueError(
             f"acts has {acts.shape[1]} poses but {type(sae).__name__} has group_order={order}"
         )
@@ -63,30 +61,6 @@ def _check_acts(sae: SparseAutoencoder, acts: Tensor) -> None:
 def _check_pose(pose: str) -> None:
     if pose not in POSE_MODES:
         raise ValueError(f"pose must be one of {POSE_MODES}, got {pose!r}")
-
-
-@torch.no_grad()
-def _batch(sae: SparseAutoencoder, acts: Tensor, pose: str) -> tuple[Tensor, Tensor, Tensor]:
-    """Latents (B, G, d_sae), reconstructions (B, G, d) and inferred poses (B, G) of one batch."""
-    n, order, d = acts.shape
-    flat = acts.reshape(n * order, d)
-    true_pose = torch.arange(order).repeat(n)
-    poses = true_pose
-    if isinstance(sae, EquivariantSAE):
-        if pose == "inferred":
-            poses = sae.infer_pose(flat)
-        out = sae(flat, pose=poses)
-        z, recon = out.latents, out.recon
-    elif isinstance(sae, GroupCrosscoder):
-        z = sae.encode(flat)
-        if pose == "oracle":
-            recon = sae.decode(z.reshape(n, order, -1)[:, 0])  # (n, G, d) from h_0
-            return z.reshape(n, order, -1), recon, true_pose.reshape(n, order)
-        recon = sae.decode(z, pose=0)
-    else:
-        out = sae(flat)
-        z, recon = out.latents, out.recon
-    return z.reshape(n, order, -1), recon.reshape(n, order, d), poses.reshape(n, order)
 
 
 @torch.no_grad()
@@ -106,7 +80,7 @@ def orbit_reconstructions(
     was_training = sae.training
     sae.eval()
     parts = [
-        _batch(sae, acts[i : i + batch_size], pose)
+        sae.orbit_outputs(acts[i : i + batch_size], pose)
         for i in tqdm(range(0, acts.shape[0], batch_size), desc="evaluate", disable=not progress)
     ]
     sae.train(was_training)
@@ -121,12 +95,9 @@ def orbit_latents(
 
 
 def decoder_atoms(sae: SparseAutoencoder) -> Tensor:
-    """The decoder directions of any SAE as (n_atoms, d_in): rows of ``W_dec``, and for the
-    crosscoder every block of every latent (``d_sae * |G|`` atoms)."""
-    with torch.no_grad():
-        if isinstance(sae, GroupCrosscoder):
-            return sae.decoder_blocks.reshape(-1, sae.d_in).clone()
-        return sae.W_dec.detach().clone()
+    """The decoder directions of any SAE as (n_atoms, d_in) (the model's own ``decoder_atoms``:
+    rows of ``W_dec``, and for the crosscoder every block of every latent)."""
+    return sae.decoder_atoms()
 
 
 @torch.no_grad()
@@ -157,18 +128,12 @@ def evaluate_on_orbits(
         "latent_equivariance_error": latent_equivariance_error(z),
         "architecture": sae.architecture,
     }
-    if isinstance(sae, EquivariantSAE):
+    out["pose"] = sae.pose_convention
+    if sae.reports_oracle_pose:
+        _, recon_oracle, _ = orbit_reconstructions(sae, acts, "oracle", batch_size)
+        out["fvu_oracle_pose"] = fvu(acts, recon_oracle)
+    if sae.is_equivariant:
         true_pose = torch.arange(acts.shape[1]).expand_as(poses)
-        _, recon_oracle, _ = orbit_reconstructions(sae, acts, "oracle", batch_size)
-        out.update(
-            pose="inferred",
-            fvu_inferred_pose=out["fvu"],
-            fvu_oracle_pose=fvu(acts, recon_oracle),
-            pose_accuracy=float((poses == true_pose).double().mean()),
-        )
-    elif isinstance(sae, GroupCrosscoder):
-        _, recon_oracle, _ = orbit_reconstructions(sae, acts, "oracle", batch_size)
-        out.update(pose="each activation as pose 0", fvu_oracle_pose=fvu(acts, recon_oracle))
-    else:
-        out["pose"] = "not needed"
+        out["fvu_inferred_pose"] = out["fvu"]
+        out["pose_accuracy"] = float((poses == true_pose).double().mean())
     return out

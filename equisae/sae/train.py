@@ -381,7 +381,8 @@ def train_sae(
     optional normalisation of activations to mean norm sqrt(d_in); Adam with warm-up and
     linear decay; per step the gradient parallel to each decoder row is removed, gradients
     are clipped and decoder rows are renormalised; AuxK on latents dead for ``dead_after``
-    examples. Deterministic under ``cfg.seed`` on CPU.
+    examples. Deterministic under ``cfg.seed`` on CPU. A batch, loss or gradient norm that is
+    not finite raises FloatingPointError naming the step and the cause, before the update.
     """
     cfg = cfg or TrainConfig()
     if not isinstance(sae, SparseAutoencoder):

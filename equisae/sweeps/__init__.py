@@ -25,7 +25,7 @@ from typing import Any
 from equisae.runner import Job, SweepResult, run_sweep
 from equisae.sweeps.inputs import InputsJob
 from equisae.sweeps.probes import ProbeJob, ReferenceProbeJob
-from equisae.sweeps.records import frontier_records, probe_records
+from equisae.sweeps.records import all_results, frontier_records, probe_records
 from equisae.sweeps.saes import SAEJob
 from equisae.sweeps.settings import SweepSettings, sweep_settings
 
@@ -35,6 +35,7 @@ __all__ = [
     "ProbeJob",
     "ReferenceProbeJob",
     "SAEJob",
+    "all_results",
     "frontier_jobs",
     "frontier_records",
     "lambda_inv_jobs",
@@ -119,7 +120,8 @@ def probing_jobs(s: SweepSettings) -> list[Job]:
 
 
 def setting_jobs(s: SweepSettings) -> list[Job]:
-    """The ``setting_types`` at ``probe_k`` under both canonical representatives (probed)."""
+    """The ``setting_types`` at ``probe_k`` under both canonical representatives, and the
+    ``length_types`` trained for only ``short_steps`` steps (all probed)."""
     jobs: list[Job] = []
     for representative in ("fixed", "random"):
         for model, layer in s.setting_targets:
@@ -127,6 +129,10 @@ def setting_jobs(s: SweepSettings) -> list[Job]:
                 job = _sae_job(s, model, layer, sae_type, s.probe_k, representative=representative)
                 jobs += _probes(s, job)
             jobs += _references(s, model, layer, representative)[:1]
+    short = replace(s.training, n_steps=s.short_steps)
+    for model, layer in s.setting_targets:
+        for sae_type in s.length_types:
+            jobs += _probes(s, _sae_job(s, model, layer, sae_type, s.probe_k, training=short))
     return jobs
 
 

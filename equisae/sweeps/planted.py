@@ -365,3 +365,62 @@ def with_models(settings: PlantedSettings, models: Sequence[str]) -> PlantedSett
     if unknown:
         raise KeyError(f"unknown planted models {unknown}; known: {MODEL_TYPES}")
     return replace(settings, models=tuple(models))
+
+
+def problem_diagnostics(settings: PlantedSettings) -> list[dict[str, Any]]:
+    """Per number of features: the representation's checks (relation error, orthogonality) and
+    how much the features interfere (mean over features of the largest |cos| with another
+    feature, and with any transform rho(g) f_j of another feature)."""
+    from equisae.planted import make_planted
+
+    rows = []
+    for n in settings.feature_counts:
+        problem = make_planted(settings.toy(n), 10, 10, seed=settings.seeds[0])
+        rho = problem.powers().double()  # (|G|, d, d)
+        feats = problem.features.double()
+        others = ~torch.eye(n, dtype=torch.bool)
+        cos = (feats @ feats.T).abs()
+        cos_all = torch.stack([(feats @ (feats @ m.T).T).abs() for m in rho])
+        eye = torch.eye(settings.d, dtype=torch.float64)
+        rows.append(
+            {
+                "n": n,
+                "n/d": n / settings.d,
+                "relation error": problem.group.relation_error(rho),
+                "‖RRᵀ − I‖": float((rho[1] @ rho[1].T - eye).norm()),
+                "max |cos| with another feature": float(
+                    cos.masked_fill(~others, 0).max(1).values.mean()
+                ),
+                "max |cos| with a transform of another": float(
+                    cos_all.masked_fill(~others, 0).amax((0, 2)).mean()
+                ),
+            }
+        )
+    return rows
+
+
+def metric_table(
+    records: Sequence[dict[str, Any]],
+    metrics: Sequence[str],
+    counts: Sequence[int],
+    models: Sequence[str] = MODEL_TYPES,
+) -> str:
+    """Mean ± sd over seeds of ``metrics`` per model (rows) at each number of features."""
+    from equisae.plots.findings import label_of
+    from equisae.tables import markdown_table, mean_sd_cell
+
+    rows = []
+    for model in models:
+        for n in counts:
+            sel = [r for r in records if r["model"] == model and r["n_features"] == n]
+            if not sel:
+                continue
+            row: dict[str, Any] = {"model": label_of(model), "n": n}
+            for m in metrics:
+                values = [r[m] for r in sel if r.get(m) is not None]
+                if m == "n_params" and values:
+                    row["trainable parameters"] = f"{int(round(float(np.mean(values)))):,}"
+                else:
+                    row[m.replace("_", " ")] = mean_sd_cell(values)
+            rows.append(row)
+    return markdown_table(rows)

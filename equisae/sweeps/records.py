@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from equisae.runner import JobResult
+from equisae.runner import JobResult, SweepResult
 from equisae.sweeps.probes import ProbeJob, ReferenceProbeJob
 from equisae.sweeps.saes import SAEJob
 
-__all__ = ["FRONTIER_METRICS", "frontier_records", "probe_records"]
+__all__ = ["FRONTIER_METRICS", "all_results", "frontier_records", "probe_records"]
 
 FRONTIER_METRICS: tuple[str, ...] = (
     "fvu",
@@ -96,3 +96,8 @@ def probe_records(results: Sequence[JobResult | None]) -> list[dict[str, Any]]:
                         }
                     )
     return rows
+
+
+def all_results(sweep: SweepResult) -> list[JobResult]:
+    """Every finished job of a sweep, requested or dependency (e.g. the SAEs under probes)."""
+    return [o for o in sweep.outcomes.values() if isinstance(o, JobResult)]

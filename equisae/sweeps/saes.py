@@ -60,18 +60,21 @@ def loss_curve(history: list[dict[str, float]], points: int) -> dict[str, list[f
     }
 
 
-def final_slope(history: list[dict[str, float]], window: float = 0.2) -> float:
-    """Relative change of the loss per 1000 steps over the last ``window`` of training.
+def final_slope(history: list[dict[str, float]], start: float = 0.55, end: float = 0.8) -> float:
+    """Relative change of the training loss per 1000 steps near the end of training.
 
-    A least-squares line through ``log(loss)`` against the step on the last 20% of the logged
-    points: a converged SAE has a slope near 0 (e.g. -0.01 is a 1% decrease per 1000 steps).
+    A least-squares line through ``log(loss)`` against the step on the logged points between
+    ``start`` and ``end`` of training. The window ends where the trainer's learning-rate decay
+    begins (its last 20% of steps, where the loss falls because the step size does): a
+    converged SAE has a slope near 0 (e.g. -0.01 is a 1% decrease per 1000 steps).
     """
     rows = [h for h in history if np.isfinite(h.get("loss", np.nan)) and h.get("loss", 0) > 0]
     if len(rows) < 4:
         return float("nan")
-    tail = rows[int(len(rows) * (1 - window)) :]
+    last = max(h["step"] for h in rows)
+    tail = [h for h in rows if start * last <= h["step"] <= end * last]
     if len(tail) < 2:
-        tail = rows[-2:]
+        return float("nan")
     steps = np.array([h["step"] for h in tail], dtype=float)
     logs = np.log([h["loss"] for h in tail])
     slope = np.polyfit(steps, logs, 1)[0]

@@ -113,6 +113,8 @@ class SweepSettings:
     * ``setting``: ``setting_types`` at ``probe_k`` on ``setting_targets`` with the *random*
       representative (the paper's appendix setting) next to the default fixed one.
     * ``lambda_inv``: the adaptive SAE at ``lambda_inv_values`` on ``lambda_inv_targets``.
+    * ``setting`` also trains ``length_types`` for only ``short_steps`` steps (fixed
+      representative), to measure what training length does to the verdict.
     """
 
     mode: str
@@ -132,6 +134,10 @@ class SweepSettings:
     lambda_inv_targets: tuple[tuple[str, str], ...] = ()
     lambda_inv_values: tuple[float, ...] = (0.1, 1.0, 10.0)
     lambda_inv_types: tuple[str, ...] = ("adaptive",)
+    #: shorter training runs of ``length_types`` on ``setting_targets`` (the training-length
+    #: ablation of the claims ledger)
+    short_steps: int = 300
+    length_types: tuple[str, ...] = ("topk", "adaptive")
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
@@ -208,6 +214,7 @@ def sweep_settings(mode: str) -> SweepSettings:
         seeds=(0,),
         probe_k=4,
         training=SAETraining(n_steps=300, batch_size=256, max_d_sae=256, curve_points=20),
+        short_steps=100,
         probing=ProbeSettings(
             probe_ks=(None, 1, 5), c_grid=(0.1, 1.0), max_orbits=(150, 75, 100), max_iter=100
         ),
