@@ -160,10 +160,10 @@ class SweepSettings:
         return replace(self, data_seed=data_seed)
 
 
-#: Every SAE type of the sweeps, in plotting order (names of :mod:`equisae.sae.factory`).
+#: Every SAE type of the sweeps, in plotting order (names of :mod:`equisae.sae.factory`):
+#: METHOD.md's family (BatchTopK is in the library but not in the comparisons).
 SWEEP_SAE_TYPES: tuple[str, ...] = (
     "topk",
-    "batchtopk",
     "wide",
     "crosscoder",
     "equivariant",
