@@ -53,6 +53,7 @@ test: lint unit
 bench: venv
 	$(BIN)/python benchmarks/bench_data.py
 	$(BIN)/python benchmarks/bench_sae.py
+	$(BIN)/python benchmarks/bench_equivariant.py
 	$(BIN)/python benchmarks/bench_sweep.py
 
 clean:

@@ -204,7 +204,7 @@ def run_notebook(source: Path, target: Path, mode: str, cwd: Path) -> NotebookRu
     """
     import papermill
 
-    executing = cwd / EXECUTING_DIR / source.name
+    executing = cwd / EXECUTING_DIR / mode / source.name  # a quick and a full run may overlap
     executing.parent.mkdir(parents=True, exist_ok=True)
     executing.unlink(missing_ok=True)
     # Nobody watches progress bars inside papermill's kernels: keep them out of the book.
@@ -307,6 +307,19 @@ def _read_timings(path: Path) -> dict[str, Any]:
     return previous
 
 
+def write_claims(mode: str) -> Path | None:
+    """The claims ledger of this run: ``results/<mode>/claims.json`` (:mod:`equisae.ledger`)."""
+    from equisae.ledger import LedgerSchemaError, write_ledger
+
+    try:
+        path = write_ledger(results_dir(mode), results_dir(mode) / "claims.json")
+    except (LedgerSchemaError, FileNotFoundError) as exc:
+        print(f"warning: no claims ledger written: {exc}", flush=True)
+        return None
+    print(f"claims ledger: results/{mode}/claims.json", flush=True)
+    return path
+
+
 def reproduce(
     mode: str, only: Sequence[str] = (), book: bool = True, root: Path | None = None
 ) -> list[NotebookRun]:
@@ -329,6 +342,7 @@ def reproduce(
     timings.update({run.name: round(run.seconds, 1) for run in runs})
     write_json_atomic(timings_path, timings)
     write_build_info(root, mode, parameters)
+    write_claims(mode)
     if book:
         missing = [s for s in book_stems if not (root / EXECUTED_DIR / f"{s}.ipynb").is_file()]
         if missing:

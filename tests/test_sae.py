@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from equisae.io import write_manifest
 from equisae.sae import (
     ARCHITECTURES,
     BatchTopKSAE,
@@ -252,6 +253,7 @@ def test_load_errors(tmp_path):
     cfg = json.loads((folder / CFG_FILENAME).read_text())
     cfg["equisae_architecture"] = "nope"
     (folder / CFG_FILENAME).write_text(json.dumps(cfg))
+    write_manifest(folder)  # a consistent folder of an unknown architecture
     with pytest.raises(KeyError, match="nope"):
         load_sae(folder)
     (folder / WEIGHTS_FILENAME).unlink()
@@ -284,3 +286,16 @@ def test_sparse_training_path_matches_dense(n_dead):
     out_dense.total.backward()
     for (name, p), q in zip(sparse.named_parameters(), dense.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_saved_sae_is_verified_on_load(tmp_path) -> None:
+    from equisae.sae import TopKSAE, load_sae, save_sae
+
+    folder = save_sae(TopKSAE(6, 12, 2, seed=0), tmp_path / "sae")
+    assert load_sae(folder).d_sae == 12
+    weights = folder / "sae_weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01  # flip one bit of the last weight
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="damaged SAE folder"):
+        load_sae(folder)

@@ -16,6 +16,19 @@ G-invariant mean, ``rho(g) b = b`` and it equals METHOD.md's uncentred term. The
 term is a regression of ``h_p`` on ``h_0`` and pulls the generators toward the data's actual
 representation; the invariance term makes the encoder agree across poses.
 
+Equivariance bases (``equivariance_bases``). ``"canonical"`` is the term above, METHOD.md's
+``sum_p ||h_p - rho(g_p) h_0||^2`` with the canonical pose as the only base. ``"all"`` takes every
+pose in turn as the base and averages, ``(1/|G|) sum_q sum_p ||h_{g_p g_q} - rho(g_p) h_q||^2``
+(the canonical pose is an arbitrary choice under the group; each base is one copy of METHOD.md's
+term). The default ``"auto"`` is ``"canonical"`` for C_n and ``"all"`` for D_n, because a
+regression only constrains a matrix on the vectors it multiplies: with ``rho(r^k s) = R^k S``
+the flip ``S`` multiplies only ``h_0`` in the canonical term, so ``S`` is learned on the span of
+the canonical activations alone (in the planted toy with fewer features than dimensions, half
+of ``R^d``: a D4 run from the identity learned ``R`` to 0.02 but left ``S`` at relative
+distance 1.07 with the term at its noise floor). ``R`` appears in every power and is constrained
+on the whole orbit's span. With every pose as a base, ``S`` multiplies every ``h_q`` and both
+generators are identified wherever the orbits live (the same run: both under 0.01).
+
 Defaults: ``lambda_inv = 1.0`` and ``lambda_eq = 1.0`` (the value of the experiment sweeps;
 earlier versions of this class defaulted to 10.0). ``rho(g)`` is computed once per loss call
 from the current generators (``M``, and ``S`` for D_n), never cached while it needs a graph.
@@ -33,7 +46,21 @@ from equisae.groups import Group, generator_names
 from equisae.sae.base import _check_finite_nonnegative, register_architecture
 from equisae.sae.equivariant import GENERATOR_ATTRS, EquivariantSAE
 
-__all__ = ["AdaptiveEquivariantSAE"]
+__all__ = ["EQUIVARIANCE_BASES", "AdaptiveEquivariantSAE", "resolve_equivariance_bases"]
+
+#: which poses serve as the base ``h_q`` of the ``lambda_eq`` term ("auto": by group, see above)
+EQUIVARIANCE_BASES = ("auto", "canonical", "all")
+
+
+def resolve_equivariance_bases(bases: str, group: Group) -> str:
+    """``"canonical"`` or ``"all"``: ``bases``, with ``"auto"`` resolved by ``group`` (``"all"``
+    for a group with a reflection, D_n; ``"canonical"`` for C_n, METHOD.md's term)."""
+    if bases not in EQUIVARIANCE_BASES:
+        raise ValueError(f"equivariance_bases must be one of {EQUIVARIANCE_BASES}, got {bases!r}")
+    if bases != "auto":
+        return bases
+    has_flip = any(group.is_reflection(a) for a in group.elements())
+    return "all" if has_flip else "canonical"
 
 
 def _check_weight(name: str, value: Any) -> float:
@@ -69,6 +96,7 @@ class AdaptiveEquivariantSAE(EquivariantSAE):
         *,
         group: Group | str | None = None,
         generators: Mapping[str, Tensor] | None = None,
+        equivariance_bases: str = "auto",
         **kwargs: Any,
     ) -> None:
         lambda_inv = _check_weight("lambda_inv", lambda_inv)
@@ -76,6 +104,9 @@ class AdaptiveEquivariantSAE(EquivariantSAE):
             d_in, d_sae, k, group_order, M, lambda_inv, group=group, generators=generators, **kwargs
         )
         self.lambda_eq = _check_weight("lambda_eq", lambda_eq)
+        self.equivariance_bases = resolve_equivariance_bases(equivariance_bases, self.group)
+        # table[p, q] = g_p g_q: the pose of rho(g_p) applied to pose q
+        self.register_buffer("_compose_table", self.group.cayley_table(), persistent=False)
         for name in generator_names(self.group):
             attr = GENERATOR_ATTRS[name]
             start = getattr(self, attr).clone()
@@ -84,7 +115,11 @@ class AdaptiveEquivariantSAE(EquivariantSAE):
             self.register_buffer(f"{attr}_init", start.clone())
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "lambda_eq": self.lambda_eq}
+        return {
+            **super().config(),
+            "lambda_eq": self.lambda_eq,
+            "equivariance_bases": self.equivariance_bases,
+        }
 
     @property
     def n_fixed_params(self) -> int:
@@ -112,8 +147,14 @@ class AdaptiveEquivariantSAE(EquivariantSAE):
             return (diff / init) ** 0.5
 
     def _representation_terms(self, batch: Tensor, rho: Tensor) -> dict[str, tuple[float, Tensor]]:
-        """``lambda_eq * sum_p ||(h_p - b) - rho(g_p)(h_0 - b)||^2 / (B |G| d)``, b detached."""
+        """``lambda_eq * sum_p ||(h_p - b) - rho(g_p)(h_0 - b)||^2 / (B |G| d)``, b detached;
+        with ``equivariance_bases="all"`` the mean of that over every base pose ``q``."""
         base = batch - self.b_dec.detach()
-        pred = torch.einsum("pij,bj->bpi", rho, base[:, 0])
-        eq = (base - pred).pow(2).sum() / float(batch.numel())
+        if self.equivariance_bases == "canonical":
+            pred = torch.einsum("pij,bj->bpi", rho, base[:, 0])
+            eq = (base - pred).pow(2).sum() / float(batch.numel())
+        else:
+            target = base[:, self._compose_table]  # (B, p, q, d): h_{g_p g_q}
+            pred = torch.einsum("pij,bqj->bpqi", rho, base)
+            eq = (target - pred).pow(2).sum() / float(batch.numel() * self.group_order)
         return {"equivariance": (self.lambda_eq, eq)}

@@ -12,8 +12,6 @@ The folder is written to a temporary sibling and renamed into place.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import equisae
-from equisae.io import read_json, write_json_atomic
+from equisae.io import (
+    MANIFEST_FILE,
+    atomic_folder,
+    read_json,
+    verify_manifest,
+    write_json_atomic,
+    write_manifest,
+)
 from equisae.sae.base import SparseAutoencoder, get_architecture
 
 __all__ = ["CFG_FILENAME", "WEIGHTS_FILENAME", "load_sae", "save_sae"]
@@ -57,21 +62,10 @@ def save_sae(sae: SparseAutoencoder, folder: str | os.PathLike) -> Path:
     tensors = {
         name: t.detach().to("cpu").contiguous().clone() for name, t in sae.state_dict().items()
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
-        os.chmod(tmp, 0o755)
+    with atomic_folder(folder) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILENAME), metadata={"format": "pt"})
         write_json_atomic(tmp / CFG_FILENAME, _saelens_config(sae))
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old.{os.getpid()}")
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_manifest(tmp)
     return folder
 
 
@@ -95,6 +89,10 @@ def load_sae(folder: str | os.PathLike, device: str | torch.device = "cpu") -> S
     weights = folder / WEIGHTS_FILENAME
     if not weights.is_file():
         raise FileNotFoundError(f"SAE weights not found: {weights}")
+    if (folder / MANIFEST_FILE).is_file():
+        problem = verify_manifest(folder)
+        if problem is not None:
+            raise ValueError(f"damaged SAE folder: {problem}; delete {folder} and retrain it")
     cls = get_architecture(cfg["architecture"])
     sae = cls.from_config(cfg)
     state = load_file(str(weights))

@@ -10,8 +10,14 @@ a TopK and an adaptive equivariant SAE trained on the training orbits
 invariant factor on the raw activations and on each SAE's latents (dense and k-sparse); a JSON
 summary ``summary.json`` in ``out_dir``.
 
+:func:`study_source` is the multi-model, multi-seed version that notebook 07 runs: every base
+model of :class:`StudySettings`, every SAE type at several k with all seeds trained as one
+batched model, the frontier metrics and the dense / k-sparse probes as flat records in the
+formats of :mod:`equisae.verdicts` (the same as the Shapes notebooks 05 and 06), sized by
+:func:`study_settings` (``quick`` or ``full``).
+
 Command line: ``equisae images --source digits|galaxy-mnist|folder --path P [--size N]
-[--quick]`` (see :func:`main_images`).
+[--quick] [--study]`` (see :func:`main_images`).
 """
 
 from __future__ import annotations
@@ -28,7 +34,19 @@ import torch
 from equisae import io
 from equisae.sources.base import ImageSource, as_group
 
-__all__ = ["RunSizes", "SOURCES", "load_source", "main_images", "run_on_source", "run_sizes"]
+__all__ = [
+    "SOURCES",
+    "STUDY_SAE_TYPES",
+    "RunSizes",
+    "StudySettings",
+    "format_study",
+    "load_source",
+    "main_images",
+    "run_on_source",
+    "run_sizes",
+    "study_settings",
+    "study_source",
+]
 
 #: Source names the command line accepts.
 SOURCES: tuple[str, ...] = ("digits", "galaxy-mnist", "folder")
@@ -284,3 +302,406 @@ def main_images(
     print(format_summary(summary))
     print(f"wrote {out / 'summary.json'}")
     return summary
+
+
+# ------------------------------------------------------------------------------ the study
+#: SAE types of the study, in plotting order (names of :mod:`equisae.sae.factory`).
+STUDY_SAE_TYPES: tuple[str, ...] = (
+    "topk",
+    "wide",
+    "crosscoder",
+    "equivariant",
+    "adaptive",
+    "equivariant_canonical",
+    "adaptive_canonical",
+)
+#: Base models of the study: plain CNN, rotation-augmented CNN, rotation-equivariant G-CNN.
+STUDY_MODELS: tuple[str, ...] = ("cnn_canonical", "cnn_augmented", "gcnn")
+#: Probing references besides the SAEs: raw activations and an untrained random dictionary.
+STUDY_REFERENCES: tuple[str, ...] = ("raw", "random")
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Everything :func:`study_source` trains and probes, per mode.
+
+    ``models``: base models (each trained once on the training split, cached); ``sae_types``
+    at every ``k`` of ``ks`` with all ``seeds`` (one batched model per type and k);
+    ``probe_k`` (one of ``ks``): the k whose SAEs are probed (matched L0), with the probe sizes
+    ``probe_ks`` (None: dense) on ``max_probe_orbits`` (train, val, test) orbits, each pose of
+    an orbit one example; ``eval_orbits`` test orbits for the frontier metrics.
+    """
+
+    mode: str
+    models: tuple[str, ...] = STUDY_MODELS
+    sae_types: tuple[str, ...] = STUDY_SAE_TYPES
+    ks: tuple[int, ...] = (4, 8, 16)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    probe_k: int = 8
+    epochs: int = 20
+    batch_size: int = 32
+    n_steps: int = 600
+    sae_batch_size: int = 256
+    max_d_sae: int = 128
+    expansion: int = 2
+    lambda_inv: float = 1.0
+    lambda_eq: float = 1.0
+    probe_ks: tuple[int | None, ...] = (None, 1, 5)
+    max_probe_orbits: tuple[int, int, int] = (240, 80, 240)
+    eval_orbits: int = 360
+    c_grid: tuple[float, ...] = (0.1, 1.0)
+    probe_max_iter: int = 200
+    probe_tol: float = 1e-3
+    references: tuple[str, ...] = STUDY_REFERENCES
+
+    def __post_init__(self) -> None:
+        from equisae.sae.factory import sae_class
+        from equisae.sweeps.settings import check_mode
+
+        check_mode(self.mode)
+        for name in self.sae_types:
+            sae_class(name)  # KeyError naming the known variants
+        for name in ("models", "sae_types", "ks", "seeds", "probe_ks"):
+            if not getattr(self, name):
+                raise ValueError(f"StudySettings.{name} must not be empty")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"StudySettings.seeds must be distinct, got {self.seeds}")
+        if self.probe_k not in self.ks:
+            raise ValueError(f"StudySettings.probe_k={self.probe_k} must be one of ks={self.ks}")
+        if any(k < 1 or k > self.max_d_sae for k in self.ks):
+            raise ValueError(f"StudySettings.ks must be in 1..max_d_sae={self.max_d_sae}")
+        unknown = [r for r in self.references if r not in STUDY_REFERENCES]
+        if unknown:
+            raise ValueError(f"StudySettings.references {unknown} not in {STUDY_REFERENCES}")
+        if len(self.max_probe_orbits) != 3 or min(self.max_probe_orbits) < 1:
+            raise ValueError(
+                f"StudySettings.max_probe_orbits must be 3 positive ints, got "
+                f"{self.max_probe_orbits}"
+            )
+
+    @property
+    def training(self):
+        """The SAE training settings (:class:`equisae.sweeps.settings.SAETraining`)."""
+        from equisae.sweeps.settings import SAETraining
+
+        return SAETraining(
+            n_steps=self.n_steps,
+            batch_size=self.sae_batch_size,
+            expansion=self.expansion,
+            max_d_sae=self.max_d_sae,
+            lambda_inv=self.lambda_inv,
+            lambda_eq=self.lambda_eq,
+        )
+
+
+def study_settings(mode: str) -> StudySettings:
+    """The study's sizes per mode, fitted to the 1,797 digits on a shared two-core CPU.
+
+    ``full`` (a few minutes): three base models, seven SAE types at k in {4, 8, 16}, 3 seeds,
+    600 steps, probes of the k = 8 SAEs with dense and 1- and 5-sparse probes. ``quick`` (under
+    a minute and a half for notebook 07): the same grid at k in {4, 8}, 2 seeds (so the verdicts
+    have a spread to judge by), 120 steps and small probe sets: it shows that everything runs,
+    not what the findings are.
+    """
+    from equisae.sweeps.settings import check_mode
+
+    check_mode(mode)
+    if mode == "quick":
+        return StudySettings(
+            mode=mode,
+            ks=(4, 8),
+            seeds=(0, 1),
+            epochs=3,
+            n_steps=120,
+            max_d_sae=64,
+            expansion=1,
+            max_probe_orbits=(60, 30, 60),
+            eval_orbits=120,
+            c_grid=(1.0,),
+            probe_max_iter=100,
+        )
+    return StudySettings(mode=mode)
+
+
+def output_equivariance(net: torch.nn.Module, images: torch.Tensor, group: Any) -> float:
+    """``mean_p ||f(g^p x) - g^p f(x)||^2 / ||g^p f(x) - mean||^2`` over the non-identity
+    elements of ``group`` (0 for an exactly equivariant autoencoder ``net``)."""
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            out = net(images)
+            errors = []
+            for p in range(1, group.order):
+                target = group.act_images(out, p)
+                moved = net(group.act_images(images, p))
+                sst = ((target - target.mean(dim=0)) ** 2).sum().clamp_min(1e-30)
+                errors.append(float(((moved - target) ** 2).sum() / sst))
+    finally:
+        net.train(was_training)
+    return sum(errors) / len(errors)
+
+
+def _study_base(
+    model: str, splits: dict[str, ImageSource], settings: StudySettings, seed: int, group, progress
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    sizes = RunSizes(epochs=settings.epochs, batch_size=settings.batch_size)
+    net, info = _base_model(model, splits, sizes, seed, progress)
+    record = {
+        "model": model,
+        "test_mse_canonical": info.get("test_mse_canonical"),
+        "test_mse_rotated": info.get("test_mse_rotated"),
+        "output_equivariance_error": output_equivariance(net, splits["test"].images[:500], group),
+        "n_params": info.get("n_params"),
+        "train_cpu_seconds": info.get("train_cpu_seconds"),
+        "cached": info.get("cached"),
+    }
+    return net, record
+
+
+def _linrep_record(model: str, layer: str, acts: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    fit, M = _fit_m(acts)
+    record = {"model": model, "layer": layer, "dim": acts["train"].dim, **fit}
+    return record, M
+
+
+def _sae_record(base: dict[str, Any], sae, result, test_acts, M) -> dict[str, Any]:
+    from equisae.sae.evaluate import evaluate_on_orbits
+    from equisae.sweeps.records import FRONTIER_METRICS
+    from equisae.sweeps.saes import final_slope
+
+    metrics = evaluate_on_orbits(sae, test_acts)
+    metrics.update(train_seconds=result.seconds, final_slope=final_slope(result.history))
+    if hasattr(sae, "m_drift"):
+        metrics["m_drift"] = sae.m_drift()
+    if getattr(sae, "is_equivariant", False):
+        metrics["m_group_error"] = sae.group_error()
+        metrics["m_distance_to_fit"] = sae.distance_to(M)
+    return {**base, **{m: metrics.get(m) for m in FRONTIER_METRICS}, "d_sae": sae.d_sae}
+
+
+def _probe_sets(acts: dict[str, Any], settings: StudySettings) -> dict[str, Any]:
+    """The probe subsample of every split: orbit activations (n, |G|, d) and flat labels."""
+    from equisae.sweeps.inputs import subsample_orbits
+
+    out = {}
+    for i, split in enumerate(("train", "val", "test")):
+        a = acts[split]
+        rows = subsample_orbits(a.n_examples, settings.max_probe_orbits[i], seed=i)
+        factors = {f: v[rows].reshape(-1).numpy() for f, v in a.factors.items()}
+        out[split] = (a.acts[rows], factors)
+    return out
+
+
+def _probe_rows(
+    base: dict[str, Any],
+    features: dict[str, Any],
+    probe_sets: dict[str, Any],
+    factors: Sequence[str],
+    settings: StudySettings,
+) -> list[dict[str, Any]]:
+    from equisae.probing import probe_factors
+
+    labels = {s: labels for s, (_, labels) in probe_sets.items()}
+    res = probe_factors(
+        features,
+        labels,
+        factors,
+        probe_ks=settings.probe_ks,
+        c_grid=settings.c_grid,
+        max_iter=settings.probe_max_iter,
+        tol=settings.probe_tol,
+    )
+    return [
+        {
+            **base,
+            "features": "latents",
+            "factor": factor,
+            "probe_k": pk,
+            "f1": r.f1,
+            "chance_f1": r.chance_f1,
+        }
+        for factor, per in res.items()
+        for pk, r in per.items()
+    ]
+
+
+def _latent_features(sae, probe_sets: dict[str, Any]) -> dict[str, Any]:
+    from equisae.sae.evaluate import orbit_latents
+
+    out = {}
+    for split, (orbits, _) in probe_sets.items():
+        z = orbit_latents(sae, orbits)
+        out[split] = z.reshape(-1, z.shape[-1]).numpy()
+    return out
+
+
+def _reference_features(
+    name: str, acts: dict[str, Any], probe_sets: dict[str, Any], d_sae: int, k: int
+) -> dict[str, Any]:
+    from equisae.sweeps.probes import random_dictionary_sae
+
+    if name == "raw":
+        return {s: o.reshape(-1, o.shape[-1]).numpy() for s, (o, _) in probe_sets.items()}
+    train = acts["train"].acts
+    sae = random_dictionary_sae(train.shape[-1], d_sae, k, seed=0, centre=train.mean((0, 1)))
+    return _latent_features(sae, probe_sets)
+
+
+def _study_model(
+    model: str,
+    net: torch.nn.Module,
+    splits: dict[str, ImageSource],
+    settings: StudySettings,
+    grp,
+    layer: str,
+    progress: bool,
+) -> dict[str, Any]:
+    """Fit, SAEs, frontier metrics and probes of one base model."""
+    from equisae.sweeps.inputs import subsample_orbits
+    from equisae.sweeps.saes import train_sweep_saes
+
+    acts = _orbit_acts(net, splits, grp, layer, model)
+    linrep, M = _linrep_record(model, layer, acts)
+    test = acts["test"].acts
+    test = test[subsample_orbits(test.shape[0], settings.eval_orbits, seed=0)]
+    probe_sets = _probe_sets(acts, settings)
+    factors = [*splits["train"].invariant_factors, *splits["train"].equivariant_factors, "pose"]
+    training = settings.training
+    frontier, probes = [], []
+    common = {"model": model, "layer": layer, "representative": "fixed"}
+    for sae_type in settings.sae_types:
+        for k in settings.ks:
+            saes, results = train_sweep_saes(
+                sae_type,
+                acts["train"].acts,
+                k,
+                settings.seeds,
+                training,
+                M=M,
+                group=grp,
+                progress=progress,
+            )
+            for seed, sae, result in zip(settings.seeds, saes, results, strict=True):
+                base = {
+                    **common,
+                    "sae_type": sae_type,
+                    "k": k,
+                    "seed": seed,
+                    "lambda_inv": training.lambda_inv,
+                    "n_steps": training.n_steps,
+                }
+                frontier.append(_sae_record(base, sae, result, test, M))
+                if k == settings.probe_k:
+                    feats = _latent_features(sae, probe_sets)
+                    probes += _probe_rows(base, feats, probe_sets, factors, settings)
+    d_sae = training.d_sae(acts["train"].dim)
+    for ref in settings.references:
+        base = {**common, "sae_type": ref, "k": settings.probe_k if ref == "random" else None}
+        base.update(seed=settings.seeds[0], lambda_inv=None, n_steps=None)
+        feats = _reference_features(ref, acts, probe_sets, d_sae, settings.probe_k)
+        probes += _probe_rows(base, feats, probe_sets, factors, settings)
+    n_rows = {s: int(o.shape[0] * o.shape[1]) for s, (o, _) in probe_sets.items()}
+    return {"linrep": linrep, "frontier": frontier, "probes": probes, "probe_rows": n_rows}
+
+
+def study_source(
+    source: ImageSource | Mapping[str, ImageSource],
+    settings: StudySettings | str = "quick",
+    group: str = "C4",
+    layer: str = "bottleneck",
+    data_seed: int = 0,
+    out_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Base models, fit of M, the SAE family with seeds, frontier and probes on ``source``.
+
+    ``source`` is one :class:`ImageSource` (split 60/20/20 under ``data_seed``, stratified by
+    its first invariant factor) or ready ``train``/``val``/``test`` sources; ``settings`` a
+    :class:`StudySettings` or a mode name. The base models are trained with seed
+    ``data_seed`` (cached); the SAEs with the seeds of ``settings``. Probed factors: the
+    source's invariant and equivariant factors and ``pose`` (the leakage probe).
+
+    Returns a JSON-able dict: ``source``, ``split_sizes``, ``group``, ``layer``, ``settings``,
+    ``base_models`` (one record per model: test MSE upright and rotated, output equivariance
+    error), ``linrep`` (one record per model: held-out R^2 per power of M^p, of per-power fits
+    and of the identity, group error; for
+    :func:`equisae.verdicts.linear_representation_verdict`), ``frontier`` (one record per SAE
+    and seed: ``model, layer, sae_type, k, seed, fvu, l0, ...``, for
+    :func:`~equisae.verdicts.frontier_verdict`), ``probes`` (one record per SAE or reference,
+    seed, factor and probe size: ``model, layer, sae_type, seed, features, factor, probe_k,
+    f1, chance_f1``, for :func:`~equisae.verdicts.probing_verdict`), ``probe_rows`` and
+    ``seconds`` (per step). With ``out_dir`` it is also written to ``out_dir/study.json``.
+    """
+    if isinstance(settings, str):
+        settings = study_settings(settings)
+    grp = as_group(group)
+    if not grp.name.upper().startswith("C"):
+        raise ValueError(
+            f"group must be cyclic (e.g. 'C4'): one matrix M and its powers, got {group!r}"
+        )
+    start = time.perf_counter()
+    splits = _splits(source, data_seed)
+    out: dict[str, Any] = {"base_models": [], "linrep": [], "frontier": [], "probes": []}
+    seconds: dict[str, float] = {}
+    for model in settings.models:
+        t0 = time.perf_counter()
+        net, base = _study_base(model, splits, settings, data_seed, grp, progress)
+        out["base_models"].append(base)
+        part = _study_model(model, net, splits, settings, grp, layer, progress)
+        out["linrep"].append(part["linrep"])
+        out["frontier"] += part["frontier"]
+        out["probes"] += part["probes"]
+        out["probe_rows"] = part["probe_rows"]
+        seconds[model] = time.perf_counter() - t0
+    train = splits["train"]
+    summary = {
+        "source": train.describe(),
+        "split_sizes": {s: len(p) for s, p in splits.items()},
+        "group": grp.name,
+        "layer": layer,
+        "data_seed": data_seed,
+        "settings": asdict(settings),
+        "factors": {
+            "invariant": list(train.invariant_factors),
+            "equivariant": [*train.equivariant_factors, "pose"],
+        },
+        **out,
+        "seconds": {**seconds, "total": time.perf_counter() - start},
+    }
+    summary = io.to_jsonable(summary)
+    if out_dir is not None:
+        io.write_json_atomic(Path(out_dir) / "study.json", summary)
+    return summary
+
+
+def format_study(study: Mapping[str, Any]) -> str:
+    """A few lines for the terminal: per base model the fit R^2, mean FVU per SAE type at the
+    probed k and the dense-probe F1 of the first invariant factor."""
+    import numpy as np
+
+    probe_k = study["settings"]["probe_k"]
+    factor = study["factors"]["invariant"][0]
+    lines = [
+        f"{study['source']['name']}: {study['split_sizes']} images, group {study['group']}, "
+        f"{len(study['frontier'])} SAEs in {study['seconds']['total']:.0f} s"
+    ]
+    for lin in study["linrep"]:
+        model = lin["model"]
+        r2 = ", ".join(f"{r:.3f}" for r in lin["r2_single"])
+        lines.append(f"{model}: R^2 of M^p {r2}")
+        for t in dict.fromkeys(r["sae_type"] for r in study["probes"] if r["model"] == model):
+            fvu = [
+                r["fvu"]
+                for r in study["frontier"]
+                if (r["model"], r["sae_type"], r["k"]) == (model, t, probe_k)
+            ]
+            f1 = [
+                r["f1"]
+                for r in study["probes"]
+                if (r["model"], r["sae_type"], r["factor"], r["probe_k"])
+                == (model, t, factor, "all")
+            ]
+            fvu_text = f"FVU {np.mean(fvu):.3f}, " if fvu else ""
+            lines.append(f"  {t}: {fvu_text}dense F1 {factor} {np.mean(f1):.3f}")
+    return "\n".join(lines)
