@@ -34,8 +34,17 @@ import torch
 
 from equisae.io import write_json_atomic
 from equisae.metrics import fvu
-from equisae.sae import TopKSAE, TrainConfig, minibatches, train_sae
-from equisae.sae.batched import train_many
+from equisae.sae import (
+    AdaptiveCanonicalSAE,
+    AdaptiveEquivariantSAE,
+    CanonicalEquivariantSAE,
+    EquivariantSAE,
+    TopKSAE,
+    TrainConfig,
+    minibatches,
+    train_sae,
+)
+from equisae.sae.batched import can_stack, train_many
 from equisae.sae.train import _step_row, train_step
 
 BATCH = 4096
@@ -154,13 +163,16 @@ def _overcomplete_step_fn(
     return step
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, float]:
-    """Median times of several functions timed in turn, round after round (one warm-up each).
+def interleaved(
+    fns: dict[str, Callable[[], Any]], reps: int, warmup: bool = True
+) -> dict[str, float]:
+    """Median times of several functions timed in turn, round after round (one warm-up each
+    unless ``warmup`` is False).
 
     Interleaving makes the ratios robust to the machine's load drifting during the run.
     """
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():
+    for fn in fns.values() if warmup else ():
         fn()
     for _ in range(reps):
         for name, fn in fns.items():
@@ -213,39 +225,85 @@ def step_vs_floor(
     return rows
 
 
-def batched_vs_sequential(sizes: list[int], n_steps: int, reps: int = 3) -> list[dict[str, Any]]:
-    """SAEs per second: ``train_many`` vs ``train_sae`` one by one (d 64, d_sae 256, batch 256)."""
-    d, d_sae, batch, k = 64, 256, 256, 8
+#: SAE classes of the batched benchmark (the sweeps' types that train_many stacks)
+BATCHED_KINDS: dict[str, Any] = {
+    "topk": TopKSAE,
+    "equivariant": EquivariantSAE,
+    "adaptive": AdaptiveEquivariantSAE,
+    "equivariant_canonical": CanonicalEquivariantSAE,
+    "adaptive_canonical": AdaptiveCanonicalSAE,
+}
+
+
+def _quarter_turn(d: int) -> torch.Tensor:
+    """A (d, d) representation of C4: 2x2 blocks of the quarter turn (d even)."""
+    block = torch.tensor([[0.0, -1.0], [1.0, 0.0]])
+    return torch.block_diag(*[block] * (d // 2))
+
+
+def _batched_setup(kind: str, d: int, batch: int, k: int) -> tuple[Any, torch.Tensor, int]:
+    """(SAE factory, training tensor, rows per step) for one kind at sweep sizes.
+
+    Equivariant kinds train on C4 orbits ``M^p h`` of the planted data, ``batch // 4`` orbits
+    per step (the sweeps' ``orbit_training_data``), with ``M`` the quarter turn (the fixed
+    models' representation; the adaptive ones start from it too).
+    """
+    cls = BATCHED_KINDS[kind]
     data = planted_data(d, 16 * batch, k)
+    if not cls.takes_orbits:
+        return lambda seed: cls(d, 256, k, seed=seed), data, batch
+    M = _quarter_turn(d)
+    powers = torch.stack([torch.linalg.matrix_power(M, p) for p in range(4)])
+    orbits = torch.einsum("pij,nj->npi", powers, data[: 4 * batch])
+    return lambda seed: cls(d, 256, k, group="C4", M=M, seed=seed), orbits, batch // 4
+
+
+def _time_batched(
+    make: Callable[[int], Any], data: torch.Tensor, rows: int, cfg: TrainConfig, s: int, reps: int
+) -> dict[str, float]:
+    """Interleaved times of training ``s`` SAEs one by one and with ``train_many``."""
+    seeds = list(range(s))
+    n_steps = cfg.n_steps or 1
+
+    def sequential() -> None:
+        for seed in seeds:
+            train_sae(make(seed), minibatches(data, rows, n_steps, seed=seed), cfg, progress=False)
+
+    def batched() -> None:
+        train_many([make(seed) for seed in seeds], data, cfg, batch_size=rows, seeds=seeds)
+
+    return interleaved({"sequential": sequential, "batched": batched}, reps, warmup=False)
+
+
+def batched_vs_sequential(
+    sizes: list[int], n_steps: int, reps: int = 3, kinds: tuple[str, ...] = ("topk",)
+) -> list[dict[str, Any]]:
+    """SAEs per second: ``train_many`` vs ``train_sae`` one by one (d 64, d_sae 256, batch 256
+    activations: 64 orbits x 4 poses for the equivariant kinds), per kind and number of SAEs."""
+    d, batch, k = 64, 256, 8
     cfg = TrainConfig(n_steps=n_steps, warmup_steps=10, dead_after=4 * batch)
     rows = []
-    for s in sizes:
-        seeds = list(range(s))
-
-        def sequential(seeds: list[int] = seeds) -> None:
-            for seed in seeds:
-                sae = TopKSAE(d, d_sae, k, seed=seed)
-                train_sae(sae, minibatches(data, batch, n_steps, seed=seed), cfg, progress=False)
-
-        def batched(seeds: list[int] = seeds) -> None:
-            saes = [TopKSAE(d, d_sae, k, seed=seed) for seed in seeds]
-            train_many(saes, data, cfg, batch_size=batch, seeds=seeds)
-
-        t = interleaved({"sequential": sequential, "batched": batched}, reps)
-        t_seq, t_bat = t["sequential"], t["batched"]
-        row = {
-            "n_saes": s,
-            "n_steps": n_steps,
-            "sequential_saes_per_s": s / t_seq,
-            "batched_saes_per_s": s / t_bat,
-            "speedup": t_seq / t_bat,
-        }
-        print(
-            f"[batched] S={s:3d}, {n_steps} steps: one by one {s / t_seq:.2f} SAEs/s, "
-            f"batched {s / t_bat:.2f} SAEs/s -> x{t_seq / t_bat:.2f}",
-            flush=True,
-        )
-        rows.append(row)
+    for kind in kinds:
+        make, data, rows_per_step = _batched_setup(kind, d, batch, k)
+        stacked = can_stack([make(0), make(1)])
+        for s in sizes:
+            t = _time_batched(make, data, rows_per_step, cfg, s, reps)
+            t_seq, t_bat = t["sequential"], t["batched"]
+            row = {
+                "kind": kind,
+                "stacked": stacked,
+                "n_saes": s,
+                "n_steps": n_steps,
+                "sequential_saes_per_s": s / t_seq,
+                "batched_saes_per_s": s / t_bat,
+                "speedup": t_seq / t_bat,
+            }
+            print(
+                f"[batched] {kind:22s} S={s:3d}, {n_steps} steps: one by one "
+                f"{s / t_seq:.3f} SAEs/s, batched {s / t_bat:.3f} SAEs/s -> x{t_seq / t_bat:.2f}",
+                flush=True,
+            )
+            rows.append(row)
     return rows
 
 
@@ -289,6 +347,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--throughput", action="store_true", help="also the d/expansion grid")
     parser.add_argument("--dead-fraction", type=float, default=0.1)
     parser.add_argument("--batched-steps", type=int, default=200)
+    parser.add_argument(
+        "--batched-only", action="store_true", help="only batched vs one by one, every kind"
+    )
+    parser.add_argument(
+        "--batched-sizes", type=int, nargs="+", default=None, help="numbers of SAEs (3 6)"
+    )
+    parser.add_argument(
+        "--batched-kinds", nargs="+", choices=sorted(BATCHED_KINDS), default=list(BATCHED_KINDS)
+    )
     parser.add_argument("--fvu-steps", type=int, default=100)
     parser.add_argument("--out", type=str, default=None, help="write the figures to this JSON")
     args = parser.parse_args(argv)
@@ -307,9 +374,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "k": K,
     }
     reps = 5 if args.quick else 9
-    report["step_vs_floor"] = step_vs_floor(ocs, [1, 2], reps, args.dead_fraction)
+    if not args.batched_only:
+        report["step_vs_floor"] = step_vs_floor(ocs, [1, 2], reps, args.dead_fraction)
     torch.set_num_threads(1)
-    report["batched"] = batched_vs_sequential([6, 12], args.batched_steps, 1 if args.quick else 3)
+    report["batched"] = batched_vs_sequential(
+        args.batched_sizes or [3, 6],
+        args.batched_steps,
+        1 if args.quick else 3,
+        tuple(args.batched_kinds),
+    )
     if args.throughput:
         throughput(args, ocs, report)
     report["load_average_end"] = os.getloadavg()

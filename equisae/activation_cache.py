@@ -1,8 +1,8 @@
 """Cached orbit activations of the named base models: the one way notebooks get activations.
 
 :func:`orbit_activations_for` builds the standard Shapes splits of a run mode, trains (or loads)
-the base model, and extracts the activations of every split's C4 orbit at the model's hooked
-layers. The results are cached under ``artifacts_dir()/activations/<hash>/``, one folder per
+the base model, and extracts the activations of every split's orbit under the group (C4 by
+default, or ``group="D4"``) at the model's hooked layers. The results are cached under ``artifacts_dir()/activations/<hash>/``, one folder per
 (split, layer), keyed by everything that determines them (model configuration, training
 settings, data configuration and sizes, seed, split, layer, group). A rerun loads them,
 checking each folder's sha256 manifest: a damaged or truncated cache is reported in one line
@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from equisae import io
 from equisae.activations import OrbitActivations, orbit_activations
 
+#: the default group (the paper's C4); ``group=`` of the functions below chooses another
 GROUP_NAME = "C4"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 CACHE_VERSION = 1
@@ -44,8 +45,23 @@ def resolve_layer(model_name: str, layer: str) -> str:
     )
 
 
+def _group_name(group: str) -> str:
+    """The canonical name of ``group`` (``"C4"``, ``"D4"``, ...); KeyError/ValueError if unknown."""
+    from equisae.groups import get_group
+
+    if not isinstance(group, str):
+        raise ValueError(f"group must be a group name like 'C4' or 'D4', got {group!r}")
+    return get_group(group).name
+
+
 def activation_key(
-    model_name: str, layer: str, mode: str, seed: int, split: str, representative: str = "fixed"
+    model_name: str,
+    layer: str,
+    mode: str,
+    seed: int,
+    split: str,
+    representative: str = "fixed",
+    group: str = GROUP_NAME,
 ) -> dict[str, Any]:
     """Everything that determines a split's orbit activations (hashed into the cache folder)."""
     from equisae import data
@@ -63,16 +79,22 @@ def activation_key(
         "seed": int(seed),
         "split": split,
         "layer": resolve_layer(model_name, layer),
-        "group": GROUP_NAME,
+        "group": _group_name(group),
         "version": CACHE_VERSION,
     }
 
 
 def activation_folder(
-    model_name: str, layer: str, mode: str, seed: int, split: str, representative: str = "fixed"
+    model_name: str,
+    layer: str,
+    mode: str,
+    seed: int,
+    split: str,
+    representative: str = "fixed",
+    group: str = GROUP_NAME,
 ) -> Path:
     """The cache folder of one split's orbit activations at one layer."""
-    key = activation_key(model_name, layer, mode, seed, split, representative)
+    key = activation_key(model_name, layer, mode, seed, split, representative, group)
     return io.artifacts_dir() / "activations" / io.config_hash(key)
 
 
@@ -93,25 +115,30 @@ def orbit_activations_for(
     split: str = "train",
     progress: bool = True,
     representative: str = "fixed",
+    group: str = GROUP_NAME,
 ) -> OrbitActivations:
-    """Orbit activations (N, 4, d) of a split of the standard data for a named base model.
+    """Orbit activations (N, |G|, d) of a split of the standard data for a named base model.
 
     ``layer`` is a role of ``equisae.models.LAYERS[model_name]`` (``"bottleneck"`` or
     ``"intermediate"``) or its module name. The model is trained or loaded with
     ``equisae.models.train_or_load(model_name, mode, seed)``; the data are
     ``equisae.data.make_splits(dataset_sizes(mode), standard_config(representative), seed)``:
     ``representative`` ``"fixed"`` (default: pose 0 is orientation 0) or ``"random"``.
+    ``group`` names the group whose orbits are taken (``"C4"``, the default, or ``"D4"``: 8
+    poses, rotations then flips, with factors transformed by ``equisae.data.orbit``); it is part
+    of the cache key.
     """
     _check_args(mode, split, seed)
+    group = _group_name(group)
     module = resolve_layer(model_name, layer)
-    folder = activation_folder(model_name, module, mode, seed, split, representative)
+    folder = activation_folder(model_name, module, mode, seed, split, representative, group)
     try:
         return OrbitActivations.load(folder)
     except FileNotFoundError:
         pass
     except ValueError as exc:
         io.log.warning("%s; extracting again", str(exc).replace("\n", " "))
-    _extract_all(model_name, module, mode, seed, progress, representative)
+    _extract_all(model_name, module, mode, seed, progress, representative, group)
     return OrbitActivations.load(folder)
 
 
@@ -122,6 +149,7 @@ def _extract_all(
     seed: int,
     progress: bool,
     representative: str = "fixed",
+    group_name: str = GROUP_NAME,
 ) -> None:
     """Extract and cache every split at every hooked layer of ``model_name`` (+ ``extra_layer``)."""
     from equisae import data
@@ -129,7 +157,7 @@ def _extract_all(
     from equisae.models import LAYERS, train_or_load
 
     model, info = train_or_load(model_name, mode, seed, progress=progress)
-    group = get_group(GROUP_NAME)
+    group = get_group(group_name)
     layers = list(dict.fromkeys([*LAYERS[model_name].values(), extra_layer]))
     splits = data.make_splits(data.dataset_sizes(mode), data.standard_config(representative), seed)
     for split in tqdm(SPLITS, desc=f"activations of {model_name}", disable=not progress):
@@ -137,7 +165,7 @@ def _extract_all(
             model, splits[split], group, layers, model_name=model_name, progress=False
         )
         for layer, acts in per_layer.items():
-            key = activation_key(model_name, layer, mode, seed, split, representative)
+            key = activation_key(model_name, layer, mode, seed, split, representative, group_name)
             acts.metadata = {"key": key, "model_folder": info.get("folder")}
             acts.save(io.artifacts_dir() / "activations" / io.config_hash(key))
 

@@ -27,7 +27,7 @@ difference counts when its mean is more than two standard errors from zero):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +172,8 @@ def _value(where: str, delta: PairedDelta, **extra: Any) -> dict[str, Any]:
 
 
 def _cell(mean: float, sd: float | None, n: int) -> str:
-    return mean_sd_cell(mean=mean, sd=sd, n=n, show_n=True, signed=True)
+    """``"+0.041 ± 0.007 (n=3)"``; no sd for one seed (there is no spread)."""
+    return mean_sd_cell(mean=mean, sd=sd if n > 1 else None, n=n, show_n=True, signed=True)
 
 
 def _number(values: Sequence[Mapping[str, Any]], what: str) -> str:
@@ -216,6 +217,7 @@ def _claim(key: str, **fields: Any) -> dict[str, Any]:
         "verdict": NOT_RUN,
         "sentence": "",
         "probe_type": "none (not a probing claim)",
+        "variant_label": "",
         "encoder": None,
         "variants": [],
     }
@@ -329,6 +331,7 @@ def claim_adapts(r04: Mapping[str, Any] | None) -> dict[str, Any]:
     return _claim(
         "claim2",
         setting="planted toy setting (notebook 04): known R, adaptive M initialised at I",
+        probe_type="none (distance of the learned M to R)",
         number=number,
         values=main,
         verdict=word,
@@ -358,6 +361,11 @@ def _setting_06(r06: Mapping[str, Any], r05: Mapping[str, Any] | None) -> str:
     if isinstance(rows, Mapping) and "test" in rows:
         parts.append(f"{rows['test']} held-out probe rows")
     return "; ".join(parts)
+
+
+def _short_probe(pk: str) -> str:
+    """``"dense"`` or ``"5-sparse"`` for a probe key ``"all"`` / ``"k5"``."""
+    return "dense" if pk == "all" else f"{pk[1:]}-sparse"
 
 
 def _probing_values(verdict: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -405,6 +413,7 @@ def claims_probing(r06: Mapping[str, Any] | None, r05: Mapping[str, Any] | None)
             _claim(
                 "claim3_probing",
                 id=f"claim3_probing/{pk}",
+                variant_label=_short_probe(pk),
                 setting=setting,
                 number=_number(values, f"invariant-factor F1 ({factors}), adaptive minus TopK"),
                 values=values,
@@ -495,6 +504,7 @@ def claims_both(r06: Mapping[str, Any] | None) -> list[dict[str, Any]]:
             _claim(
                 "claim3_both",
                 id=f"claim3_both/{pk}",
+                variant_label=_short_probe(pk),
                 setting=_setting_06(r06, None),
                 number=f"holds on {held} of {n} (model, layer) pairs",
                 values=[],
@@ -561,6 +571,7 @@ def claims_planted(r04: Mapping[str, Any] | None) -> list[dict[str, Any]]:
             _claim(
                 "planted",
                 id=f"planted/{metric}",
+                variant_label=label,
                 setting=setting,
                 number=_number(values, f"{label}, best equivariant minus best baseline"),
                 values=values,
@@ -575,7 +586,19 @@ def claims_planted(r04: Mapping[str, Any] | None) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- v2: 07, 08
+def _generic_values(v: Mapping[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for r in v.get("rows", []) or []:
+        if isinstance(r, Mapping) and isinstance(r.get("delta"), Mapping) and "n" in r["delta"]:
+            where = "/".join(str(r[k]) for k in ("model", "layer", "n_features") if k in r)
+            out.append(_value(where or "all", _delta(r["delta"])))
+    return out
+
+
 def _generic_word(v: Mapping[str, Any]) -> str:
+    values = _generic_values(v)
+    if values and not _decidable(values):
+        return UNDECIDED
     if "holds" in v and isinstance(v["holds"], bool):
         return HOLDS if v["holds"] else NOT_HOLDS
     if "lags" in v and isinstance(v["lags"], bool):
@@ -607,8 +630,13 @@ def claims_generic(key: str, results: Mapping[str, Any] | None) -> list[dict[str
         _claim(
             key,
             id=f"{key}/{name}",
+            variant_label=", ".join(
+                _short_probe(part) if part == "all" or part[1:].isdigit() else part
+                for part in name.split("/")[1:]
+            ),
             setting=str(results.get("setting_description", "")),
-            number=name.split("/", 1)[1],
+            number=_number(_generic_values(v), "difference") if _generic_values(v) else "",
+            values=_generic_values(v),
             verdict=_generic_word(v),
             sentence=str(v["sentence"]),
             probe_type=str(v.get("probe_type", "see the notebook")),
@@ -701,8 +729,8 @@ def build_ledger(results_dir: str | Path | None = None) -> dict[str, Any]:
     ]
     return {
         "schema": SCHEMA,
-        "source": folder.name if folder.parent.name in ("reference", "results") else str(folder),
-        "source_kind": folder.parent.name,
+        # the folder as "reference/full" or "results/quick": never a local absolute path
+        "source": f"{folder.parent.name}/{folder.name}",
         "mode": " and ".join(sorted(modes)) if modes else "unknown",
         "notebooks_run": sorted(stem for stem, d in loaded.items() if d is not None),
         "claims": claims,
@@ -719,19 +747,41 @@ def write_ledger(results_dir: str | Path | None = None, out_path: str | Path | N
 
 
 # --------------------------------------------------------------------------- Markdown
-def _link(stem: str) -> str:
-    return f"{{doc}}`{stem} <notebooks/{stem}>`"
+Links = bool | Collection[str]
 
 
-def claims_table(ledger: Mapping[str, Any], link: bool = True) -> str:
+def _link(stem: str, link: Links = True) -> str:
+    """A MyST link "notebook NN" to the notebook page, or its name when ``link`` is False or a
+    collection of the notebook stems that have a page and ``stem`` is not among them."""
+    if link is True or (not isinstance(link, bool) and stem in link):
+        return f"{{doc}}`notebook {stem[:2]} <notebooks/{stem}>`"
+    return f"`{stem}` (not in this book)"
+
+
+def _full_title(claim: Mapping[str, Any]) -> str:
+    label = claim.get("variant_label")
+    return claim["title"] + (f", {label}" if label else "")
+
+
+def _rests_on(claim: Mapping[str, Any]) -> str:
+    """The probe type, or what a non-probing claim is measured by ("—" when not run)."""
+    text = str(claim["probe_type"])
+    if claim["verdict"] == NOT_RUN:
+        return "—"
+    if text.startswith("none (") and text.endswith(")"):
+        return text[len("none (") : -1]
+    return text
+
+
+def claims_table(ledger: Mapping[str, Any], link: Links = True) -> str:
     """One row per claim: the claim, the paper's version, the verdict, the probe, the notebook."""
     rows = [
         {
-            "claim": c["title"] + (f" ({c['id'].split('/', 1)[1]})" if "/" in c["id"] else ""),
+            "claim": _full_title(c),
             "paper": c["paper"],
             "verdict": f"**{c['verdict']}**",
-            "rests on": c["probe_type"],
-            "notebook": _link(c["notebook"]) if link else c["notebook"],
+            "rests on": _rests_on(c),
+            "notebook": _link(c["notebook"], link),
         }
         for c in ledger["claims"]
     ]
@@ -765,11 +815,11 @@ def design_table(ledger: Mapping[str, Any]) -> str:
     return markdown_table(rows)
 
 
-def claim_details(claim: Mapping[str, Any], link: bool = True) -> str:
+def claim_details(claim: Mapping[str, Any], link: Links = True) -> str:
     """One claim as MyST: the statement, the setting, our number, the verdict sentence."""
-    nb = _link(claim["notebook"]) if link else f"`{claim['notebook']}`"
+    nb = _link(claim["notebook"], link)
     lines = [
-        f"**{escape(claim['title'])}** (paper {claim['paper']}; computed in {nb})",
+        f"**{escape(_full_title(claim))}** (paper {claim['paper']}; computed in {nb})",
         "",
         f"- *The paper*: {claim['statement']}",
     ]
@@ -777,7 +827,7 @@ def claim_details(claim: Mapping[str, Any], link: bool = True) -> str:
         lines.append(f"- *Setting*: {claim['setting']}")
     if claim["number"]:
         lines.append(f"- *Our number*: {claim['number']}")
-    lines.append(f"- *Verdict*: **{claim['verdict']}**, resting on {claim['probe_type']}.")
+    lines.append(f"- *Verdict*: **{claim['verdict']}**; rests on: {_rests_on(claim)}.")
     if claim["encoder"]:
         lines.append(f"- *Encoder*: {claim['encoder']}")
     if claim["sentence"]:
@@ -788,7 +838,7 @@ def claim_details(claim: Mapping[str, Any], link: bool = True) -> str:
     return "\n".join(lines)
 
 
-def ledger_markdown(ledger: Mapping[str, Any], link: bool = True) -> str:
+def ledger_markdown(ledger: Mapping[str, Any], link: Links = True) -> str:
     """The whole ledger as MyST: the summary table, the design choices, then every claim."""
     out = [
         claims_table(ledger, link),

@@ -47,7 +47,9 @@ from equisae.groups import (
 from equisae.io import to_jsonable
 
 __all__ = [
+    "full_rank_generators",
     "full_rank_representation",
+    "sae_generators",
     "sae_representation",
     "DEFAULT_RANK_TOL",
     "DEFAULT_RIDGE_GRID",
@@ -539,8 +541,57 @@ def sae_representation(
     holding ``variance`` of the training variance, without splitting a degenerate eigenvalue
     (that would break the irreducible subspaces of an exact representation), shrunk further
     while an eigenvalue of M has modulus below ``min_modulus``; outside it M is the identity.
+    C_n only (the rotation generator); :func:`sae_generators` gives every generator of D_n.
     """
-    full = fit_linear_representation(train, val)
+    rep, gens = sae_generators(train, val, variance, min_modulus, group=_cyclic_group_of(train))
+    return rep, gens["r"]
+
+
+def _cyclic_group_of(train: Any) -> Group:
+    """C_|G| for the pose axis of ``train``; ValueError if its activations say D_n."""
+    grp = _fit_group(train, None, _as_orbit(train, "train").shape[1])
+    if "s" in generator_names(grp):
+        raise ValueError(
+            f"sae_representation fits the C_n generator only, but train is under {grp.name}; "
+            "use sae_generators(train, val, group=...) for every generator"
+        )
+    return grp
+
+
+def full_rank_generators(rep: LinearRepresentation) -> dict[str, Tensor]:
+    """Every fitted generator as an invertible (d, d) matrix, identity outside the subspace:
+    ``A = B A_r B^T + (I - B B^T)`` (:func:`full_rank_representation` for each generator)."""
+    basis = rep.basis.double()
+    eye = torch.eye(basis.shape[0], dtype=torch.float64)
+    rest = eye - basis @ basis.T
+    return {
+        name: (basis @ mat.double() @ basis.T + rest).float()
+        for name, mat in rep.generators_reduced().items()
+    }
+
+
+def _min_modulus(rep: LinearRepresentation) -> float:
+    """Smallest eigenvalue modulus over every fitted generator (reduced coordinates)."""
+    return min(
+        float(torch.linalg.eigvals(mat.double()).abs().min())
+        for mat in rep.generators_reduced().values()
+    )
+
+
+def sae_generators(
+    train: Any,
+    val: Any,
+    variance: float = 0.99,
+    min_modulus: float = 0.25,
+    group: Group | str | None = None,
+) -> tuple[LinearRepresentation, dict[str, Tensor]]:
+    """The least-squares fit of every generator (``"r"``; ``"s"`` for D_n) for the SAEs.
+
+    As :func:`sae_representation` (same principal-subspace choice, now required of every
+    generator's eigenvalues), returning the fit and ``{name: (d, d) full-rank matrix}``
+    (:func:`full_rank_generators`). ``group`` as in :func:`fit_linear_representation`.
+    """
+    full = fit_linear_representation(train, val, group=group)
     v = full.variances.double()
     share = v.cumsum(0) / v.sum()
     wanted = int((share < variance).sum()) + 1
@@ -549,12 +600,12 @@ def sae_representation(
     candidates = sorted(set(candidates), key=lambda r: (r < wanted, -r if r < wanted else r))
     best: tuple[LinearRepresentation, float] | None = None
     for r in candidates[:12]:
-        rep = fit_linear_representation(train, val, max_dim=r)
-        modulus = float(torch.linalg.eigvals(rep.M_reduced).abs().min())
+        rep = fit_linear_representation(train, val, max_dim=r, group=group)
+        modulus = _min_modulus(rep)
         if best is None or modulus > best[1]:
             best = (rep, modulus)
         if modulus >= min_modulus:
             break
     assert best is not None
     chosen = rep if modulus >= min_modulus else best[0]
-    return chosen, full_rank_representation(chosen)
+    return chosen, full_rank_generators(chosen)

@@ -334,3 +334,22 @@ def test_pipeline_module_still_re_exports_the_activation_cache() -> None:
     with pytest.warns(DeprecationWarning, match="activation_cache"):
         pipeline = importlib.reload(importlib.import_module("equisae.pipeline"))
     assert pipeline.orbit_activations_for is activation_cache.orbit_activations_for
+
+
+def test_pipeline_group_is_part_of_the_cache_key(tiny_pipeline) -> None:
+    from equisae.activation_cache import activation_folder, activation_key, orbit_activations_for
+
+    c4 = activation_key("gcnn", "bottleneck", "quick", 0, "train")
+    assert c4["group"] == "C4" and c4 == activation_key(
+        "gcnn", "bottleneck", "quick", 0, "train", group="C4"
+    )
+    folder = activation_folder("gcnn", "bottleneck", "quick", 0, "train", group="D4")
+    assert folder != activation_folder("gcnn", "bottleneck", "quick", 0, "train")
+    d4 = orbit_activations_for("gcnn", "bottleneck", "quick", progress=False, group="D4")
+    assert d4.acts.shape == (8, 8, 64) and d4.group_name == "D4" and folder.is_dir()
+    # Flips move the orientation-dependent factors; invariant ones stay.
+    assert torch.equal(d4.factors["shape"], d4.factors["shape"][:, :1].expand(-1, 8))
+    c4_acts = orbit_activations_for("gcnn", "bottleneck", "quick", progress=False)
+    assert torch.allclose(c4_acts.acts, d4.acts[:, :4])  # the rotations come first
+    with pytest.raises(KeyError):
+        orbit_activations_for("gcnn", "bottleneck", "quick", group="Q8")

@@ -100,18 +100,107 @@ def test_train_many_input_errors():
         train_many(saes, [data], TrainConfig(n_steps=5), batch_size=8)
 
 
-def test_equivariant_saes_train_one_by_one_through_train_many():
+ORBIT_CLASSES = (
+    "EquivariantSAE",
+    "AdaptiveEquivariantSAE",
+    "AdaptiveCanonicalSAE",
+    "CanonicalEquivariantSAE",
+)
+
+
+def _orbit_run(cls_name: str, group: str, dtype: str, n_steps: int = 40):
+    """Three SAEs of one equivariant class (mixed k, seeds, lambdas, lr, clipping) trained
+    stacked and one by one on the same orbit batches; returns (saes, refs, results, refs')."""
+    import equisae.sae as sae_mod
+
+    cls = getattr(sae_mod, cls_name)
+    order = 4 if group == "C4" else 8
+    orbits = _data(256 * order, 8).reshape(256, order, 8).to(getattr(torch, dtype))
+    saes = [
+        cls(8, 32, k=k, group=group, seed=i, aux_k=4, lambda_inv=0.5 * (i + 1), dtype=dtype)
+        for i, k in enumerate((2, 3, 2))
+    ]
+    refs = [copy.deepcopy(s) for s in saes]
+    cfgs = [
+        TrainConfig(
+            n_steps=n_steps,
+            lr=5e-3 * (1 + i),
+            warmup_steps=5,
+            seed=i,
+            dead_after=128,
+            grad_clip=None if i == 2 else 1.0,
+        )
+        for i in range(3)
+    ]
+    assert can_stack(saes)
+    results = train_many(saes, orbits, cfgs, batch_size=16)
+    ref_results = [
+        train_sae(r, minibatches(orbits, 16, n_steps, seed=c.seed), c, progress=False)
+        for r, c in zip(refs, cfgs, strict=True)
+    ]
+    return saes, refs, results, ref_results
+
+
+@pytest.mark.parametrize("group", ["C4", "D4"])
+@pytest.mark.parametrize("cls_name", ORBIT_CLASSES)
+def test_equivariant_batched_equals_one_by_one(cls_name, group):
+    saes, refs, results, ref_results = _orbit_run(cls_name, group, "float32")
+    assert all(r.dead_mask.any() for r in ref_results[:1])  # AuxK was exercised
+    assert "loss_auxk" in ref_results[0].final
+    if saes[0].learns_representation:
+        assert "loss_equivariance" in ref_results[0].final
+        for sae, ref in zip(saes, refs, strict=True):
+            assert sae.m_drift() > 1e-3  # the generators were trained, each its own way
+            for name, gen in sae.generators().items():
+                torch.testing.assert_close(gen, ref.generators()[name], rtol=1e-4, atol=2e-5)
+    _assert_same(saes, refs, results, ref_results)  # W_enc, W_dec, biases, generators, history
+    assert not any(s.training for s in saes)
+
+
+@pytest.mark.parametrize("cls_name", ["EquivariantSAE", "AdaptiveCanonicalSAE"])
+def test_equivariant_batched_is_exact_in_float64(cls_name):
+    """In float64 the stacked path reproduces train_sae to 1e-10 (same sums, same order)."""
+    saes, refs, results, ref_results = _orbit_run(cls_name, "D4", "float64", n_steps=30)
+    for sae, ref in zip(saes, refs, strict=True):
+        for name, tensor in sae.state_dict().items():
+            torch.testing.assert_close(tensor, ref.state_dict()[name], rtol=0, atol=1e-10)
+    for res, ref_res in zip(results, ref_results, strict=True):
+        for row, ref_row in zip(res.history, ref_res.history, strict=True):
+            assert row == pytest.approx(ref_row, rel=1e-10, abs=1e-12)
+
+
+def test_equivariant_can_stack_needs_one_group_and_one_loss():
     from equisae.sae import AdaptiveEquivariantSAE, EquivariantSAE
+
+    assert not can_stack([EquivariantSAE(8, 16, 2, group=g) for g in ("C4", "D4")])
+    assert not can_stack([EquivariantSAE(8, 16, 2), AdaptiveEquivariantSAE(8, 16, 2)])
+    bases = [
+        AdaptiveEquivariantSAE(8, 16, 2, group="D4", equivariance_bases=b)
+        for b in ("all", "canonical")
+    ]
+    assert not can_stack(bases)
+
+    class Custom(EquivariantSAE):
+        def _representation_terms(self, batch, rho):  # noqa: ANN001, ANN202
+            return {"extra": (1.0, batch.pow(2).mean())}
+
+    assert not can_stack([Custom(8, 16, 2, seed=s) for s in (0, 1)])
+
+
+def test_unstackable_equivariant_saes_train_one_by_one_through_train_many():
+    from equisae.sae import EquivariantSAE
+
+    class Custom(EquivariantSAE):
+        def _representation_terms(self, batch, rho):  # noqa: ANN001, ANN202
+            return {"extra": (0.1, batch.pow(2).mean())}
 
     orbits = _data(128 * 4, 8).reshape(128, 4, 8)
     cfg = TrainConfig(n_steps=6, warmup_steps=2, dead_after=64)
-    for cls in (EquivariantSAE, AdaptiveEquivariantSAE):
-        saes = [cls(8, 16, k=2, group_order=4, seed=s) for s in (0, 1)]
-        assert not can_stack(saes)
-        refs = [copy.deepcopy(s) for s in saes]
-        results = train_many(saes, orbits, cfg, batch_size=16, seeds=[0, 1])
-        for sae, ref, res, seed in zip(saes, refs, results, (0, 1), strict=True):
-            ref_res = train_sae(ref, minibatches(orbits, 16, 6, seed=seed), cfg, progress=False)
-            for name, tensor in sae.state_dict().items():
-                assert torch.equal(tensor, ref.state_dict()[name]), name
-            assert res.final == ref_res.final
+    saes = [Custom(8, 16, k=2, group_order=4, seed=s) for s in (0, 1)]
+    refs = [copy.deepcopy(s) for s in saes]
+    results = train_many(saes, orbits, cfg, batch_size=16, seeds=[0, 1])
+    for sae, ref, res, seed in zip(saes, refs, results, (0, 1), strict=True):
+        ref_res = train_sae(ref, minibatches(orbits, 16, 6, seed=seed), cfg, progress=False)
+        for name, tensor in sae.state_dict().items():
+            assert torch.equal(tensor, ref.state_dict()[name]), name
+        assert res.final == ref_res.final and "loss_extra" in res.final

@@ -522,3 +522,53 @@ def test_loss_runs_under_vmap_over_stacked_models(cls) -> None:
 
     batched = vmap(total)(params, buffers)
     assert torch.allclose(batched, torch.stack([m(batch) for m in models]), atol=1e-6)
+
+
+# ---------------------------------------------------------------------- D4: learning r and s
+
+
+def _d4_adaptive_run(bases: str, steps: int = 300, seed: int = 0):
+    """The planted sweep's adaptive model (identity start, lambda_eq 10, lr 1e-2) on a small D4
+    problem: 6 features in d = 8, so the canonical activations span only 6 of the 8 dimensions."""
+    from equisae.sweeps.planted import PlantedSettings, build_planted_sae
+
+    s = PlantedSettings(
+        mode="test", d=8, feature_counts=(6,), seeds=(seed,), n_train=600, n_test=100, group="D4"
+    )
+    toy = make_planted(s.toy(6), s.n_train, s.n_test, seed=seed)
+    sae = build_planted_sae("adaptive", toy, s.expansion * 6, s.k, seed, s.lambda_inv, s.lambda_eq)
+    if bases != "auto":
+        sae.equivariance_bases = bases
+    cfg = TrainConfig(n_steps=steps, lr=s.lr, warmup_steps=30, seed=seed)
+    train_sae(sae, minibatches(toy.train.acts, 128 // 8, steps, seed=seed), cfg, progress=False)
+    return toy, sae
+
+
+def test_adaptive_d4_from_identity_learns_both_generators_and_the_features() -> None:
+    toy, sae = _d4_adaptive_run("auto")
+    assert sae.equivariance_bases == "all" and sae.config()["equivariance_bases"] == "all"
+    dist = sae.generator_distances(toy.generators())
+    assert dist["r"] < 0.05 and dist["s"] < 0.05, dist
+    assert sae.group_error() < 0.05
+    assert feature_recovery(decoder_atoms(sae), toy.features, toy.powers())["recovery"] > 0.8
+
+
+def test_canonical_base_leaves_the_flip_unidentified() -> None:
+    """With h_0 as the only base, S multiplies only canonical activations: r is learned, s not."""
+    toy, sae = _d4_adaptive_run("canonical")
+    dist = sae.generator_distances(toy.generators())
+    assert dist["r"] < 0.05 and dist["s"] > 0.3, dist
+
+
+def test_equivariance_bases_resolve_by_group_and_round_trip(tmp_path) -> None:
+    assert AdaptiveEquivariantSAE(8, 6, 2).equivariance_bases == "canonical"  # C4: METHOD.md
+    group, rho, gens, acts = _d4_planted(copies=1)
+    sae = AdaptiveEquivariantSAE(8, 12, 2, group="D4", generators=gens)
+    assert sae.equivariance_bases == "all"
+    with torch.no_grad():
+        sae.b_dec.zero_()
+    assert float(sae.loss(acts).terms["equivariance"]) < 1e-10  # exact rep: every base fits
+    save_sae(sae, tmp_path / "sae")
+    assert load_sae(tmp_path / "sae").equivariance_bases == "all"
+    with pytest.raises(ValueError, match="equivariance_bases must be one of"):
+        AdaptiveEquivariantSAE(8, 6, 2, equivariance_bases="some")

@@ -263,3 +263,23 @@ def test_bad_input_raises_clear_errors() -> None:
         r2_score(torch.zeros(3, 2), torch.ones(3, 2))
     with pytest.raises(ValueError, match="square"):
         group_error(4, torch.zeros(2, 3))
+
+
+def test_sae_generators_give_full_rank_d4_generators_and_sae_representation_stays_c_n() -> None:
+    from equisae.linrep import sae_generators, sae_representation
+
+    gens = representation_from_irreps("D4", D4_PLANTED, seed=11)[0]
+    data = [d4_orbits(gens, n, 0.0, s) for n, s in ((300, 0), (100, 1), (100, 2))]
+    store = OrbitActivations(data[0], {}, "D4", "b", "planted")
+    fit, full = sae_generators(store, data[1])
+    assert set(full) == {"r", "s"} and fit.group.name == "D4"
+    d = gens["r"].shape[0]
+    for name, true in gens.items():
+        assert full[name].shape == (d, d) and full[name].dtype == torch.float32
+        assert torch.linalg.matrix_norm(full[name].double() - true) / d**0.5 < 1e-3
+    assert max(relation_errors(get_group("D4"), full).values()) < 1e-3
+    # The same tensor without a group name is read as C8 by default; the name "D4" is needed.
+    _, plain = sae_generators(data[0], data[1], group="D4")
+    assert torch.allclose(plain["s"], full["s"])
+    with pytest.raises(ValueError, match="sae_generators"):
+        sae_representation(store, data[1])

@@ -294,3 +294,84 @@ def test_planted_job_runs_and_reports_every_metric(tmp_path) -> None:
         "quick", scheduler="serial", progress=False, settings=settings, artifacts=str(tmp_path)
     )
     assert again.n_cached == 12 and planted_records(again.results) == records
+
+
+# ---------------------------------------------------------------------- groups: C4 and D4
+
+
+def test_group_field_keeps_c4_hashes_and_separates_d4():
+    s = sweep_settings("quick")
+    c4 = SAEJob("gcnn", "bottleneck", "adaptive", 4, (0,), "quick", s.training)
+    d4 = SAEJob("gcnn", "bottleneck", "adaptive", 4, (0,), "quick", s.training, group="D4")
+    # C4 is the default and is left out of the hashed config, so old caches stay valid.
+    assert "group" not in c4.config() and "group" not in c4.inputs.config()
+    assert c4.hash == SAEJob("gcnn", "bottleneck", "adaptive", 4, (0,), "quick", s.training).hash
+    assert d4.config()["group"] == "D4" and d4.inputs.group == "D4"
+    assert d4.hash != c4.hash and d4.inputs.hash != c4.inputs.hash
+    ref = ReferenceProbeJob("gcnn", "bottleneck", "raw", 4, 0, "quick", group="D4")
+    assert ref.inputs == d4.inputs and "group" not in dataclasses.replace(ref, group="C4").config()
+    with pytest.raises(ValueError, match="group"):
+        InputsJob("gcnn", "bottleneck", "quick", group="d4")
+    with pytest.raises(ValueError, match="group"):
+        SAEJob("gcnn", "bottleneck", "topk", 4, (0,), "quick", s.training, group="Q8")
+
+
+@pytest.mark.parametrize("mode", ["quick", "full"])
+def test_group_sweep_trains_three_types_under_both_groups(mode):
+    from equisae.sweeps import group_jobs
+
+    s = sweep_settings(mode)
+    jobs = SWEEPS["group"](s)
+    assert jobs == group_jobs(s) and all(isinstance(j, ProbeJob) for j in jobs)
+    saes = {j.sae for j in jobs}
+    assert {(j.group, j.sae_type, j.k) for j in saes} == {
+        (g, t, s.probe_k) for g in ("C4", "D4") for t in ("topk", "equivariant", "adaptive")
+    } and len(saes) == 6 * len(s.group_targets)
+    assert all(j.seeds == s.seeds for j in saes) and len(jobs) == len(saes) * len(s.seeds)
+
+
+@pytest.fixture
+def tiny_d4_data(tmp_path, monkeypatch):
+    """Standard splits of 120/40/40 images and an untrained G-CNN (no base-model training)."""
+    import equisae.data
+    import equisae.models
+
+    monkeypatch.setenv("EQUISAE_ARTIFACTS", str(tmp_path))
+    sizes = {"train": 120, "val": 40, "test": 40}
+    monkeypatch.setattr(equisae.data, "dataset_sizes", lambda mode: dict(sizes))
+
+    def fake_train_or_load(name, mode="quick", seed=0, progress=True, **kwargs):
+        torch.manual_seed(seed)
+        return equisae.models.build_model(name), {"folder": None}
+
+    monkeypatch.setattr(equisae.models, "train_or_load", fake_train_or_load)
+    return tmp_path
+
+
+def test_d4_inputs_saes_and_probes_run_on_tiny_data(tiny_d4_data):
+    from equisae.groups import get_group, representation_matrices
+    from equisae.runner import run_sweep
+    from equisae.sweeps.inputs import load_generators
+
+    training = SAETraining(n_steps=5, batch_size=64, expansion=1, max_d_sae=32)
+    probing = dataclasses.replace(
+        sweep_settings("quick").probing, max_orbits=(60, 20, 20), probe_ks=(None, 1)
+    )
+    sae = SAEJob("gcnn", "bottleneck", "adaptive", 4, (0,), "quick", training, group="D4")
+    jobs = [sae.inputs, sae, ProbeJob(sae, 0, probing)]
+    result = run_sweep(jobs, scheduler="serial", progress=False)
+    result.raise_for_failures()
+    inputs = next(r for r in result.results if isinstance(r.job, InputsJob))
+    gens = load_generators(inputs)
+    assert set(gens) == {"r", "s"} and gens["s"].shape == (64, 64)
+    assert set(inputs.metrics["relation_errors"]) == {"r^4", "s^2", "(sr)^2"}
+    assert len(inputs.metrics["r2_single"]) == 8  # one R^2 per element of D4
+    # The G-CNN is exactly C4-equivariant, not D4: the fitted rho must still be invertible.
+    rho = representation_matrices(get_group("D4"), {k: v.double() for k, v in gens.items()})
+    assert float(torch.linalg.svdvals(rho).min()) > 1e-3
+    trained = next(r for r in result.results if isinstance(r.job, SAEJob))
+    per_seed = trained.metrics["per_seed"]["0"]
+    assert {"m_distance_to_fit", "s_distance_to_fit", "m_group_error"} <= set(per_seed)
+    probes = next(r for r in result.results if isinstance(r.job, ProbeJob))
+    assert len(probes.metrics["f1"]["latents"]["pose"]) == 2  # dense and 1-sparse
+    assert probes.metrics["chance_f1"]["pose"] == pytest.approx(1 / 8, abs=0.05)

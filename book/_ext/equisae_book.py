@@ -15,6 +15,10 @@
   every read pass (``const THEBE_JS_URL`` declared twice is a JS error); they are dropped.
 * Directives ``{equisae-timings}`` (run time per notebook, quick and full, from
   ``reference/*/timings/notebooks.json``) and ``{equisae-build-info}`` (environment stamp).
+* Directive ``{equisae-claims}`` (the claims ledger of :mod:`equisae.ledger`, read from
+  ``reference/full`` so that the page does not change with the build mode; when the full
+  reference predates the current schema, this build's own results, under a labelled notice).
+  Its argument picks the part: ``summary`` (with the notice), ``design`` or ``details``.
 """
 
 from __future__ import annotations
@@ -318,6 +322,82 @@ class BuildInfoDirective(_MarkdownDirective):
 
 
 # ---------------------------------------------------------------------------------------------
+# the claims ledger
+
+CLAIMS_PARTS = ("summary", "design", "details")
+
+
+def claims_source(root: Path, mode: str | None) -> tuple[Any, str]:
+    """The ledger to show and a notice (empty when it is the published ``reference/full``)."""
+    from equisae.ledger import LedgerSchemaError, build_ledger
+
+    reason = ""
+    try:
+        return build_ledger(root / "reference" / "full"), ""
+    except LedgerSchemaError:
+        reason = "`reference/full` has not been republished under the current method yet"
+    except FileNotFoundError:
+        reason = "`reference/full` is absent"
+    shown = mode if mode in ("quick", "full") else "quick"
+    try:
+        ledger = build_ledger(root / "results" / shown)
+    except (LedgerSchemaError, FileNotFoundError) as exc:
+        return (
+            None,
+            f"{reason}, and this build's `results/{shown}` cannot be read either: {str(exc).replace(str(root) + '/', '')}",
+        )
+    notice = f"{reason}; showing this build's {shown} numbers"
+    if shown == "quick":
+        notice += (
+            " (the small CI configuration: one seed, short training, so most verdicts are "
+            "undecided)"
+        )
+    return ledger, notice + "."
+
+
+def claims_markdown(root: Path, part: str, mode: str | None, pages: Any = True) -> str:
+    """MyST for one part of the ledger page (see :data:`CLAIMS_PARTS`); ``pages``: the notebook
+    stems that have a page in this book (others are named, not linked), or True for all."""
+    from equisae.ledger import claim_details, claims_table, design_table
+
+    if part not in CLAIMS_PARTS:
+        raise ValueError(
+            f"equisae-claims: the argument must be one of {CLAIMS_PARTS}, got {part!r}"
+        )
+    ledger, notice = claims_source(root, mode)
+    out = []
+    if notice and part == "summary":
+        out += [":::{warning}", notice, ":::", ""]
+    if ledger is None:
+        return "\n".join(out) or "The claims ledger could not be built."
+    if part == "summary":
+        source = f"`{ledger['source']}` ({ledger['mode']} mode)"
+        out += [f"Numbers from {source}.", "", claims_table(ledger, pages)]
+    elif part == "design":
+        out.append(design_table(ledger))
+    else:
+        out += ["\n\n".join(claim_details(c, pages) for c in ledger["claims"])]
+    return "\n".join(out)
+
+
+class ClaimsDirective(_MarkdownDirective):
+    """``{equisae-claims} summary|design|details``: the claims ledger (reference/full)."""
+
+    required_arguments = 1
+
+    def markdown(self) -> str:
+        root = Path(self.env.srcdir)
+        self.env.note_dependency(str(root / "reference" / "full" / "06_probing.json"))
+        pages = {
+            doc.removeprefix(NOTEBOOK_PREFIX)
+            for doc in self.env.found_docs
+            if doc.startswith(NOTEBOOK_PREFIX)
+        }
+        mode = read_build_info(root).get("mode")
+        return claims_markdown(root, self.arguments[0], mode, pages)
+
+
+# ---------------------------------------------------------------------------------------------
 # HTML: banner, scripts, MathJax files
 
 
@@ -383,6 +463,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("build-finished", _build_finished)
     app.add_directive("equisae-timings", TimingsDirective)
     app.add_directive("equisae-build-info", BuildInfoDirective)
+    app.add_directive("equisae-claims", ClaimsDirective)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}
 
 
@@ -391,6 +472,8 @@ __all__ = [
     "author_year_label",
     "banner_html",
     "build_info_markdown",
+    "claims_markdown",
+    "claims_source",
     "copy_mathjax",
     "read_build_info",
     "show_injected_parameters",

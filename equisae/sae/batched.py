@@ -9,10 +9,19 @@ as one SAE's step: at sweep sizes, where a step is dominated by per-operation ov
 train several times faster than one after another (``benchmarks/bench_sae.py --batched``).
 
 The stacked path covers the TopK family (:class:`~equisae.sae.topk.TopKSAE`,
-:class:`~equisae.sae.wide.WideSAE`, :class:`~equisae.sae.crosscoder.GroupCrosscoder`).
-Per-SAE ``k`` is handled with one top-``k_max`` selection whose positions past each SAE's own
-``k`` get weight zero (same selected set; sums in another order, so equal to float rounding).
-Any other class is trained one by one with ``train_sae`` (same results, no speed-up).
+:class:`~equisae.sae.wide.WideSAE`, :class:`~equisae.sae.crosscoder.GroupCrosscoder`) and the
+equivariant SAEs (:class:`~equisae.sae.equivariant.EquivariantSAE`,
+:class:`~equisae.sae.adaptive.AdaptiveEquivariantSAE` and the canonicalising
+:class:`~equisae.sae.canonical.CanonicalEquivariantSAE` /
+:class:`~equisae.sae.canonical.AdaptiveCanonicalSAE`, C_n and D_n): their orbit losses are
+re-implemented on stacked orbit batches (S, B, |G|, d) with per-SAE ``rho`` (S, |G|, d, d);
+learned generators are stacked (S, d, d) parameters with their own Adam state, clipped with
+the SAE's other gradients. Per-SAE ``k`` is handled with one top-``k_max`` selection whose
+positions past each SAE's own ``k`` get weight zero (same selected set). Sums follow
+``train_sae``'s order: in float64 the results are equal to 1e-10, in float32 to rounding.
+:func:`can_stack` is the one decision point: a subclass that overrides a method the stacked
+loss re-implements (or SAEs of different groups or equivariance bases) is trained one by one
+with ``train_sae`` (same results, no speed-up).
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -28,8 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from equisae.groups import generator_names
+from equisae.sae.adaptive import AdaptiveEquivariantSAE
 from equisae.sae.base import SparseAutoencoder
+from equisae.sae.canonical import AdaptiveCanonicalSAE, CanonicalEquivariantSAE
 from equisae.sae.crosscoder import GroupCrosscoder
+from equisae.sae.equivariant import GENERATOR_ATTRS, EquivariantSAE
 from equisae.sae.topk import SparseDecode, TopKSAE, fast_topk
 from equisae.sae.train import (
     MetricLog,
@@ -47,6 +60,12 @@ from equisae.sae.train import (
 __all__ = ["BatchedGatherPreacts", "can_stack", "train_many"]
 
 PARAMS = ("W_enc", "b_enc", "W_dec", "b_dec")
+#: orbit losses the stacked path re-implements -> how the encoder reads a pose
+ORBIT_LOSSES: dict[Callable[..., Any], str] = {
+    EquivariantSAE.loss: "raw",  # also AdaptiveEquivariantSAE (it inherits the loss)
+    AdaptiveCanonicalSAE.loss: "canonical",  # rho(g_p)^-1 (h_p - b_dec), every pose
+    CanonicalEquivariantSAE.loss: "canonical_mean",  # one latent per orbit from their mean
+}
 ADAM_EPS = 1e-8  # torch.optim.Adam's default, as in train_sae
 
 
@@ -127,12 +146,45 @@ def can_stack(saes: Sequence[SparseAutoencoder]) -> bool:
     kind = type(first)
     if not isinstance(first, TopKSAE) or kind.activation is not TopKSAE.activation:
         return False
-    if kind.loss not in (TopKSAE.loss, GroupCrosscoder.loss):
+    if kind.loss not in (TopKSAE.loss, GroupCrosscoder.loss, *ORBIT_LOSSES):
+        return False
+    if kind.loss in ORBIT_LOSSES and not _orbit_stackable(saes):
         return False
     shapes = {tuple(p.shape for p in _params(sae)) for sae in saes}
     dtypes = {sae.W_dec.dtype for sae in saes}
     groups = {getattr(sae, "group_order", 1) for sae in saes}
     return all(type(s) is kind for s in saes) and len(shapes) == len(dtypes) == len(groups) == 1
+
+
+def _orbit_stackable(saes: Sequence[Any]) -> bool:
+    """Equivariant SAEs stack when their loss is built only from the methods :class:`_OrbitStack`
+    re-implements, and they share the group, the learned/fixed representation and (adaptive)
+    the equivariance bases; lambdas, k, aux_coef and the generators themselves may differ."""
+    kind = type(saes[0])
+    if not all(type(sae) is kind for sae in saes):
+        return False
+    methods = {
+        "encode_centred": (EquivariantSAE.encode_centred,),
+        "_finish_loss": (EquivariantSAE._finish_loss,),
+        "auxk_loss": (SparseAutoencoder.auxk_loss,),
+        "representation": (EquivariantSAE.representation,),
+    }
+    if kind.learns_representation:
+        methods["_representation_terms"] = (AdaptiveEquivariantSAE._representation_terms,)
+        methods["representation_inverse"] = (AdaptiveEquivariantSAE.representation_inverse,)
+    else:
+        methods["_representation_terms"] = (EquivariantSAE._representation_terms,)
+        methods["representation_inverse"] = (EquivariantSAE.representation_inverse,)
+    if any(getattr(kind, name) not in allowed for name, allowed in methods.items()):
+        return False
+    learned = kind.learns_representation
+    keys = {(sae.group.name, getattr(sae, "equivariance_bases", None)) for sae in saes}
+    params_ok = all(
+        isinstance(gen, torch.nn.Parameter) == learned
+        for sae in saes
+        for gen in sae.generators().values()
+    )
+    return len(keys) == 1 and params_ok
 
 
 def _params(sae: SparseAutoencoder) -> list[Tensor]:
@@ -165,7 +217,7 @@ class _Stack:
     # ------------------------------------------------------------------ the loss
     def loss(self, batch: Tensor, dead: Tensor | None) -> dict[str, Tensor]:
         """Per-SAE loss terms of a stacked batch (S, ...); ``dead`` (S, F) bool or None."""
-        W_enc, b_enc, W_dec, b_dec = self.params
+        W_enc, b_enc, W_dec, b_dec = self.params[:4]
         s, d = self.s, self.d_in
         if self.crosscoder:
             target = batch.reshape(s, batch.shape[1], -1)
@@ -182,17 +234,28 @@ class _Stack:
             vals = torch.where(keep, vals, torch.zeros_like(vals))
         recon = _stacked_decode(idx, vals, W_dec) + b_dec[:, None]
         mse = (recon - target).pow(2).mean((1, 2))
-        out = {"mse": mse, "total": mse, "idx": idx, "vals": vals.detach()}
+        terms = {"mse": mse}
+        out = {"total": mse, "terms": terms, "idx": idx, "vals": vals.detach()}
         out["recon"], out["target"] = recon.detach(), target
         if dead is not None:
             aux = self._auxk(centred, pre, dead, target - recon.detach())
-            out["auxk"] = aux
+            terms["auxk"] = aux
             out["total"] = mse + self.aux_coef * aux
         return out
 
-    def _auxk(self, centred: Tensor, pre: Tensor, dead: Tensor, residual: Tensor) -> Tensor:
-        """AuxK of each SAE over its dead columns (0 for an SAE without dead latents)."""
-        W_enc, b_enc, W_dec, _ = self.params
+    def _auxk(
+        self,
+        centred: Tensor,
+        pre: Tensor,
+        dead: Tensor,
+        residual: Tensor,
+        transform: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
+        """AuxK of each SAE over its dead columns (0 for an SAE without dead latents).
+
+        ``transform`` maps the (S, N, D) dead-latent reconstruction before it is scored (the
+        per-pose ``rho(g_p)`` of an orbit SAE's ``decode_fn``)."""
+        W_enc, b_enc, W_dec, _ = self.params[:4]
         n_dead = dead.sum(1)
         k_aux = [
             sae.aux_k_for(int(n)) if n > 0 else 0
@@ -212,6 +275,8 @@ class _Stack:
         keep = torch.arange(k_max) < torch.tensor(k_aux).view(-1, 1, 1)
         vals = torch.where(keep, vals, torch.zeros_like(vals))
         aux_recon = _stacked_decode(dead_idx, vals, W_dec)
+        if transform is not None:
+            aux_recon = transform(aux_recon)
         residual = residual.detach()
         denom = residual.pow(2).sum(-1).clamp_min(1e-12)
         nmse = ((aux_recon - residual).pow(2).sum(-1) / denom).mean(1)
@@ -262,9 +327,10 @@ class _Stack:
         """One elementwise Adam step (as ``torch.optim.Adam``) with per-SAE lr and betas."""
         self.n_updates += 1
         t = self.n_updates
-        step_size = (lrs / (1 - self.beta1**t)).float()
-        bc2_sqrt = (1 - self.beta2**t).sqrt().float()
-        b1, b2 = self.beta1.float(), self.beta2.float()
+        # float64 per-SAE constants, cast to each parameter's dtype (as Python scalars would be)
+        step_size = lrs / (1 - self.beta1**t)
+        bc2_sqrt = (1 - self.beta2**t).sqrt()
+        b1, b2 = self.beta1, self.beta2
         for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True):
             shape = (-1, *[1] * (p.ndim - 1))
             grad = p.grad
@@ -279,8 +345,147 @@ class _Stack:
     def write_back(self) -> None:
         """Copy the stacked weights into the S models."""
         for i, sae in enumerate(self.saes):
-            for name, p in zip(PARAMS, self.params, strict=True):
+            for name, p in zip(PARAMS, self.params[:4], strict=True):
                 getattr(sae, name).copy_(p[i])
+
+
+def _per_pose(u: Tensor, rho: Tensor) -> Tensor:
+    """``rho[s, p] @ u[s, b, p]`` for (S, B, G, d) and (S, G, d, d): one batched product."""
+    return torch.einsum("sbpj,spij->sbpi", u, rho)
+
+
+class _OrbitStack(_Stack):
+    """The stacked weights, generators and Adam state of S equivariant SAEs of one class.
+
+    The loss is each class's own orbit loss (``EquivariantSAE.loss``, its adaptive and
+    canonicalising variants), written for stacked tensors: batches (S, B, G, d), the
+    representation (S, G, d, d) built from per-SAE generators ((S, d, d) parameters with
+    their own Adam state when learned, fixed stacks of ``rho`` otherwise).
+    """
+
+    def __init__(self, saes: Sequence[TopKSAE], cfgs: Sequence[TrainConfig]) -> None:
+        super().__init__(saes, cfgs)
+        first: Any = saes[0]
+        self.encoder = ORBIT_LOSSES[type(first).loss]
+        self.group = first.group
+        self.group_order = first.group_order
+        self.learned = bool(first.learns_representation)
+        self.gen_attrs = [GENERATOR_ATTRS[name] for name in generator_names(first.group)]
+        self.inverse_index = list(first._inverse_index)
+        dtype = first.W_dec.dtype
+        self.lambda_inv = torch.tensor([sae.lambda_inv for sae in saes], dtype=dtype)
+        if self.learned:
+            self.gens = [
+                torch.stack([getattr(sae, a).detach() for sae in saes]).requires_grad_(True)
+                for a in self.gen_attrs
+            ]
+            self.params += self.gens
+            self.exp_avg += [torch.zeros_like(g) for g in self.gens]
+            self.exp_avg_sq += [torch.zeros_like(g) for g in self.gens]
+            self.lambda_eq = torch.tensor([sae.lambda_eq for sae in saes], dtype=dtype)
+            self.bases = first.equivariance_bases
+            self.compose = first._compose_table
+        else:
+            with torch.no_grad():
+                self.rho_fixed = torch.stack([sae.representation().detach() for sae in saes])
+                self.rho_inv_fixed = (
+                    torch.stack([sae.representation_inverse().detach() for sae in saes])
+                    if self.encoder != "raw"
+                    else None
+                )
+
+    def representation(self) -> Tensor:
+        """``rho(g)`` of every SAE and element (S, G, d, d), as ``representation_matrices``."""
+        if not self.learned:
+            return self.rho_fixed
+        rot = self.gens[0]
+        n = self.group.n if len(self.gens) > 1 else self.group_order
+        powers = [torch.eye(self.d_in, dtype=rot.dtype).expand_as(rot)]
+        for _ in range(1, n):
+            powers.append(powers[-1] @ rot)
+        stacked = torch.stack(powers, dim=1)
+        if len(self.gens) == 1:
+            return stacked
+        return torch.cat([stacked, stacked @ self.gens[1][:, None]], dim=1)
+
+    def loss(self, batch: Tensor, dead: Tensor | None) -> dict[str, Tensor]:
+        """Per-SAE orbit loss terms of a stacked orbit batch (S, B, G, d)."""
+        W_enc, b_enc, W_dec, b_dec = self.params[:4]
+        s, b, g, d = batch.shape
+        rho = self.representation()
+        centred = batch - b_dec[:, None, None]
+        if self.encoder == "raw":
+            enc_in = centred
+        else:
+            inverse = self.rho_inv_fixed if not self.learned else rho[:, self.inverse_index]
+            enc_in = _per_pose(centred, inverse)
+            if self.encoder == "canonical_mean":
+                enc_in = enc_in.mean(2)
+        flat = enc_in.reshape(s, -1, d)
+        with torch.no_grad():
+            pre = torch.baddbmm(b_enc[:, None], flat, W_enc)
+            top_vals, idx, keep = _select(pre, self.ks)
+        vals = BatchedGatherPreacts.apply(flat, W_enc, b_enc, idx, top_vals).relu()
+        if keep is not None:
+            vals = torch.where(keep, vals, torch.zeros_like(vals))
+        u = _stacked_decode(idx, vals, W_dec)  # (S, N, d), no bias
+        if self.encoder == "canonical_mean":
+            recon = torch.einsum("sbj,spij->sbpi", u, rho)
+        else:
+            recon = _per_pose(u.view(s, b, g, d), rho)
+        recon = recon + b_dec[:, None, None]
+        mse = (recon - batch).pow(2).mean((1, 2, 3))
+        terms = {"mse": mse}
+        total = mse
+        if self.encoder != "canonical_mean":
+            z = torch.zeros(s, flat.shape[1], self.d_sae, dtype=vals.dtype).scatter(-1, idx, vals)
+            z = z.view(s, b, g, self.d_sae)
+            inv = (z - z.mean(2, keepdim=True)).pow(2).sum((1, 2, 3)) / float(b * g * d)
+            terms["invariance"] = inv
+            total = total + self.lambda_inv * inv
+        if self.learned:
+            eq = self._equivariance(batch, b_dec, rho)
+            terms["equivariance"] = eq
+            total = total + self.lambda_eq * eq
+        if dead is not None:
+            if self.encoder == "raw":
+                residual = (batch - recon.detach()).reshape(s, -1, d)
+
+                def transform(a: Tensor) -> Tensor:
+                    return _per_pose(a.view(s, b, g, d), rho).reshape(s, -1, d)
+
+                aux = self._auxk(flat, pre, dead, residual, transform)
+            else:
+                aux = self._auxk(flat, pre, dead, flat - u.detach())
+            terms["auxk"] = aux
+            total = total + self.aux_coef * aux
+        return {
+            "total": total,
+            "terms": terms,
+            "idx": idx,
+            "vals": vals.detach(),
+            "recon": recon.detach(),
+            "target": batch,
+        }
+
+    def _equivariance(self, batch: Tensor, b_dec: Tensor, rho: Tensor) -> Tensor:
+        """The adaptive ``lambda_eq`` term of each SAE (``_representation_terms``), b detached."""
+        base = batch - b_dec.detach()[:, None, None]
+        if self.bases == "canonical":
+            pred = torch.einsum("spij,sbj->sbpi", rho, base[:, :, 0])
+            return (base - pred).pow(2).sum((1, 2, 3)) / float(batch[0].numel())
+        target = base[:, :, self.compose]  # (S, B, p, q, d): h_{g_p g_q}
+        pred = torch.einsum("spij,sbqj->sbpqi", rho, base)
+        return (target - pred).pow(2).sum((1, 2, 3, 4)) / float(batch[0].numel() * self.group_order)
+
+    @torch.no_grad()
+    def write_back(self) -> None:
+        """Copy the stacked weights (and learned generators) into the S models."""
+        super().write_back()
+        if self.learned:
+            for i, sae in enumerate(self.saes):
+                for attr, gen in zip(self.gen_attrs, self.gens, strict=True):
+                    getattr(sae, attr).copy_(gen[i])
 
 
 def _batch_streams(
@@ -372,9 +577,10 @@ def _train_stacked(
         head = list(itertools.islice(it, c.init_batches))
         scales.append(prepare_sae(sae, head_sample(head, sae.d_in), c))
         iterators.append(itertools.chain(head, it))
-    stack = _Stack(saes, cfgs)  # type: ignore[arg-type]
+    orbit = type(saes[0]).loss in ORBIT_LOSSES
+    stack = (_OrbitStack if orbit else _Stack)(saes, cfgs)  # type: ignore[arg-type]
     s, d_sae = stack.s, stack.d_sae
-    scale_t = torch.tensor(scales)
+    scale_t = torch.tensor(scales, dtype=torch.float64)
     dead_after = torch.tensor([c.dead_after for c in cfgs])
     use_auxk = torch.tensor([c.use_auxk for c in cfgs])
     since_fired = torch.zeros(s, d_sae, dtype=torch.long)
@@ -476,23 +682,12 @@ def _step_rows(
     var = (target - target.mean(1, keepdim=True)).pow(2).sum((1, 2))
     mse = err.mean((1, 2)).double() / scales.double() ** 2
     fvu = err.sum((1, 2)) / var.clamp_min(1e-12)
-    cols = {
-        "loss": out["total"].detach(),
-        "loss_mse": out["mse"].detach(),
-        "loss_auxk": out["auxk"].detach() if "auxk" in out else None,
-        "mse": mse,
-        "fvu": fvu,
-        "l0": l0,
-    }
-    values = {k: v.tolist() for k, v in cols.items() if v is not None}
+    cols = {"loss": out["total"].detach()}
+    cols.update({f"loss_{name}": v.detach() for name, v in out["terms"].items()})
+    cols.update({"mse": mse, "fvu": fvu, "l0": l0})
+    values = {k: v.tolist() for k, v in cols.items()}
     dead_list = has_dead.tolist()
     rows = []
     for i in range(s):
-        row = {}
-        for k in ("loss", "loss_mse", "loss_auxk", "mse", "fvu", "l0"):
-            if k == "loss_auxk" and not dead_list[i]:
-                continue
-            if k in values:
-                row[k] = values[k][i]
-        rows.append(row)
+        rows.append({k: v[i] for k, v in values.items() if k != "loss_auxk" or dead_list[i]})
     return rows

@@ -22,9 +22,10 @@ Command line: ``equisae images --source digits|galaxy-mnist|folder --path P [--s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -613,6 +614,7 @@ def study_source(
     data_seed: int = 0,
     out_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    threads: int | None = 1,
 ) -> dict[str, Any]:
     """Base models, fit of M, the SAE family with seeds, frontier and probes on ``source``.
 
@@ -631,10 +633,47 @@ def study_source(
     :func:`~equisae.verdicts.frontier_verdict`), ``probes`` (one record per SAE or reference,
     seed, factor and probe size: ``model, layer, sae_type, seed, features, factor, probe_k,
     f1, chance_f1``, for :func:`~equisae.verdicts.probing_verdict`), ``probe_rows`` and
-    ``seconds`` (per step). With ``out_dir`` it is also written to ``out_dir/study.json``.
+    ``seconds`` (per base model and in total). With ``out_dir`` it is also written to
+    ``out_dir/study.json``. ``threads`` torch threads are used while it runs (default 1: on a
+    shared or small CPU one thread per process is much faster than contended threads, above all
+    for the probes' BLAS; None keeps the current setting), then the previous numbers are
+    restored.
     """
     if isinstance(settings, str):
         settings = study_settings(settings)
+    with _torch_threads(threads):
+        return _study(source, settings, group, layer, data_seed, out_dir, progress)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` torch and BLAS/OpenMP threads (None: unchanged), restoring the
+    previous numbers afterwards (BLAS through ``threadpoolctl``, which scikit-learn ships)."""
+    from threadpoolctl import threadpool_limits
+
+    if threads is None:
+        yield
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _study(
+    source: ImageSource | Mapping[str, ImageSource],
+    settings: StudySettings,
+    group: str,
+    layer: str,
+    data_seed: int,
+    out_dir: str | os.PathLike | None,
+    progress: bool,
+) -> dict[str, Any]:
     grp = as_group(group)
     if not grp.name.upper().startswith("C"):
         raise ValueError(

@@ -13,7 +13,8 @@ Named sweeps (:data:`SWEEPS`, ``equisae sweep NAME --mode quick|full``):
 * ``frontier``: every SAE type over k (notebook 05);
 * ``probing``: probes at matched L0 with references (notebook 06);
 * ``setting``: the random canonical representative next to the fixed one (notebook 06);
-* ``lambda_inv``: the adaptive SAE over the invariance weight (notebooks 05 and 06).
+* ``lambda_inv``: the adaptive SAE over the invariance weight (notebooks 05 and 06);
+* ``group``: topk, equivariant and adaptive SAEs under C4 and under D4 (notebook 08).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "all_results",
     "frontier_jobs",
     "frontier_records",
+    "group_jobs",
     "lambda_inv_jobs",
     "probe_records",
     "probing_jobs",
@@ -58,6 +60,7 @@ def _sae_job(s: SweepSettings, model: str, layer: str, sae_type: str, k: int, **
         kw.pop("training", s.training),
         s.data_seed,
         kw.pop("representative", s.representative),
+        **({"group": kw.pop("group")} if "group" in kw else {}),
     )
 
 
@@ -148,6 +151,17 @@ def lambda_inv_jobs(s: SweepSettings) -> list[Job]:
     return jobs
 
 
+def group_jobs(s: SweepSettings) -> list[Job]:
+    """``group_types`` at ``probe_k`` on ``group_targets`` under every group of ``groups``
+    (C4 and D4: orbits, fitted generators and equivariant SAEs of that group), all probed."""
+    jobs: list[Job] = []
+    for group in s.groups:
+        for model, layer in s.group_targets:
+            for sae_type in s.group_types:
+                jobs += _probes(s, _sae_job(s, model, layer, sae_type, s.probe_k, group=group))
+    return jobs
+
+
 def _planted_jobs(s: Any) -> list[Job]:
     from equisae.sweeps import planted
 
@@ -161,6 +175,7 @@ SWEEPS: dict[str, Callable[[SweepSettings], list[Job]]] = {
     "probing": probing_jobs,
     "setting": setting_jobs,
     "lambda_inv": lambda_inv_jobs,
+    "group": group_jobs,
 }
 
 

@@ -18,7 +18,13 @@ import torch
 from torch import Tensor
 
 from equisae.runner import Job, JobResult
-from equisae.sweeps.inputs import InputsJob, subsample_orbits
+from equisae.sweeps.inputs import (
+    DEFAULT_GROUP,
+    InputsJob,
+    check_group,
+    group_config,
+    subsample_orbits,
+)
 from equisae.sweeps.saes import SAEJob, sae_folder
 from equisae.sweeps.settings import (
     LAYER_ROLES,
@@ -181,8 +187,11 @@ class ReferenceProbeJob(Job):
     settings: ProbeSettings = field(default_factory=ProbeSettings)
     data_seed: int = 0
     representative: str = "fixed"
+    #: the group of the orbits ("C4" or "D4"; hashed unless C4)
+    group: str = DEFAULT_GROUP
 
     def __post_init__(self) -> None:
+        check_group(self.group)
         check_choice("reference", self.reference, REFERENCES)
         check_choice("layer", self.layer, LAYER_ROLES)
         check_choice("representative", self.representative, REPRESENTATIVES)
@@ -191,15 +200,21 @@ class ReferenceProbeJob(Job):
     @property
     def inputs(self) -> InputsJob:
         return InputsJob(
-            self.model_name, self.layer, self.mode, self.data_seed, self.representative
+            self.model_name,
+            self.layer,
+            self.mode,
+            self.data_seed,
+            self.representative,
+            group=self.group,
         )
 
     def dependencies(self) -> tuple[Job, ...]:
         return (self.inputs,)
 
     def config(self) -> dict[str, Any]:
-        """The fields plus the inputs job's hash, so a change of the inputs reruns the probes."""
-        return {**super().config(), "inputs": self.inputs.hash}
+        """The fields plus the inputs job's hash, so a change of the inputs reruns the probes
+        (``group`` only when it is not C4)."""
+        return {**group_config(super().config()), "inputs": self.inputs.hash}
 
     def run(self, workdir: Path, deps: list[JobResult]) -> dict[str, Any]:
         splits = _split_arrays(self.inputs, self.settings)

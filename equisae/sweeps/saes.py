@@ -16,7 +16,14 @@ import numpy as np
 from torch import Tensor
 
 from equisae.runner import Job, JobResult
-from equisae.sweeps.inputs import InputsJob, load_representation, subsample_orbits
+from equisae.sweeps.inputs import (
+    DEFAULT_GROUP,
+    InputsJob,
+    check_group,
+    group_config,
+    load_generators,
+    subsample_orbits,
+)
 from equisae.sweeps.settings import (
     LAYER_ROLES,
     REPRESENTATIVES,
@@ -90,8 +97,12 @@ def train_sweep_saes(
     M: Tensor | None = None,
     group: Any = "C4",
     progress: bool = False,
+    generators: dict[str, Tensor] | None = None,
 ) -> tuple[list[Any], list[Any]]:
-    """Build and train one SAE per seed on orbit activations (N, |G|, d); (saes, results)."""
+    """Build and train one SAE per seed on orbit activations (N, |G|, d); (saes, results).
+
+    Equivariant variants get the representation: ``M`` (C_n) or ``generators`` (``{"r", "s"}``
+    for D_n; give one of the two), fixed or as the adaptive model's start."""
     from equisae.sae.batched import train_many
     from equisae.sae.factory import build_sae, sae_class
     from equisae.sae.train import orbit_training_data
@@ -103,6 +114,9 @@ def train_sweep_saes(
     if not 1 <= k <= d_sae:
         raise ValueError(f"k must be in 1..d_sae={d_sae}, got {k}")
     cls = sae_class(variant)
+    equivariant = getattr(cls, "is_equivariant", False)
+    if M is not None and generators is not None:
+        raise ValueError("give either M or generators to train_sweep_saes, not both")
     saes = [
         build_sae(
             variant,
@@ -111,7 +125,8 @@ def train_sweep_saes(
             k,
             seed=seed,
             group=group,
-            M=M if getattr(cls, "is_equivariant", False) else None,
+            M=M if equivariant else None,
+            generators=generators if equivariant else None,
             lambda_inv=training.lambda_inv,
             lambda_eq=training.lambda_eq,
         )
@@ -140,11 +155,14 @@ class SAEJob(Job):
     training: SAETraining = field(default_factory=SAETraining)
     data_seed: int = 0
     representative: str = "fixed"
+    #: the group of the orbits and of the equivariant SAEs ("C4" or "D4"; hashed unless C4)
+    group: str = DEFAULT_GROUP
 
     def __post_init__(self) -> None:
         from equisae.sae.factory import sae_class
 
         sae_class(self.sae_type)  # KeyError naming the known variants
+        check_group(self.group)
         check_choice("layer", self.layer, LAYER_ROLES)
         check_choice("representative", self.representative, REPRESENTATIVES)
         check_mode(self.mode)
@@ -156,15 +174,21 @@ class SAEJob(Job):
     @property
     def inputs(self) -> InputsJob:
         return InputsJob(
-            self.model_name, self.layer, self.mode, self.data_seed, self.representative
+            self.model_name,
+            self.layer,
+            self.mode,
+            self.data_seed,
+            self.representative,
+            group=self.group,
         )
 
     def dependencies(self) -> tuple[Job, ...]:
         return (self.inputs,)
 
     def config(self) -> dict[str, Any]:
-        """The fields plus the inputs job's hash, so a change of the inputs retrains the SAEs."""
-        return {**super().config(), "inputs": self.inputs.hash}
+        """The fields plus the inputs job's hash, so a change of the inputs retrains the SAEs
+        (``group`` only when it is not C4: :func:`~equisae.sweeps.inputs.group_config`)."""
+        return {**group_config(super().config()), "inputs": self.inputs.hash}
 
     def run(self, workdir: Path, deps: list[JobResult]) -> dict[str, Any]:
         from equisae.sae.evaluate import evaluate_on_orbits
@@ -172,13 +196,10 @@ class SAEJob(Job):
 
         train = self.inputs.split("train")
         test = self.inputs.split("test")
+        fitted = load_generators(deps[0])
+        rep = {"M": fitted["r"]} if len(fitted) == 1 else {"generators": fitted}
         saes, results = train_sweep_saes(
-            self.sae_type,
-            train.acts,
-            self.k,
-            self.seeds,
-            self.training,
-            M=load_representation(deps[0]),
+            self.sae_type, train.acts, self.k, self.seeds, self.training, group=self.group, **rep
         )
         test_acts = test.acts[subsample_orbits(test.n_examples, EVAL_ORBITS, seed=0)]
         per_seed: dict[str, dict[str, Any]] = {}
@@ -197,6 +218,8 @@ class SAEJob(Job):
                 metrics["m_drift"] = sae.m_drift()
             if getattr(sae, "is_equivariant", False):
                 metrics["m_group_error"] = sae.group_error()
-                metrics["m_distance_to_fit"] = sae.distance_to(load_representation(deps[0]))
+                metrics["m_distance_to_fit"] = sae.distance_to(fitted["r"])
+                if "s" in fitted:
+                    metrics["s_distance_to_fit"] = sae.distance_to(fitted["s"], "s")
             per_seed[str(seed)] = metrics
         return {"per_seed": per_seed}

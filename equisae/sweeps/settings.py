@@ -138,6 +138,11 @@ class SweepSettings:
     #: ablation of the claims ledger)
     short_steps: int = 300
     length_types: tuple[str, ...] = ("topk", "adaptive")
+    #: the C4 vs D4 comparison (notebook 08): ``group_types`` at ``probe_k`` on
+    #: ``group_targets`` under every group of ``groups``, all seeds, probed
+    group_targets: tuple[tuple[str, str], ...] = ()
+    group_types: tuple[str, ...] = ("topk", "equivariant", "adaptive")
+    groups: tuple[str, ...] = ("C4", "D4")
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
@@ -205,6 +210,7 @@ def sweep_settings(mode: str) -> SweepSettings:
             reference_seeds=(0, 1, 2),
             setting_targets=key_targets,
             lambda_inv_targets=key_targets,
+            group_targets=key_targets,
         )
     return SweepSettings(
         mode=mode,
@@ -220,4 +226,5 @@ def sweep_settings(mode: str) -> SweepSettings:
         ),
         setting_targets=key_targets[:1],
         lambda_inv_targets=key_targets[:1],
+        group_targets=key_targets[:1],
     )

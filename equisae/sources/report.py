@@ -1,0 +1,223 @@
+"""Tables and sentences of a :func:`equisae.sources.pipeline.study_source` result (notebook 07).
+
+Every function takes the study dict (or its flat records) and returns Markdown or plain
+numbers, so the notebook only calls them and displays the result. Verdicts come from
+:mod:`equisae.verdicts` (one rule for every claim, the same as on Shapes).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from equisae.tables import markdown_table, mean_sd_cell
+from equisae.verdicts import (
+    POSITIVE,
+    TOO_FEW,
+    paired_delta,
+    probe_type,
+    probing_verdict,
+)
+
+__all__ = [
+    "base_model_table",
+    "confusion_table",
+    "count_better",
+    "linrep_table",
+    "probe_f1_table",
+    "probing_verdicts",
+    "probing_verdict_table",
+    "six_nine",
+    "six_nine_table",
+]
+
+Record = Mapping[str, Any]
+
+
+def _label(sae_type: str) -> str:
+    from equisae.plots.findings import label_of
+
+    return label_of(sae_type)
+
+
+def confusion_table(
+    confusion: Mapping[str, Any], pairs: Sequence[tuple[int, int]] = ((6, 9),)
+) -> str:
+    """The pixel-level measurement of :func:`equisae.sources.rotation_confusion` as a table."""
+    rows = [
+        {"measure": "accuracy on upright test digits", "value": confusion["upright_accuracy"]},
+        {
+            "measure": "accuracy on the same digits turned by 180°",
+            "value": confusion["turned_accuracy"],
+        },
+    ]
+    for a, b in pairs:
+        rows += [
+            {"measure": f"turned {a} classified as {b}", "value": confusion[f"{a}->{b}"]},
+            {"measure": f"turned {b} classified as {a}", "value": confusion[f"{b}->{a}"]},
+            {
+                "measure": f"turned digits of other classes classified as {a} or {b}",
+                "value": confusion[f"others_to_{a}_{b}"],
+            },
+        ]
+    return markdown_table(rows)
+
+
+def base_model_table(base_models: Sequence[Record]) -> str:
+    """Per base model: test MSE on upright and on rotated images and the output equivariance
+    error (0: exactly equivariant)."""
+    rows = [
+        {
+            "base model": r["model"],
+            "test MSE (upright)": r["test_mse_canonical"],
+            "test MSE (rotated)": r["test_mse_rotated"],
+            "output equivariance error": r["output_equivariance_error"],
+            "parameters": r["n_params"],
+        }
+        for r in base_models
+    ]
+    return markdown_table(rows, digits=4)
+
+
+def linrep_table(linrep: Sequence[Record]) -> str:
+    """Per base model: held-out R^2 of ``M^p`` for p = 1..|G|-1, the best per-power fit's gain,
+    the identity's mean R^2, the group error and the fit's rank and dimension."""
+    rows = []
+    for r in linrep:
+        single, per_power, ident = r["r2_single"], r["r2_per_power"], r["r2_identity"]
+        row: dict[str, Any] = {"base model": r["model"]}
+        for p in range(1, len(single)):
+            row[f"R² of M^{p}"] = single[p]
+        row["max gain of M_p"] = max(
+            pp - s for pp, s in zip(per_power[1:], single[1:], strict=True)
+        )
+        row["mean R² identity"] = float(np.mean(ident[1:]))
+        row["group error"] = r["group_error"]
+        row["rank / d"] = f"{r['rank']} / {r['dim']}"
+        rows.append(row)
+    return markdown_table(rows, digits=4)
+
+
+def _mean_over(records: Sequence[Record], keys: Sequence[str], value: str = "f1") -> dict:
+    out: dict[tuple, list[float]] = defaultdict(list)
+    for r in records:
+        v = r.get(value)
+        if v is not None and np.isfinite(v):
+            out[tuple(r[k] for k in keys)].append(float(v))
+    return out
+
+
+def probe_f1_table(
+    probes: Sequence[Record],
+    feature_types: Sequence[str],
+    factors: Sequence[str],
+    probe_ks: Sequence[str] = ("all", "k1", "k5"),
+) -> str:
+    """F1 per feature type (rows) and (factor, probe type) (columns): mean ± sd over base
+    models and seeds."""
+    stats = _mean_over(probes, ("sae_type", "factor", "probe_k"))
+    rows = []
+    for t in feature_types:
+        row: dict[str, Any] = {"features": _label(t)}
+        for f in factors:
+            for pk in probe_ks:
+                name = "dense" if pk == "all" else f"{pk[1:]}-sparse"
+                row[f"{f}, {name}"] = mean_sd_cell(stats.get((t, f, pk), []))
+        rows.append(row)
+    return markdown_table(rows)
+
+
+def six_nine(
+    probes: Sequence[Record],
+    feature_types: Sequence[str],
+    probe_k: str = "all",
+    with_pair: str = "digit",
+    without_pair: str = "digit_without_6_9",
+) -> list[dict[str, Any]]:
+    """Per feature type: probe F1 of the digit with and without 6 and 9 and their difference
+    (without minus with), paired per (base model, seed), as numbers."""
+    rows = []
+    for t in feature_types:
+        sel = [r for r in probes if r["sae_type"] == t and r["probe_k"] == probe_k]
+        a = {(r["model"], r["seed"]): r["f1"] for r in sel if r["factor"] == with_pair}
+        b = {(r["model"], r["seed"]): r["f1"] for r in sel if r["factor"] == without_pair}
+        if not a or not b:
+            continue
+        d = paired_delta(b, a)
+        rows.append(
+            {
+                "sae_type": t,
+                "f1_with": float(np.mean(list(a.values()))),
+                "f1_without": float(np.mean(list(b.values()))),
+                "gain_mean": d.mean,
+                "gain_sd": d.sd,
+                "n": d.n,
+            }
+        )
+    return rows
+
+
+def six_nine_table(rows: Sequence[Record]) -> str:
+    """The :func:`six_nine` rows as a table."""
+    return markdown_table(
+        [
+            {
+                "features": _label(r["sae_type"]),
+                "F1, all ten digits": r["f1_with"],
+                "F1 without 6 and 9": r["f1_without"],
+                "gain (mean ± sd, n)": mean_sd_cell(
+                    mean=r["gain_mean"], sd=r["gain_sd"], n=r["n"], show_n=True, signed=True
+                ),
+            }
+            for r in rows
+        ]
+    )
+
+
+def probing_verdicts(
+    probes: Sequence[Record],
+    saes: Sequence[str],
+    probe_ks: Sequence[str],
+    factors: Sequence[str],
+    baseline: str = "topk",
+) -> dict[tuple[str, str, str], Any]:
+    """``{(sae, probe_k, factor): ProbingVerdict}`` of every SAE against ``baseline``."""
+    present = {r["sae_type"] for r in probes}
+    return {
+        (sae, pk, f): probing_verdict(
+            probes, probe_k=pk, sae=sae, baseline=baseline, factors=(f,), features="latents"
+        )
+        for sae in saes
+        if sae in present
+        for pk in probe_ks
+        for f in factors
+    }
+
+
+def probing_verdict_table(verdicts: Mapping[tuple[str, str, str], Any]) -> str:
+    """One row per (SAE, probe type, factor): base models where the SAE probes better / worse
+    than the baseline beyond the seed spread, the mean difference and whether the claim holds."""
+    rows = []
+    for (sae, pk, factor), v in verdicts.items():
+        undecided = all(r.status == TOO_FEW for r in v.rows)
+        rows.append(
+            {
+                f"SAE (vs {_label(v.baseline)})": _label(sae),
+                "probe": probe_type(pk),
+                "factor": factor,
+                "better": v.n_better,
+                "worse": v.n_worse,
+                "within spread": len(v.rows) - v.n_better - v.n_worse,
+                "mean difference": float(np.mean([r.delta.mean for r in v.rows])),
+                "claim holds": "undecided (1 seed)" if undecided else ("yes" if v.holds else "no"),
+            }
+        )
+    return markdown_table(rows)
+
+
+def count_better(verdict: Any) -> tuple[int, int]:
+    """(base models where the SAE is better beyond the spread, number of base models)."""
+    return sum(r.status == POSITIVE for r in verdict.rows), len(verdict.rows)

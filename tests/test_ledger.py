@@ -1,0 +1,341 @@
+"""The claims ledger: verdicts from small synthetic results, missing notebooks, old schema."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from equisae import ledger
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _delta(values: list[float]) -> dict:
+    import numpy as np
+
+    v = np.array(values, dtype=float)
+    sd = float(v.std(ddof=1)) if v.size > 1 else 0.0
+    return {"mean": float(v.mean()), "sd": sd, "n": int(v.size), "n_positive": int((v > 0).sum())}
+
+
+def _probing_verdict(deltas: dict[str, list[float]], pk: str) -> dict:
+    rows = []
+    for target, values in deltas.items():
+        model, layer = target.split("/")
+        rows.append(
+            {"model": model, "layer": layer, "delta": _delta(values), "sae_mean": 0.5, "k": None}
+        )
+    return {
+        "factors": ["shape", "colour", "scale"],
+        "probe_k": pk,
+        "probe_type": "dense probe (all latents)" if pk == "all" else f"{pk[1:]}-sparse probe",
+        "rows": rows,
+        "sentence": f"sentence for {pk}",
+    }
+
+
+def _write(folder: Path, stem: str, data: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.json").write_text(json.dumps(data))
+
+
+def _results(folder: Path) -> Path:
+    """A results folder with 03-06 of the current schema (3 seeds) and no 07/08."""
+    r2 = {"r2_single": [1.0, 0.995, 0.994, 0.996], "r2_per_power": [1.0, 0.996, 0.995, 0.997]}
+    r2_bad = {"r2_single": [1.0, 0.90, 0.80, 0.90], "r2_per_power": [1.0, 0.95, 0.95, 0.95]}
+    identity = {"r2_identity": [1.0, 0.1, 0.0, 0.1]}
+    _write(
+        folder,
+        "03_linear_representation",
+        {
+            "mode": "full",
+            "group": "C4",
+            "models": {
+                "gcnn": {"bottleneck": {**r2, **identity}},
+                "cnn": {"x": {**r2_bad, **identity}},
+            },
+        },
+    )
+    runs04 = [
+        {
+            "model": "adaptive",
+            "n_features": n,
+            "seed": s,
+            "m_distance_to_R_before": 1.41,
+            "m_distance_to_R_after": 0.5 + 0.01 * s,
+        }
+        for n in (8, 32)
+        for s in range(3)
+    ]
+    planted = {
+        "higher_is_better": True,
+        "label": "detection F1",
+        "metric": "detection_f1",
+        "rows": [
+            {
+                "n_features": 8,
+                "ours": "adaptive",
+                "baseline": "topk",
+                "delta": _delta([0.2, 0.21, 0.19]),
+            },
+            {
+                "n_features": 32,
+                "ours": "adaptive",
+                "baseline": "topk",
+                "delta": _delta([0.1, 0.11, 0.09]),
+            },
+        ],
+        "sentence": "planted detection",
+    }
+    fvu = {
+        **planted,
+        "higher_is_better": False,
+        "label": "FVU",
+        "metric": "fvu",
+        "rows": [{**r, "delta": _delta([0.2, 0.21, 0.19])} for r in planted["rows"]],
+    }
+    recovery = {**planted, "label": "feature recovery", "metric": "recovery", "rows": fvu["rows"]}
+    _write(
+        folder,
+        "04_planted_features",
+        {
+            "mode": "full",
+            "runs": runs04,
+            "summary": {},
+            "settings": {
+                "d": 16,
+                "feature_counts": [8, 32],
+                "k": 2,
+                "n_steps": 9,
+                "seeds": [0, 1, 2],
+            },
+            "verdicts": {"raw/detection_f1": planted, "raw/fvu": fvu, "raw/recovery": recovery},
+        },
+    )
+    frontier_rows = [
+        {"model": "gcnn", "layer": "b", "k": k, "delta": _delta([0.05, 0.06, 0.055])}
+        for k in (4, 16)
+    ]
+    _write(
+        folder,
+        "05_frontier",
+        {
+            "mode": "full",
+            "grid": {
+                "targets": [["gcnn", "b"]],
+                "ks": [4, 16],
+                "n_steps": 2000,
+                "seeds": [0, 1, 2],
+            },
+            "runs": [{"representative": "fixed"}],
+            "verdicts": {"adaptive_vs_topk": {"rows": frontier_rows, "median_ratio": 1.5}},
+        },
+    )
+    runs06 = [
+        {
+            "sae_type": "adaptive",
+            "model": "gcnn",
+            "layer": "b",
+            "representative": "fixed",
+            "n_steps": 2000,
+            "lambda_inv": 1.0,
+        }
+    ]
+    _write(
+        folder,
+        "06_probing",
+        {
+            "mode": "full",
+            "probe_k": 8,
+            "runs": runs06,
+            "verdicts": {
+                # dense: worse beyond the spread at both layers; 5-sparse: better at both
+                "adaptive/all": _probing_verdict(
+                    {"gcnn/b": [-0.04, -0.05, -0.045], "cnn/b": [-0.03, -0.031, -0.029]}, "all"
+                ),
+                "adaptive/k5": _probing_verdict(
+                    {"gcnn/b": [0.3, 0.31, 0.29], "cnn/b": [0.2, 0.19, 0.21]}, "k5"
+                ),
+            },
+            "claim": {
+                "all": {"holds_layers": 0, "n_layers": 2, "sentence": "dense: 0 of 2"},
+                "k5": {"holds_layers": 2, "n_layers": 2, "sentence": "sparse: 2 of 2"},
+            },
+            "design_choices": [
+                {
+                    "choice": "encoder",
+                    "variant": "raw (METHOD.md)",
+                    "probe": "dense",
+                    "advantage_mean": -0.04,
+                    "advantage_sd": 0.005,
+                    "n": 6,
+                },
+                {
+                    "choice": "encoder",
+                    "variant": "canonicalising",
+                    "probe": "dense",
+                    "advantage_mean": 0.05,
+                    "advantage_sd": 0.005,
+                    "n": 6,
+                },
+                {
+                    "choice": "encoder",
+                    "variant": "raw (METHOD.md)",
+                    "probe": "5-sparse",
+                    "advantage_mean": 0.25,
+                    "advantage_sd": 0.05,
+                    "n": 6,
+                },
+                {
+                    "choice": "encoder",
+                    "variant": "canonicalising",
+                    "probe": "5-sparse",
+                    "advantage_mean": 0.2,
+                    "advantage_sd": 0.05,
+                    "n": 6,
+                },
+            ],
+        },
+    )
+    return folder
+
+
+def _by_id(built: dict) -> dict[str, dict]:
+    return {c["id"]: c for c in built["claims"]}
+
+
+def test_verdicts_follow_the_two_standard_error_rule(tmp_path: Path) -> None:
+    claims = _by_id(ledger.build_ledger(_results(tmp_path / "full")))
+    assert claims["claim1"]["verdict"] == ledger.MIXED  # gcnn one matrix, cnn not
+    assert claims["claim2"]["verdict"] == ledger.HOLDS  # M moves from 1.41 to ~0.5 at every n
+    assert claims["claim3_probing/all"]["verdict"] == ledger.CONTRADICTED
+    assert claims["claim3_probing/all"]["probe_type"] == "dense probe (all latents)"
+    assert claims["claim3_probing/k5"]["verdict"] == ledger.HOLDS
+    assert claims["claim3_probing/k5"]["probe_type"] == "5-sparse probe"
+    assert claims["claim3_frontier"]["verdict"] == ledger.HOLDS  # higher FVU = lags, as claimed
+    assert claims["claim3_both/all"]["verdict"] == ledger.NOT_HOLDS
+    assert claims["claim3_both/k5"]["verdict"] == ledger.HOLDS
+    assert claims["planted/detection_f1"]["verdict"] == ledger.HOLDS
+    # recovery uses the same deltas but lower-is-better is only for FVU: here higher is better
+    assert claims["planted/recovery"]["verdict"] == ledger.HOLDS
+    probing = claims["claim3_probing/k5"]
+    assert probing["notebook"] == "06_probing" and probing["paper"] == "v1"
+    assert "+0.300 ± 0.010 (n=3) at gcnn/b" in probing["number"]
+    assert probing["values"][0]["n_seeds"] == 3
+
+
+def test_lower_is_better_metrics_are_oriented() -> None:
+    verdict = {
+        "higher_is_better": False,
+        "rows": [{"n_features": 8, "delta": _delta([0.2, 0.21, 0.19])}],
+    }
+    values = ledger._planted_values(verdict)
+    assert values[0]["status"] == "negative"  # a higher FVU is worse for the equivariant SAE
+
+
+def test_one_seed_is_undecided(tmp_path: Path) -> None:
+    folder = _results(tmp_path / "quick")
+    data = json.loads((folder / "06_probing.json").read_text())
+    data["verdicts"]["adaptive/k5"] = _probing_verdict({"gcnn/b": [0.3]}, "k5")
+    (folder / "06_probing.json").write_text(json.dumps(data))
+    claims = _by_id(ledger.build_ledger(folder))
+    assert claims["claim3_probing/k5"]["verdict"] == ledger.UNDECIDED
+    assert claims["claim3_both/k5"]["verdict"] == ledger.UNDECIDED
+
+
+def test_missing_notebooks_are_not_run(tmp_path: Path) -> None:
+    folder = _results(tmp_path / "full")
+    (folder / "05_frontier.json").unlink()
+    built = ledger.build_ledger(folder)
+    claims = _by_id(built)
+    assert claims["claim3_frontier"]["verdict"] == ledger.NOT_RUN
+    assert claims["digits"]["verdict"] == ledger.NOT_RUN
+    assert claims["dihedral"]["verdict"] == ledger.NOT_RUN
+    assert "05_frontier" not in built["notebooks_run"]
+    assert claims["claim3_probing/k5"]["verdict"] == ledger.HOLDS  # the rest still there
+
+
+def test_optional_notebook_results_are_listed(tmp_path: Path) -> None:
+    folder = _results(tmp_path / "full")
+    _write(
+        folder,
+        "08_dihedral",
+        {"mode": "full", "verdicts": {"d4_vs_c4": {"holds": True, "sentence": "D4 wins."}}},
+    )
+    claims = _by_id(ledger.build_ledger(folder))
+    assert claims["dihedral/verdicts/d4_vs_c4"]["verdict"] == ledger.HOLDS
+    assert claims["dihedral/verdicts/d4_vs_c4"]["sentence"] == "D4 wins."
+    assert claims["dihedral/verdicts/d4_vs_c4"]["variant_label"] == "d4_vs_c4"
+
+
+def test_old_schema_is_refused_with_the_command_to_rewrite_it(tmp_path: Path) -> None:
+    folder = _results(tmp_path / "full")
+    _write(folder, "06_probing", {"mode": "full", "claim_holds_layers": 0, "claim": {}})
+    with pytest.raises(ledger.LedgerSchemaError) as info:
+        ledger.build_ledger(folder)
+    message = str(info.value)
+    assert "06_probing.json" in message and "old schema" in message
+    assert "'verdicts'" in message and "equisae reproduce --mode full" in message
+
+
+def test_missing_folder_raises(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="results_dir"):
+        ledger.build_ledger(tmp_path / "nowhere")
+
+
+def test_design_choices_say_what_moves_the_verdict(tmp_path: Path) -> None:
+    built = ledger.build_ledger(_results(tmp_path / "full"))
+    choices = {(d["choice"], d["probe"]): d for d in built["design_choices"]}
+    dense = choices["encoder", "dense"]
+    assert dense["moves_verdict"] is True  # -0.04 (negative) against +0.05 (positive)
+    assert dense["effect"] == pytest.approx(0.09)
+    assert choices["encoder", "5-sparse"]["moves_verdict"] is False  # both positive
+    probe = choices["probe type", "dense and sparse"]
+    assert [v["variant"] for v in probe["variants"]] == ["dense", "5-sparse"]
+    assert probe["moves_verdict"] is True
+
+
+def test_write_ledger_round_trips_and_renders(tmp_path: Path) -> None:
+    folder = _results(tmp_path / "full")
+    path = ledger.write_ledger(folder, tmp_path / "claims.json")
+    loaded = json.loads(path.read_text())
+    assert loaded["schema"] == ledger.SCHEMA and loaded["mode"] == "full"
+    assert loaded["source"] == f"{tmp_path.name}/full"
+    text = ledger.ledger_markdown(loaded)
+    assert "| Claim 3a: better probing, 5-sparse | v1 | **holds** | 5-sparse probe |" in text
+    assert "{doc}`notebook 06 <notebooks/06_probing>`" in text
+    assert "| Claim 1: one matrix M | v1 | **mixed** | held-out R² of M^p |" in text
+    assert "| encoder | dense |" in text
+    assert ledger.write_ledger(folder) == folder / "claims.json"
+
+
+def test_verdict_word() -> None:
+    assert ledger.verdict_word(2, 0, 3, True) == ledger.HOLDS
+    assert ledger.verdict_word(0, 2, 3, True) == ledger.CONTRADICTED
+    assert ledger.verdict_word(0, 1, 3, True) == ledger.NOT_HOLDS
+    assert ledger.verdict_word(1, 1, 3, True) == ledger.MIXED
+    assert ledger.verdict_word(0, 0, 3, False) == ledger.UNDECIDED
+    assert ledger.verdict_word(0, 0, 0, True) == ledger.NOT_RUN
+
+
+def test_book_directive_falls_back_when_reference_is_old(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "equisae_book", ROOT / "book" / "_ext" / "equisae_book.py"
+    )
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    _results(tmp_path / "results" / "quick")
+    _write(tmp_path / "reference" / "full", "06_probing", {"mode": "full", "claim": {}})
+    text = ext.claims_markdown(tmp_path, "summary", "quick")
+    assert "`reference/full` has not been republished under the current method yet" in text
+    assert "showing this build's quick numbers" in text
+    assert "| Claim 3a: better probing, 5-sparse |" in text
+    _results(tmp_path / "reference" / "full")  # republished: no notice
+    text = ext.claims_markdown(tmp_path, "summary", "quick")
+    assert "republished" not in text and "`reference/full`" in text
+    assert "| encoder | dense |" in ext.claims_markdown(tmp_path, "design", "quick")
+    with pytest.raises(ValueError, match="summary"):
+        ext.claims_markdown(tmp_path, "everything", "quick")
