@@ -62,7 +62,15 @@ def _images(args: argparse.Namespace) -> int:
     from equisae.sources.pipeline import main_images
 
     main_images(
-        args.source, args.path, args.size, args.quick, args.out, args.model, args.layer, args.seed
+        args.source,
+        args.path,
+        args.size,
+        args.quick,
+        args.out,
+        args.model,
+        args.layer,
+        args.seed,
+        study=args.study,
     )
     return 0
 
@@ -129,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     img.add_argument("--model", default="cnn_augmented", help="base model name")
     img.add_argument("--layer", default="bottleneck", help="layer role or module name")
     img.add_argument("--seed", type=int, default=0)
+    img.add_argument(
+        "--study",
+        action="store_true",
+        help="run notebook 07's study (3 base models, all SAE types, seeds) and write study.json",
+    )
     img.set_defaults(func=_images)
     return parser
 

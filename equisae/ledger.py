@@ -323,7 +323,7 @@ def claim_adapts(r04: Mapping[str, Any] | None) -> dict[str, Any]:
         {
             "encoder": v["encoder"],
             "where": v["where"],
-            "number": _cell(v["mean"], v["sd"], v["n_seeds"]),
+            "number": f"{_cell(v['mean'], v['sd'], v['n_seeds'])} at {v['where']}",
         }
         for v in values
         if v not in main
@@ -595,6 +595,32 @@ def _generic_values(v: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+PART_WORDS = {
+    "frontier_verdicts": "frontier",
+    "frontier_verdict": "frontier",
+    "probing_verdicts": "probing",
+    "probing_verdict": "probing",
+    "linrep_verdict": "one matrix M",
+    "digit_without_6_9": "digit without 6 and 9",
+}
+
+
+def _part_label(part: str) -> str:
+    if part == "all" or (part.startswith("k") and part[1:].isdigit()):
+        return _short_probe(part)
+    return PART_WORDS.get(part, part.replace("_", " "))
+
+
+def _generic_probe(name: str, v: Mapping[str, Any]) -> str:
+    if "probe_type" in v:
+        return str(v["probe_type"])
+    if "frontier" in name or "lags" in v:
+        return "none (test FVU at matched k)"
+    if "linrep" in name or "n_holds" in v:
+        return "none (held-out R² of M^p)"
+    return "see the notebook"
+
+
 def _generic_word(v: Mapping[str, Any]) -> str:
     values = _generic_values(v)
     if values and not _decidable(values):
@@ -605,19 +631,38 @@ def _generic_word(v: Mapping[str, Any]) -> str:
         return HOLDS if v["lags"] else NOT_HOLDS
     if "n_better" in v and "rows" in v:
         return verdict_word(int(v["n_better"]), int(v.get("n_worse", 0)), len(v["rows"]), True)
+    if "n_holds" in v and isinstance(v.get("rows"), list) and v["rows"]:
+        held, n = int(v["n_holds"]), len(v["rows"])
+        return HOLDS if held == n else NOT_HOLDS if held == 0 else MIXED
     return "see the notebook"
+
+
+def _verdict_entries(node: Any, path: str = "", depth: int = 0) -> list[tuple[str, Mapping]]:
+    """Every mapping with a ``sentence`` under a key naming a verdict or claim (any depth)."""
+    if not isinstance(node, Mapping) or depth > 5:
+        return []
+    if path and "sentence" in node and isinstance(node["sentence"], str):
+        return [(path, node)]
+    out = []
+    for k, v in node.items():
+        inside = bool(path) or any(w in str(k) for w in ("verdict", "claim"))
+        if inside:
+            out += _verdict_entries(v, f"{path}/{k}" if path else str(k), depth + 1)
+    return out
+
+
+def _is_main(name: str) -> bool:
+    """Entries of the main model: the raw-encoder adaptive SAE (variants and the fixed-M SAE
+    stay on the notebook page)."""
+    parts = name.split("/")
+    return "canonical" not in name and not any(p in ("equivariant", "topk", "wide") for p in parts)
 
 
 def claims_generic(key: str, results: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """Notebooks 07 and 08: one entry per recorded verdict (whatever its schema)."""
     if results is None:
         return [_not_run(key)]
-    found = []
-    for group in ("claim", "verdicts"):
-        entries = results.get(group)
-        if isinstance(entries, Mapping):
-            found += [(f"{group}/{k}", v) for k, v in entries.items() if isinstance(v, Mapping)]
-    found = [(k, v) for k, v in found if v.get("sentence")]
+    found = [(name, v) for name, v in _verdict_entries(results) if _is_main(name)]
     if not found:
         return [
             _claim(
@@ -631,15 +676,14 @@ def claims_generic(key: str, results: Mapping[str, Any] | None) -> list[dict[str
             key,
             id=f"{key}/{name}",
             variant_label=", ".join(
-                _short_probe(part) if part == "all" or part[1:].isdigit() else part
-                for part in name.split("/")[1:]
+                _part_label(part) for part in name.split("/") if part not in ("verdicts", "claim")
             ),
             setting=str(results.get("setting_description", "")),
             number=_number(_generic_values(v), "difference") if _generic_values(v) else "",
             values=_generic_values(v),
             verdict=_generic_word(v),
             sentence=str(v["sentence"]),
-            probe_type=str(v.get("probe_type", "see the notebook")),
+            probe_type=_generic_probe(name, v),
         )
         for name, v in found
     ]

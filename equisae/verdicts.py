@@ -95,7 +95,9 @@ class PairedDelta:
         return WITHIN
 
     def cell(self, digits: int = 3) -> str:
-        """``"+0.041 ± 0.007 (n=3)"`` (sd, not se)."""
+        """``"+0.041 ± 0.007 (n=3)"`` (sd, not se); ``"+0.041 (n=1)"`` with one seed."""
+        if self.n < 2:
+            return f"{format_number(self.mean, digits, signed=True)} (n={self.n})"
         return (
             f"{format_number(self.mean, digits, signed=True)} ± "
             f"{format_number(self.sd, digits)} (n={self.n})"
@@ -400,6 +402,13 @@ class ClaimVerdict:
         return sum(h for *_, h in self.holds)
 
     def sentence(self) -> str:
+        if not (self.probing.decidable and self.frontier.decidable):
+            return (
+                f"The paper's claim ({_label(self.probing.sae)} SAE probes the invariant factors "
+                f"better than {_label(self.probing.baseline)} while lagging on the frontier) "
+                f"cannot be decided with one seed per (model, layer) on a "
+                f"{probe_type(self.probing.probe_k)}."
+            )
         return (
             f"The paper's claim ({_label(self.probing.sae)} SAE probes the invariant factors "
             f"better than {_label(self.probing.baseline)} while lagging on the frontier) holds on "

@@ -268,7 +268,7 @@ def test_optional_notebook_results_are_listed(tmp_path: Path) -> None:
     claims = _by_id(ledger.build_ledger(folder))
     assert claims["dihedral/verdicts/d4_vs_c4"]["verdict"] == ledger.HOLDS
     assert claims["dihedral/verdicts/d4_vs_c4"]["sentence"] == "D4 wins."
-    assert claims["dihedral/verdicts/d4_vs_c4"]["variant_label"] == "d4_vs_c4"
+    assert claims["dihedral/verdicts/d4_vs_c4"]["variant_label"] == "d4 vs c4"
 
 
 def test_old_schema_is_refused_with_the_command_to_rewrite_it(tmp_path: Path) -> None:

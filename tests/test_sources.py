@@ -299,3 +299,144 @@ def test_images_command(tmp_path, capsys) -> None:
     assert "GalaxyMNIST path not found" in capsys.readouterr().err
     assert main(["images", "--source", "folder"]) == 1
     assert "needs a path" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ the study
+
+
+def _tiny_study_settings(**changes):
+    from dataclasses import replace
+
+    from equisae.sources.pipeline import study_settings
+
+    base = replace(
+        study_settings("quick"),
+        models=("cnn_augmented", "gcnn"),
+        sae_types=("topk", "adaptive"),
+        ks=(4,),
+        probe_k=4,
+        seeds=(0, 1),
+        epochs=1,
+        n_steps=20,
+        max_d_sae=32,
+        max_probe_orbits=(40, 20, 40),
+        eval_orbits=40,
+    )
+    return replace(base, **changes)
+
+
+def test_study_settings_validate_and_size_the_modes() -> None:
+    from equisae.sources.pipeline import StudySettings, study_settings
+
+    quick, full = study_settings("quick"), study_settings("full")
+    assert len(quick.seeds) >= 2 and len(full.seeds) >= 3  # verdicts need a spread
+    assert quick.n_steps < full.n_steps and set(quick.ks) <= set(full.ks)
+    assert full.models == ("cnn_canonical", "cnn_augmented", "gcnn")
+    assert {"adaptive", "adaptive_canonical", "topk"} <= set(full.sae_types)
+    assert quick.training.d_sae(64) == quick.max_d_sae
+    with pytest.raises(ValueError, match="probe_k=3 must be one of ks"):
+        StudySettings(mode="quick", ks=(4, 8), probe_k=3)
+    with pytest.raises(KeyError):
+        StudySettings(mode="quick", sae_types=("nope",))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        study_settings("medium")
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        StudySettings(mode="quick", seeds=(0, 0))
+
+
+def test_study_records_feed_the_verdicts(tmp_path, monkeypatch) -> None:
+    from equisae.sources.pipeline import format_study, study_source
+    from equisae.verdicts import frontier_verdict, linear_representation_verdict, probing_verdict
+
+    monkeypatch.setenv("EQUISAE_ARTIFACTS", str(tmp_path / "artifacts"))
+    src = digits_source().subset(slice(0, 500))
+    settings = _tiny_study_settings()
+    threads = torch.get_num_threads()
+    out = study_source(src, settings, out_dir=tmp_path / "run")
+    assert torch.get_num_threads() == threads  # restored
+    written = json.loads((tmp_path / "run" / "study.json").read_text())
+    assert written["frontier"] == json.loads(json.dumps(out["frontier"]))
+    # 2 models x 2 SAE types x 1 k x 2 seeds
+    assert len(out["frontier"]) == 8 and {r["seed"] for r in out["frontier"]} == {0, 1}
+    assert all(0 <= r["fvu"] < 2 and r["l0"] <= 4 + 1e-6 for r in out["frontier"])
+    # the G-CNN is exactly equivariant: one matrix explains its rotations
+    gcnn = next(r for r in out["linrep"] if r["model"] == "gcnn")
+    assert min(gcnn["r2_single"]) > 0.999 and gcnn["group_error"] < 1e-3
+    base = {r["model"]: r for r in out["base_models"]}
+    assert base["gcnn"]["output_equivariance_error"] < 1e-6
+    assert base["cnn_augmented"]["output_equivariance_error"] > 1e-4
+    # probes: every factor, probe size, SAE seed and the references
+    factors = {"digit", "digit_without_6_9", "pose"}
+    assert {r["factor"] for r in out["probes"]} == factors
+    assert {r["probe_k"] for r in out["probes"]} == {"all", "k1", "k5"}
+    assert {r["sae_type"] for r in out["probes"]} == {"topk", "adaptive", "raw", "random"}
+    assert all(r["features"] == "latents" and 0 <= r["f1"] <= 1 for r in out["probes"])
+    raw = [r for r in out["probes"] if (r["sae_type"], r["probe_k"]) == ("raw", "all")]
+    assert all(r["f1"] > 2 * r["chance_f1"] for r in raw if r["factor"] != "pose")
+    v = probing_verdict(out["probes"], "all", factors=("digit",))
+    assert len(v.rows) == 2 and all(r.delta.n == 2 for r in v.rows)
+    assert len(frontier_verdict(out["frontier"]).rows) == 2
+    lin = linear_representation_verdict({(r["model"], r["layer"]): r for r in out["linrep"]})
+    assert len(lin.rows) == 2
+    assert "gcnn: R^2 of M^p 1.000" in format_study(out)
+    # deterministic under the seeds (timings aside)
+    again = study_source(src, settings)
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
+
+    assert strip(again["frontier"]) == strip(out["frontier"])
+    assert again["probes"] == out["probes"]
+    with pytest.raises(ValueError, match="cyclic"):
+        study_source(src, settings, group="D4")
+    with pytest.raises(ValueError, match="threads must be"):
+        study_source(src, settings, threads=0)
+
+
+def test_images_command_has_a_study_switch() -> None:
+    args = build_parser().parse_args(["images", "--source", "digits", "--quick", "--study"])
+    assert args.study and args.quick
+    assert not build_parser().parse_args(["images", "--source", "digits"]).study
+
+
+def test_study_report_tables_pair_by_model_and_seed() -> None:
+    from equisae.sources.report import (
+        linrep_table,
+        probing_verdict_table,
+        probing_verdicts,
+        six_nine,
+        six_nine_table,
+    )
+
+    probes = []
+    for model in ("a", "b"):
+        for seed in (0, 1, 2):
+            for t, base in (("topk", 0.5), ("adaptive", 0.6)):
+                for factor, shift in (("digit", 0.0), ("digit_without_6_9", 0.1 + 0.01 * seed)):
+                    probes.append(
+                        {
+                            "model": model,
+                            "layer": "bottleneck",
+                            "sae_type": t,
+                            "seed": seed,
+                            "features": "latents",
+                            "factor": factor,
+                            "probe_k": "all",
+                            "f1": base + shift + 0.001 * seed,
+                            "chance_f1": 0.1,
+                        }
+                    )
+    rows = six_nine(probes, ["topk", "adaptive", "absent"])
+    assert [r["sae_type"] for r in rows] == ["topk", "adaptive"]
+    assert rows[0]["gain_mean"] == pytest.approx(0.11) and rows[0]["n"] == 6
+    assert "+0.110 ± 0.009 (n=6)" in six_nine_table(rows)
+    verdicts = probing_verdicts(probes, ["adaptive"], ["all"], ["digit"])
+    (v,) = verdicts.values()
+    assert v.n_better == 2 and v.holds  # +0.1 at every seed of both models
+    assert "| adaptive equivariant | dense probe (all latents) | digit | 2 | 0 | 0 |" in (
+        probing_verdict_table(verdicts)
+    )
+    lin = {"model": "m", "r2_single": [1, 0.9, 0.8, 0.9], "r2_per_power": [1, 0.95, 0.9, 0.9]}
+    lin.update(r2_identity=[1, 0, -1, 0], group_error=0.5, rank=3, dim=4)
+    table = linrep_table([lin])
+    assert "| m | 0.9000 | 0.8000 | 0.9000 | 0.1000 | -0.3333 | 0.5000 | 3 / 4 |" in table

@@ -15,6 +15,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 __all__ = [
     "colour_of",
@@ -92,7 +93,7 @@ def plot_frontier(
     records: Sequence[Mapping[str, Any]],
     sae_types: Sequence[str] | None = None,
     oracle_types: Sequence[str] = ("equivariant", "adaptive"),
-    ncols: int = 4,
+    ncols: int = 3,
 ) -> Figure:
     """FVU against L0 for every SAE type, one panel per (model, layer), mean +- std over seeds.
 
@@ -110,7 +111,7 @@ def plot_frontier(
         ("model", "layer", "sae_type", "k"),
         "fvu_oracle_pose",
     )
-    fig, axes = _grid(len(panels), ncols, (3.6, 3.0))
+    fig, axes = _grid(len(panels), ncols, (4.6, 3.6))
     for ax, (model, layer) in zip(axes.flat, panels, strict=False):
         for t in types:
             ks = sorted(k for (m, la, tt, k) in fvu if (m, la, tt) == (model, layer, t))
@@ -128,6 +129,7 @@ def plot_frontier(
                 )
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(NullFormatter())  # no overprinted minor tick labels
         ax.set_xlabel("L0 (active latents per activation)")
         ax.set_ylabel("FVU (test)")
         ax.set_title(f"{model} / {layer}", fontsize=9)
@@ -144,7 +146,7 @@ def plot_probe_f1(
     factors: Sequence[str],
     sae_types: Sequence[str] | None = None,
     probe_k: str = "all",
-    ncols: int = 4,
+    ncols: int = 2,
 ) -> Figure:
     """Test macro F1 per factor (x) and SAE type (bars), one panel per (model, layer).
 
@@ -165,7 +167,7 @@ def plot_probe_f1(
         (t, "latents+pose") for t in types if any(k[2:4] == (t, "latents+pose") for k in stats)
     ]
     width = 0.8 / len(bars)
-    fig, axes = _grid(len(panels), ncols, (4.2, 3.0))
+    fig, axes = _grid(len(panels), ncols, (6.4, 3.6))
     x = np.arange(len(factors))
     for ax, (model, layer) in zip(axes.flat, panels, strict=False):
         for i, (t, feats) in enumerate(bars):
@@ -186,7 +188,7 @@ def plot_probe_f1(
             if (model, layer, f) in chance:
                 c = chance[model, layer, f][0]
                 ax.plot([j - 0.45, j + 0.45], [c, c], ls=":", color="k", lw=1)
-        ax.set_xticks(x, factors, rotation=30, fontsize=8)
+        ax.set_xticks(x, factors, rotation=0, fontsize=9)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("test macro F1")
         ax.set_title(f"{model} / {layer}", fontsize=9)
@@ -300,7 +302,7 @@ def plot_sparse_probes(
 ) -> Figure:
     """Invariant-factor F1 (mean over ``factors``, then over targets and seeds) against the
     probe size (1, 2, 5, 16 latents, then dense), one line per SAE type; error bars: sd."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = plt.subplots(figsize=(8.4, 4.0))
     xs = np.arange(len(probe_ks))
     for t in sae_types:
         means, sds = [], []
@@ -325,6 +327,6 @@ def plot_sparse_probes(
     ax.set_ylabel("invariant-factor macro F1 (test)")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.tight_layout()
     return fig

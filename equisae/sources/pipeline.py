@@ -288,15 +288,27 @@ def main_images(
     model: str = "cnn_augmented",
     layer: str = "bottleneck",
     seed: int = 0,
+    study: bool = False,
 ) -> dict[str, Any]:
     """What ``equisae images`` does: load, run, write ``summary.json`` (default folder
-    ``results/images/<source>-<quick|full>``), print a short summary."""
+    ``results/images/<source>-<quick|full>``), print a short summary.
+
+    With ``study`` it runs :func:`study_source` instead (the three base models, the SAE family
+    with seeds, frontier and probes of notebook 07, sized by :func:`study_settings`) and writes
+    ``study.json`` (default folder ``results/images/<source>-study-<quick|full>``) with
+    PyTorch's own thread count (all cores); ``model`` is then not used.
+    """
     src = load_source(source, path, image_size)
-    out = (
-        Path(out_dir)
-        if out_dir
-        else Path("results") / "images" / f"{src.name}-{'quick' if quick else 'full'}"
-    )
+    mode = "quick" if quick else "full"
+    default = f"{src.name}-study-{mode}" if study else f"{src.name}-{mode}"
+    out = Path(out_dir) if out_dir else Path("results") / "images" / default
+    if study:
+        result = study_source(
+            src, mode, layer=layer, data_seed=seed, out_dir=out, progress=True, threads=None
+        )
+        print(format_study(result))
+        print(f"wrote {out / 'study.json'}")
+        return result
     summary = run_on_source(
         src, model=model, layer=layer, sizes=run_sizes(quick), out_dir=out, seed=seed, progress=True
     )

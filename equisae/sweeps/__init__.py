@@ -156,9 +156,15 @@ def group_jobs(s: SweepSettings) -> list[Job]:
     (C4 and D4: orbits, fitted generators and equivariant SAEs of that group), all probed."""
     jobs: list[Job] = []
     for group in s.groups:
+        # C4 jobs are notebook 06's (shared cache); under a larger group the pose-conditioned
+        # probes (|G| blocks of latents) are skipped: notebook 08 reads the invariant factors
+        # and the leakage probe only.
+        probing = s.probing if group == "C4" else replace(s.probing, pose_factors=())
+        settings = replace(s, probing=probing)
         for model, layer in s.group_targets:
             for sae_type in s.group_types:
-                jobs += _probes(s, _sae_job(s, model, layer, sae_type, s.probe_k, group=group))
+                job = _sae_job(s, model, layer, sae_type, s.probe_k, group=group)
+                jobs += _probes(settings, job)
     return jobs
 
 
