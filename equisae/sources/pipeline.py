@@ -295,17 +295,15 @@ def main_images(
 
     With ``study`` it runs :func:`study_source` instead (the three base models, the SAE family
     with seeds, frontier and probes of notebook 07, sized by :func:`study_settings`) and writes
-    ``study.json`` (default folder ``results/images/<source>-study-<quick|full>``) with
-    PyTorch's own thread count (all cores); ``model`` is then not used.
+    ``study.json`` (default folder ``results/images/<source>-study-<quick|full>``), one torch
+    and BLAS thread as in :func:`study_source`; ``model`` is then not used.
     """
     src = load_source(source, path, image_size)
     mode = "quick" if quick else "full"
     default = f"{src.name}-study-{mode}" if study else f"{src.name}-{mode}"
     out = Path(out_dir) if out_dir else Path("results") / "images" / default
     if study:
-        result = study_source(
-            src, mode, layer=layer, data_seed=seed, out_dir=out, progress=True, threads=None
-        )
+        result = study_source(src, mode, layer=layer, data_seed=seed, out_dir=out, progress=True)
         print(format_study(result))
         print(f"wrote {out / 'study.json'}")
         return result
