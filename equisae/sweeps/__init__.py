@@ -107,6 +107,7 @@ def frontier_jobs(s: SweepSettings) -> list[Job]:
         _sae_job(s, model, layer, sae_type, k)
         for sae_type in s.sae_types
         for (model, layer) in s.targets
+        if sae_type in s.types_for(model, layer)
         for k in s.ks_for(layer)
     ]
 
@@ -116,7 +117,8 @@ def probing_jobs(s: SweepSettings) -> list[Job]:
     jobs: list[Job] = []
     for sae_type in s.sae_types:
         for model, layer in s.targets:
-            jobs += _probes(s, _sae_job(s, model, layer, sae_type, s.probe_k))
+            if sae_type in s.types_for(model, layer):
+                jobs += _probes(s, _sae_job(s, model, layer, sae_type, s.probe_k))
     for model, layer in s.targets:
         jobs += _references(s, model, layer, s.representative)
     return jobs

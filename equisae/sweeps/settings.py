@@ -126,6 +126,10 @@ class SweepSettings:
     training: SAETraining
     probing: ProbeSettings
     intermediate_ks: tuple[int, ...] | None = None
+    #: SAE types trained only on ``variant_targets`` (the canonicalising variants: an ablation
+    #: of the encoder, not a separate model family); empty: every type on every target
+    variant_types: tuple[str, ...] = ()
+    variant_targets: tuple[tuple[str, str], ...] = ()
     reference_seeds: tuple[int, ...] = (0,)
     data_seed: int = 0
     representative: str = "fixed"
@@ -149,6 +153,13 @@ class SweepSettings:
         check_choice("representative", self.representative, REPRESENTATIVES)
         if self.probe_k not in self.ks:
             raise ValueError(f"probe_k={self.probe_k} must be one of ks={self.ks}")
+
+    def types_for(self, model: str, layer: str) -> tuple[str, ...]:
+        """The SAE types trained on (model, layer): every type, except that ``variant_types``
+        run only on ``variant_targets``."""
+        if (model, layer) in self.variant_targets:
+            return self.sae_types
+        return tuple(t for t in self.sae_types if t not in self.variant_types)
 
     def ks_for(self, layer: str) -> tuple[int, ...]:
         """The k sweep of a layer (always containing ``probe_k``)."""
@@ -181,8 +192,9 @@ SWEEP_SAE_TYPES: tuple[str, ...] = (
 def sweep_settings(mode: str) -> SweepSettings:
     """The grid per mode.
 
-    ``full``: the bottleneck of all five base models (k in {4, 8, 16, 32}) and the
-    intermediate layer of ``cnn_augmented`` and ``gcnn`` (k = 8), every SAE type, 3 seeds,
+    ``full``: the bottleneck of all five base models (k in {4, 8, 16}) and the
+    intermediate layer of ``cnn_augmented`` and ``gcnn`` (k = 8), every SAE type (the
+    canonicalising variants on the two key bottlenecks only), 3 seeds,
     2000 steps (the loss curves of notebook 05 show the plateau); probes at k = 8 with dense and
     1-, 2-, 5-, 16-sparse probes; the random-representative comparison and the lambda_inv curve
     on ``cnn_augmented``/bottleneck and ``gcnn``/bottleneck. ``quick``: two bottlenecks,
@@ -201,12 +213,14 @@ def sweep_settings(mode: str) -> SweepSettings:
             mode=mode,
             targets=targets,
             sae_types=SWEEP_SAE_TYPES,
-            ks=(4, 8, 16, 32),
+            ks=(4, 8, 16),
             seeds=(0, 1, 2),
             probe_k=8,
             training=SAETraining(n_steps=2000, batch_size=256, max_d_sae=256),
             probing=ProbeSettings(c_grid=(0.01, 0.1, 1.0), max_orbits=(600, 200, 400)),
             intermediate_ks=(8,),
+            variant_types=("equivariant_canonical", "adaptive_canonical"),
+            variant_targets=key_targets,
             reference_seeds=(0, 1, 2),
             setting_targets=key_targets,
             lambda_inv_targets=key_targets,
