@@ -108,7 +108,7 @@ def frontier_jobs(s: SweepSettings) -> list[Job]:
         for sae_type in s.sae_types
         for (model, layer) in s.targets
         if sae_type in s.types_for(model, layer)
-        for k in s.ks_for(layer)
+        for k in s.ks_for_target(model, layer)
     ]
 
 

@@ -130,6 +130,9 @@ class SweepSettings:
     #: of the encoder, not a separate model family); empty: every type on every target
     variant_types: tuple[str, ...] = ()
     variant_targets: tuple[tuple[str, str], ...] = ()
+    #: targets that get the whole k sweep; the others only ``probe_k`` (matched L0). Empty:
+    #: every target gets the whole sweep
+    curve_targets: tuple[tuple[str, str], ...] = ()
     reference_seeds: tuple[int, ...] = (0,)
     data_seed: int = 0
     representative: str = "fixed"
@@ -160,6 +163,13 @@ class SweepSettings:
         if (model, layer) in self.variant_targets:
             return self.sae_types
         return tuple(t for t in self.sae_types if t not in self.variant_types)
+
+    def ks_for_target(self, model: str, layer: str) -> tuple[int, ...]:
+        """The k values trained on (model, layer): the layer's sweep on ``curve_targets`` (or
+        everywhere when it is empty), otherwise ``probe_k`` alone."""
+        if self.curve_targets and (model, layer) not in self.curve_targets:
+            return (self.probe_k,)
+        return self.ks_for(layer)
 
     def ks_for(self, layer: str) -> tuple[int, ...]:
         """The k sweep of a layer (always containing ``probe_k``)."""
@@ -192,9 +202,10 @@ SWEEP_SAE_TYPES: tuple[str, ...] = (
 def sweep_settings(mode: str) -> SweepSettings:
     """The grid per mode.
 
-    ``full``: the bottleneck of all five base models (k in {4, 8, 16}) and the
-    intermediate layer of ``cnn_augmented`` and ``gcnn`` (k = 8), every SAE type (the
-    canonicalising variants on the two key bottlenecks only), 3 seeds,
+    ``full``: the bottleneck of all five base models and the intermediate layer of
+    ``cnn_augmented`` and ``gcnn``, at k = 8 (matched L0), with the whole frontier
+    (k in {4, 8, 16}) on the two key bottlenecks (``cnn_augmented``, ``gcnn``); every SAE type
+    (the canonicalising variants on the two key bottlenecks only), 3 seeds,
     2000 steps (the loss curves of notebook 05 show the plateau); probes at k = 8 with dense and
     1-, 2-, 5-, 16-sparse probes; the random-representative comparison and the lambda_inv curve
     on ``cnn_augmented``/bottleneck and ``gcnn``/bottleneck. ``quick``: two bottlenecks,
@@ -221,6 +232,7 @@ def sweep_settings(mode: str) -> SweepSettings:
             intermediate_ks=(8,),
             variant_types=("equivariant_canonical", "adaptive_canonical"),
             variant_targets=key_targets,
+            curve_targets=key_targets,
             reference_seeds=(0, 1, 2),
             setting_targets=key_targets,
             lambda_inv_targets=key_targets,
