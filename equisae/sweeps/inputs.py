@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_GROUP",
     "InputsJob",
     "check_group",
+    "ReadsInputs",
     "group_config",
     "load_generators",
     "load_representation",
@@ -189,3 +190,28 @@ def load_generators(inputs: JobResult) -> dict[str, Tensor]:
 
     saved = load_file(str(inputs.file("representation.safetensors")))
     return {name: saved[key] for name, key in GENERATOR_KEYS.items() if key in saved}
+
+
+class ReadsInputs(Job):
+    """A job that reads one :class:`InputsJob` named by its own fields (``model_name``,
+    ``layer``, ``mode``, ``data_seed``, ``representative``, ``group``): that job is its
+    dependency, and its hash is part of this job's configuration, so a change of the inputs
+    reruns it (``group`` enters the configuration only when it is not C4)."""
+
+    @property
+    def inputs(self) -> InputsJob:
+        """The inputs job this job reads."""
+        return InputsJob(
+            self.model_name,  # type: ignore[attr-defined]
+            self.layer,  # type: ignore[attr-defined]
+            self.mode,  # type: ignore[attr-defined]
+            self.data_seed,  # type: ignore[attr-defined]
+            self.representative,  # type: ignore[attr-defined]
+            group=self.group,  # type: ignore[attr-defined]
+        )
+
+    def dependencies(self) -> tuple[Job, ...]:
+        return (self.inputs,)
+
+    def config(self) -> dict[str, Any]:
+        return {**group_config(super().config()), "inputs": self.inputs.hash}

@@ -21,8 +21,8 @@ from equisae.runner import Job, JobResult
 from equisae.sweeps.inputs import (
     DEFAULT_GROUP,
     InputsJob,
+    ReadsInputs,
     check_group,
-    group_config,
     subsample_orbits,
 )
 from equisae.sweeps.saes import SAEJob, sae_folder
@@ -172,7 +172,7 @@ class ProbeJob(Job):
 
 
 @dataclass(frozen=True)
-class ReferenceProbeJob(Job):
+class ReferenceProbeJob(ReadsInputs):
     """Probes on raw activations or on an untrained random-dictionary TopK SAE."""
 
     kind: ClassVar[str] = "sweep-probe-reference"
@@ -196,25 +196,6 @@ class ReferenceProbeJob(Job):
         check_choice("layer", self.layer, LAYER_ROLES)
         check_choice("representative", self.representative, REPRESENTATIVES)
         check_mode(self.mode)
-
-    @property
-    def inputs(self) -> InputsJob:
-        return InputsJob(
-            self.model_name,
-            self.layer,
-            self.mode,
-            self.data_seed,
-            self.representative,
-            group=self.group,
-        )
-
-    def dependencies(self) -> tuple[Job, ...]:
-        return (self.inputs,)
-
-    def config(self) -> dict[str, Any]:
-        """The fields plus the inputs job's hash, so a change of the inputs reruns the probes
-        (``group`` only when it is not C4)."""
-        return {**group_config(super().config()), "inputs": self.inputs.hash}
 
     def run(self, workdir: Path, deps: list[JobResult]) -> dict[str, Any]:
         splits = _split_arrays(self.inputs, self.settings)

@@ -15,12 +15,11 @@ from typing import Any, ClassVar
 import numpy as np
 from torch import Tensor
 
-from equisae.runner import Job, JobResult
+from equisae.runner import JobResult
 from equisae.sweeps.inputs import (
     DEFAULT_GROUP,
-    InputsJob,
+    ReadsInputs,
     check_group,
-    group_config,
     load_generators,
     subsample_orbits,
 )
@@ -141,7 +140,7 @@ def train_sweep_saes(
 
 
 @dataclass(frozen=True)
-class SAEJob(Job):
+class SAEJob(ReadsInputs):
     """Train one SAE per seed on a base model's orbit activations; frontier metrics per seed."""
 
     kind: ClassVar[str] = "sweep-sae"
@@ -170,25 +169,6 @@ class SAEJob(Job):
             raise ValueError(f"k must be a positive integer, got {self.k!r}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be a non-empty tuple of distinct ints, got {self.seeds}")
-
-    @property
-    def inputs(self) -> InputsJob:
-        return InputsJob(
-            self.model_name,
-            self.layer,
-            self.mode,
-            self.data_seed,
-            self.representative,
-            group=self.group,
-        )
-
-    def dependencies(self) -> tuple[Job, ...]:
-        return (self.inputs,)
-
-    def config(self) -> dict[str, Any]:
-        """The fields plus the inputs job's hash, so a change of the inputs retrains the SAEs
-        (``group`` only when it is not C4: :func:`~equisae.sweeps.inputs.group_config`)."""
-        return {**group_config(super().config()), "inputs": self.inputs.hash}
 
     def run(self, workdir: Path, deps: list[JobResult]) -> dict[str, Any]:
         from equisae.sae.evaluate import evaluate_on_orbits
