@@ -34,6 +34,7 @@ import torch
 
 from equisae import io
 from equisae.sources.base import ImageSource, as_group
+from equisae.sweeps.settings import SWEEP_SAE_TYPES
 
 __all__ = [
     "SOURCES",
@@ -317,15 +318,7 @@ def main_images(
 
 # ------------------------------------------------------------------------------ the study
 #: SAE types of the study, in plotting order (names of :mod:`equisae.sae.factory`).
-STUDY_SAE_TYPES: tuple[str, ...] = (
-    "topk",
-    "wide",
-    "crosscoder",
-    "equivariant",
-    "adaptive",
-    "equivariant_canonical",
-    "adaptive_canonical",
-)
+STUDY_SAE_TYPES: tuple[str, ...] = SWEEP_SAE_TYPES
 #: Base models of the study: plain CNN, rotation-augmented CNN, rotation-equivariant G-CNN.
 STUDY_MODELS: tuple[str, ...] = ("cnn_canonical", "cnn_augmented", "gcnn")
 #: Probing references besides the SAEs: raw activations and an untrained random dictionary.

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from equisae.plots.findings import label_of as _label
 from equisae.tables import markdown_table, mean_sd_cell
 from equisae.verdicts import (
     POSITIVE,
@@ -35,12 +36,6 @@ __all__ = [
 ]
 
 Record = Mapping[str, Any]
-
-
-def _label(sae_type: str) -> str:
-    from equisae.plots.findings import label_of
-
-    return label_of(sae_type)
 
 
 def confusion_table(

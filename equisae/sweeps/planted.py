@@ -32,6 +32,7 @@ import torch
 
 from equisae.planted import ToyConfig, detection_f1, feature_recovery, make_planted, top1_detection
 from equisae.runner import Job, JobResult, SweepResult, run_sweep
+from equisae.sweeps.settings import SWEEP_SAE_TYPES
 
 __all__ = [
     "MODEL_TYPES",
@@ -50,15 +51,7 @@ __all__ = [
 ]
 
 #: The models compared on planted features, in plotting order (names of equisae.sae.factory).
-MODEL_TYPES: tuple[str, ...] = (
-    "topk",
-    "wide",
-    "crosscoder",
-    "equivariant",
-    "adaptive",
-    "equivariant_canonical",
-    "adaptive_canonical",
-)
+MODEL_TYPES: tuple[str, ...] = SWEEP_SAE_TYPES
 #: Headline metrics of every job (the notebook's results file holds each per setting and seed).
 METRICS: tuple[str, ...] = (
     "recovery",
