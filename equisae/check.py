@@ -12,6 +12,7 @@ Tolerances (a leaf passes when ``|run - reference| <= tolerance``):
   and the run's (for ``per_seed`` values, their standard deviation; their mean is compared).
 * Otherwise, the first rule of :data:`TOLERANCE_RULES` whose pattern matches the leaf's path
   gives ``max(abs floor, rel x |reference|)``; the fallback is 10 % relative with a 1e-3 floor.
+* Cache flags (``cached``, ``n_cached``) say how a run went, not what it found: not compared.
 * Timings and speeds (any path component containing ``second``, ``time``, ``timing``,
   ``wall``, ``elapsed``, ``duration``, ``throughput`` or ``speed``) are not compared: they
   measure the machine.
@@ -68,6 +69,13 @@ TOLERANCE_RULES: tuple[ToleranceRule, ...] = (
         0.0,
         0.0,
         "timings and speeds depend on the machine: not compared",
+        skip=True,
+    ),
+    ToleranceRule(
+        _LAST + r"(?:cached|n_cached)" + _END,
+        0.0,
+        0.0,
+        "whether a run found its artifacts in the cache depends on the run: not compared",
         skip=True,
     ),
     ToleranceRule(

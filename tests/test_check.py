@@ -204,3 +204,13 @@ def test_bad_mode_and_nothing_to_publish(tmp_path: Path) -> None:
         check.reference_dir("medium", tmp_path)
     with pytest.raises(FileNotFoundError, match="no results"):
         check.publish_reference("quick", root=tmp_path)
+
+
+def test_cache_flags_are_run_state_not_results(dirs: tuple[Path, Path]) -> None:
+    """A warm rerun loads what a fresh run computed: its cache flags differ, its numbers do not."""
+    ref, run = dirs
+    _write(ref, "07_digits", {"base_models": [{"cached": False, "mse": 0.01}], "n_cached": 0})
+    _write(run, "07_digits", {"base_models": [{"cached": True, "mse": 0.01}], "n_cached": 4})
+    assert check.compare_results(ref, run).ok
+    _write(run, "07_digits", {"base_models": [{"cached": True, "mse": 0.5}], "n_cached": 4})
+    assert not check.compare_results(ref, run).ok
