@@ -153,6 +153,13 @@ def test_equivariant_batched_equals_one_by_one(cls_name, group):
             assert sae.m_drift() > 1e-3  # the generators were trained, each its own way
             for name, gen in sae.generators().items():
                 torch.testing.assert_close(gen, ref.generators()[name], rtol=1e-4, atol=2e-5)
+        for sae, res in zip(saes, results, strict=True):  # the generators logged along training
+            drift = [row["m_drift"] for row in res.history]
+            assert drift[0] < drift[-1]
+            assert drift[-1] == pytest.approx(sae.m_drift(), rel=1e-5)
+            assert res.history[-1]["m_group_error"] == pytest.approx(sae.group_error(), rel=1e-5)
+    else:
+        assert "m_drift" not in ref_results[0].final
     _assert_same(saes, refs, results, ref_results)  # W_enc, W_dec, biases, generators, history
     assert not any(s.training for s in saes)
 

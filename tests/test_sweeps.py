@@ -17,6 +17,7 @@ from equisae.sweeps import (
     ProbeJob,
     ReferenceProbeJob,
     SAEJob,
+    convergence_jobs,
     frontier_jobs,
     frontier_records,
     lambda_inv_jobs,
@@ -27,6 +28,7 @@ from equisae.sweeps import (
 )
 from equisae.sweeps.inputs import subsample_orbits
 from equisae.sweeps.probes import REFERENCES, pose_conditioned_features, random_dictionary_sae
+from equisae.sweeps.report import doubling_rows, doubling_table, fvu_ratio_by_length
 from equisae.sweeps.saes import final_slope, loss_curve, train_sweep_saes
 from equisae.sweeps.settings import SWEEP_SAE_TYPES, SAETraining
 
@@ -155,6 +157,62 @@ def test_loss_curve_and_final_slope():
     rising = [{"step": s, "loss": 1.0 + s / 1000} for s in range(0, 1000, 10)]
     assert final_slope(rising) > 0.3
     assert np.isnan(final_slope(history[:2]))
+
+
+def test_loss_curve_keeps_the_learned_representation_along_training():
+    history = [{"step": s, "loss": 1.0, "fvu": 0.5, "l0": 4, "m_drift": s / 100} for s in range(50)]
+    history[-1]["m_group_error"] = 0.1
+    curve = loss_curve(history, 5)
+    assert curve["m_drift"][0] == 0.0 and curve["m_drift"][-1] == pytest.approx(0.49)
+    assert np.isnan(curve["m_group_error"][0]) and curve["m_group_error"][-1] == 0.1
+    assert "m_drift" not in loss_curve([{"step": 1, "loss": 1.0}], 5)
+
+
+@pytest.mark.parametrize("mode", ["quick", "full"])
+def test_convergence_sweep_trains_every_type_longer_on_the_key_targets(mode):
+    s = sweep_settings(mode)
+    jobs = convergence_jobs(s)
+    assert jobs and SWEEPS["convergence"] is convergence_jobs
+    assert {(j.model_name, j.layer) for j in jobs} == set(s.convergence_targets)
+    for model, layer in s.convergence_targets:
+        types = {j.sae_type for j in jobs if (j.model_name, j.layer) == (model, layer)}
+        assert types == set(s.types_for(model, layer))
+    assert all(j.training.n_steps == 2 * s.training.n_steps for j in jobs)
+    assert all(j.seeds == s.convergence_seeds and j.k == s.probe_k for j in jobs)
+    assert not {j.hash for j in jobs} & {j.hash for j in frontier_jobs(s)}
+    with pytest.raises(ValueError, match="convergence_factor"):
+        dataclasses.replace(s, convergence_factor=1)
+    with pytest.raises(ValueError, match="convergence_seeds"):
+        dataclasses.replace(s, convergence_seeds=(7,))
+
+
+def test_doubling_rows_pair_seeds_and_report_the_change():
+    def rec(sae_type, n_steps, seed, fvu, model="m"):
+        return {
+            "model": model,
+            "layer": "bottleneck",
+            "sae_type": sae_type,
+            "k": 8,
+            "lambda_inv": 1.0,
+            "representative": "fixed",
+            "n_steps": n_steps,
+            "seed": seed,
+            "fvu": fvu,
+            "final_slope": -0.01,
+        }
+
+    short = [rec("topk", 100, 0, 0.10), rec("topk", 100, 1, 0.50), rec("adaptive", 100, 0, 0.2)]
+    short += [rec("topk", 100, 0, 0.9, model="other"), rec("topk", 30, 0, 0.9)]
+    long = [rec("topk", 200, 0, 0.09), rec("adaptive", 200, 0, 0.2), rec("wide", 200, 0, 0.1)]
+    rows = {r["sae_type"]: r for r in doubling_rows(short, long)}
+    assert set(rows) == {"topk", "adaptive"}  # wide has no shorter run to compare with
+    assert rows["topk"]["fvu"] == 0.10 and rows["topk"]["steps"] == 100  # seed 0, not seed 1
+    assert rows["topk"]["relative_change"] == pytest.approx(-0.1)
+    assert rows["adaptive"]["relative_change"] == pytest.approx(0.0)
+    table = doubling_table(list(rows.values()))
+    assert "-10.0%" in table and "FVU at ×2 steps" in table
+    (ratio,) = fvu_ratio_by_length(list(rows.values()))
+    assert ratio["ratio"] == pytest.approx(2.0) and ratio["ratio_long"] == pytest.approx(0.2 / 0.09)
 
 
 def test_subsample_orbits_deterministic_and_bounded():

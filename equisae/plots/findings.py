@@ -24,6 +24,7 @@ __all__ = [
     "plot_advantage_vs_r2",
     "plot_frontier",
     "plot_probe_f1",
+    "plot_representation_training",
 ]
 
 #: the probing references, which are not SAE classes
@@ -226,10 +227,14 @@ def plot_advantage_vs_r2(
 
 
 def plot_loss_curves(
-    records: Sequence[Mapping[str, Any]], targets: Sequence[tuple[str, str]], k: int
+    records: Sequence[Mapping[str, Any]],
+    targets: Sequence[tuple[str, str]],
+    k: int,
+    mark_step: int | None = None,
 ) -> Figure:
     """Training loss (log) against the step for every SAE type at ``k``, one panel per target;
-    thin lines are seeds. ``records`` need ``loss_curve`` (``frontier_records(curves=True)``)."""
+    thin lines are seeds. ``records`` need ``loss_curve`` (``frontier_records(curves=True)``).
+    ``mark_step``: a dashed vertical line (e.g. the frontier's step count on longer runs)."""
     fig, axes = _grid(len(targets), 2, (5.2, 3.4))
     for ax, (model, layer) in zip(axes.flat, targets, strict=False):
         rows = [
@@ -249,6 +254,8 @@ def plot_loss_curves(
                 label=None if t in seen else label_of(t),
             )
             seen.add(t)
+        if mark_step is not None:
+            ax.axvline(mark_step, color="0.3", ls="--", lw=1.0)
         ax.set_yscale("log")
         ax.set_xlabel("training step")
         ax.set_ylabel("training loss (log)")
@@ -257,6 +264,47 @@ def plot_loss_curves(
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
     fig.tight_layout(rect=(0, 0.08 + 0.035 * math.ceil(len(labels) / 4), 1, 1))
+    return fig
+
+
+def plot_representation_training(records: Sequence[Mapping[str, Any]]) -> Figure:
+    """The learned generators along training: relative distance to the least-squares fit they
+    started from (left) and group error (right) against the step, one line per (target, SAE
+    type, seed) of the SAEs that learn their representation (``loss_curve`` with ``m_drift``)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.6))
+    seen: set[tuple[str, str]] = set()
+    styles = ("-", "--", ":", "-.")
+    targets = list(dict.fromkeys((r["model"], r["layer"]) for r in records))
+    for r in records:
+        curve = r.get("loss_curve") or {}
+        if "m_drift" not in curve:
+            continue
+        key = (r["sae_type"], f"{r['model']} / {r['layer']}")
+        style = styles[targets.index((r["model"], r["layer"])) % len(styles)]
+        for ax, name in zip(axes, ("m_drift", "m_group_error"), strict=True):
+            ax.plot(
+                curve["step"],
+                curve[name],
+                color=colour_of(r["sae_type"]),
+                ls=style,
+                lw=1.0,
+                alpha=0.8,
+                label=None if key in seen else f"{label_of(key[0])}, {key[1]}",
+            )
+        seen.add(key)
+    for ax, ylabel in zip(
+        axes,
+        ("‖M − M_fit‖ / ‖M_fit‖ (distance to the fit)", "group error ‖M⁴ − I‖ / ‖I‖"),
+        strict=True,
+    ):
+        ax.set_xlabel("training step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8)
+    rows = math.ceil(len(labels) / 2)
+    fig.tight_layout(rect=(0, 0.06 + 0.045 * rows, 1, 1))
     return fig
 
 

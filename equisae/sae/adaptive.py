@@ -42,11 +42,17 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from equisae.groups import Group, generator_names
+from equisae.groups import Group, generator_names, group_error
 from equisae.sae.base import _check_finite_nonnegative, register_architecture
 from equisae.sae.equivariant import GENERATOR_ATTRS, EquivariantSAE
 
-__all__ = ["EQUIVARIANCE_BASES", "AdaptiveEquivariantSAE", "resolve_equivariance_bases"]
+__all__ = [
+    "EQUIVARIANCE_BASES",
+    "AdaptiveEquivariantSAE",
+    "generator_diagnostics",
+    "generator_drift",
+    "resolve_equivariance_bases",
+]
 
 #: which poses serve as the base ``h_q`` of the ``lambda_eq`` term ("auto": by group, see above)
 EQUIVARIANCE_BASES = ("auto", "canonical", "all")
@@ -61,6 +67,27 @@ def resolve_equivariance_bases(bases: str, group: Group) -> str:
         return bases
     has_flip = any(group.is_reflection(a) for a in group.elements())
     return "all" if has_flip else "canonical"
+
+
+def generator_drift(now: Mapping[str, Tensor], start: Mapping[str, Tensor]) -> float:
+    """``sqrt(sum_g ||A_g - A_g_start||^2 / sum_g ||A_g_start||^2)`` over the named generators."""
+    with torch.no_grad():
+        diff = sum(float((now[g].double() - start[g].double()).pow(2).sum()) for g in start)
+        init = sum(float(start[g].double().pow(2).sum()) for g in start)
+    return (diff / init) ** 0.5
+
+
+def generator_diagnostics(
+    group: Group, now: Mapping[str, Tensor], start: Mapping[str, Tensor]
+) -> dict[str, float]:
+    """``m_drift`` (:func:`generator_drift`) and ``m_group_error`` (the largest relation error)
+    of learned generators: the two numbers logged along an adaptive SAE's training."""
+    with torch.no_grad():
+        gens = {g: mat.detach().cpu() for g, mat in now.items()}
+        return {
+            "m_drift": generator_drift(gens, start),
+            "m_group_error": group_error(group, gens),
+        }
 
 
 def _check_weight(name: str, value: Any) -> float:
@@ -135,16 +162,17 @@ class AdaptiveEquivariantSAE(EquivariantSAE):
         """
         return self.representation()[self._inverse_index]
 
+    def generator_starts(self) -> dict[str, Tensor]:
+        """The generators this model started from (the least-squares fit in the sweeps)."""
+        return {n: getattr(self, f"{GENERATOR_ATTRS[n]}_init") for n in generator_names(self.group)}
+
     def m_drift(self) -> float:
         """``||A - A_init||_F / ||A_init||_F`` over all generators: how far training moved them."""
-        with torch.no_grad():
-            diff = init = 0.0
-            for name in generator_names(self.group):
-                attr = GENERATOR_ATTRS[name]
-                now, start = getattr(self, attr).double(), getattr(self, f"{attr}_init").double()
-                diff += float((now - start).pow(2).sum())
-                init += float(start.pow(2).sum())
-            return (diff / init) ** 0.5
+        return generator_drift(self.generators(), self.generator_starts())
+
+    def training_diagnostics(self) -> dict[str, float]:
+        """What the trainer logs along training (:func:`generator_diagnostics`)."""
+        return generator_diagnostics(self.group, self.generators(), self.generator_starts())
 
     def _representation_terms(self, batch: Tensor, rho: Tensor) -> dict[str, tuple[float, Tensor]]:
         """``lambda_eq * sum_p ||(h_p - b) - rho(g_p)(h_0 - b)||^2 / (B |G| d)``, b detached;

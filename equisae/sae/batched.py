@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from equisae.groups import generator_names
-from equisae.sae.adaptive import AdaptiveEquivariantSAE
+from equisae.sae.adaptive import AdaptiveEquivariantSAE, generator_diagnostics
 from equisae.sae.base import SparseAutoencoder
 from equisae.sae.canonical import AdaptiveCanonicalSAE, CanonicalEquivariantSAE
 from equisae.sae.crosscoder import GroupCrosscoder
@@ -214,6 +214,10 @@ class _Stack:
         self.beta1 = torch.tensor([c.betas[0] for c in cfgs], dtype=torch.float64)
         self.beta2 = torch.tensor([c.betas[1] for c in cfgs], dtype=torch.float64)
 
+    def diagnostics(self) -> list[dict[str, float]]:
+        """Each SAE's logged model state (``training_diagnostics``): none for the TopK family."""
+        return [{} for _ in range(self.s)]
+
     # ------------------------------------------------------------------ the loss
     def loss(self, batch: Tensor, dead: Tensor | None) -> dict[str, Tensor]:
         """Per-SAE loss terms of a stacked batch (S, ...); ``dead`` (S, F) bool or None."""
@@ -380,6 +384,8 @@ class _OrbitStack(_Stack):
                 for a in self.gen_attrs
             ]
             self.params += self.gens
+            self.gen_starts = [sae.generator_starts() for sae in saes]
+            self.gen_names = list(generator_names(first.group))
             self.exp_avg += [torch.zeros_like(g) for g in self.gens]
             self.exp_avg_sq += [torch.zeros_like(g) for g in self.gens]
             self.lambda_eq = torch.tensor([sae.lambda_eq for sae in saes], dtype=dtype)
@@ -393,6 +399,19 @@ class _OrbitStack(_Stack):
                     if self.encoder != "raw"
                     else None
                 )
+
+    def diagnostics(self) -> list[dict[str, float]]:
+        """Each SAE's ``training_diagnostics`` from the stacked generators ({} when fixed)."""
+        if not self.learned:
+            return [{} for _ in range(self.s)]
+        return [
+            generator_diagnostics(
+                self.group,
+                {n: g[i] for n, g in zip(self.gen_names, self.gens, strict=True)},
+                starts,
+            )
+            for i, starts in enumerate(self.gen_starts)
+        ]
 
     def representation(self) -> Tensor:
         """``rho(g)`` of every SAE and element (S, G, d, d), as ``representation_matrices``."""
@@ -602,9 +621,15 @@ def _train_stacked(
         rows = _step_rows(out, has_dead, scale_t, since_fired, stack.d_in)
         dead_frac = (since_fired >= dead_after[:, None]).double().mean(1).tolist()
         next_lrs = _lrs(cfgs, step + 1, n_steps).tolist()
+        logged = []
         for i, row in enumerate(rows):
             row["dead_fraction"] = dead_frac[i]
-            logs[i].add(step, row, next_lrs[i])
+            if logs[i].add(step, row, next_lrs[i]) is not None:
+                logged.append(i)
+        if logged:
+            diagnostics = stack.diagnostics()
+            for i in logged:
+                logs[i].history[-1].update(diagnostics[i])
     seconds = time.perf_counter() - start
     stack.write_back()
     results = []

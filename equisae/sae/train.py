@@ -37,6 +37,7 @@ __all__ = [
     "resolve_n_steps",
     "train_sae",
     "train_step",
+    "training_diagnostics",
 ]
 
 B_DEC_INITS = ("geometric_median", "mean", "none")
@@ -334,6 +335,13 @@ def prepare_sae(sae: SparseAutoencoder, sample: Tensor, cfg: TrainConfig) -> flo
     return scale
 
 
+def training_diagnostics(sae: SparseAutoencoder) -> dict[str, float]:
+    """Model state logged with the metrics (a learned representation's drift and group error;
+    ``{}`` for models without a ``training_diagnostics`` method)."""
+    diagnose = getattr(sae, "training_diagnostics", None)
+    return diagnose() if callable(diagnose) else {}
+
+
 class MetricLog:
     """Per-step metric rows averaged over windows of ``log_every`` steps into ``history``."""
 
@@ -413,6 +421,7 @@ def train_sae(
         row["dead_fraction"] = float((since_fired >= cfg.dead_after).double().mean())
         logged = log.add(step, row, optimizer.param_groups[0]["lr"])
         if logged is not None:
+            log.history[-1].update(training_diagnostics(sae))
             bar.set_postfix({k: f"{logged[k]:.3g}" for k in ("loss", "fvu", "l0") if k in logged})
         bar.update(1)
     bar.close()

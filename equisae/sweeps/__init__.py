@@ -11,6 +11,7 @@ Named sweeps (:data:`SWEEPS`, ``equisae sweep NAME --mode quick|full``):
 
 * ``planted``: the planted-features problem (notebook 04), :mod:`equisae.sweeps.planted`;
 * ``frontier``: every SAE type over k (notebook 05);
+* ``convergence``: every SAE type trained twice as long on the key targets (notebook 05);
 * ``probing``: probes at matched L0 with references (notebook 06);
 * ``setting``: the random canonical representative next to the fixed one (notebook 06);
 * ``lambda_inv``: the adaptive SAE over the invariance weight (notebooks 05 and 06);
@@ -37,6 +38,7 @@ __all__ = [
     "ReferenceProbeJob",
     "SAEJob",
     "all_results",
+    "convergence_jobs",
     "frontier_jobs",
     "frontier_records",
     "group_jobs",
@@ -55,7 +57,7 @@ def _sae_job(s: SweepSettings, model: str, layer: str, sae_type: str, k: int, **
         layer,
         sae_type,
         k,
-        s.seeds,
+        kw.pop("seeds", s.seeds),
         s.mode,
         kw.pop("training", s.training),
         s.data_seed,
@@ -170,6 +172,24 @@ def group_jobs(s: SweepSettings) -> list[Job]:
     return jobs
 
 
+def convergence_jobs(s: SweepSettings) -> list[Job]:
+    """Every SAE type at ``probe_k`` on ``convergence_targets`` trained ``convergence_factor``
+    times longer than the frontier, with ``convergence_seeds`` (the doubling test)."""
+    return [
+        _sae_job(
+            s,
+            model,
+            layer,
+            sae_type,
+            s.probe_k,
+            training=s.long_training,
+            seeds=s.convergence_seeds,
+        )
+        for model, layer in s.convergence_targets
+        for sae_type in s.types_for(model, layer)
+    ]
+
+
 def _planted_jobs(s: Any) -> list[Job]:
     from equisae.sweeps import planted
 
@@ -180,6 +200,7 @@ def _planted_jobs(s: Any) -> list[Job]:
 SWEEPS: dict[str, Callable[[SweepSettings], list[Job]]] = {
     "planted": _planted_jobs,
     "frontier": frontier_jobs,
+    "convergence": convergence_jobs,
     "probing": probing_jobs,
     "setting": setting_jobs,
     "lambda_inv": lambda_inv_jobs,

@@ -21,6 +21,9 @@ __all__ = [
     "convergence_table",
     "design_choice_table",
     "design_choices",
+    "doubling_rows",
+    "doubling_table",
+    "fvu_ratio_by_length",
     "invariant_f1_by_probe",
     "leakage_table",
     "lambda_inv_summary",
@@ -63,6 +66,92 @@ def convergence_table(records: Sequence[Record]) -> str:
         for (t,), v in groups.items()
     ]
     return markdown_table(rows)
+
+
+def doubling_rows(records: Sequence[Record], long_records: Sequence[Record]) -> list[Record]:
+    """The doubling test of convergence: per (model, layer, SAE type) of ``long_records`` (the
+    ``convergence`` sweep), test FVU after the frontier's training and after the longer one,
+    seed by seed, and the relative change (negative: longer training reconstructs better).
+
+    ``records``: frontier records (same k, lambda_inv and representative are matched)."""
+    short: dict[tuple, float] = {}
+    for r in records:
+        key = (r["model"], r["layer"], r["sae_type"], r["k"], r["lambda_inv"], r["seed"])
+        if r.get("representative", "fixed") == "fixed" and r.get("fvu") is not None:
+            short[key + (r["n_steps"],)] = float(r["fvu"])
+    grouped: dict[tuple, list[tuple[float, float, int, int, float | None]]] = defaultdict(list)
+    for r in long_records:
+        if r.get("representative", "fixed") != "fixed" or r.get("fvu") is None:
+            continue
+        base = (r["model"], r["layer"], r["sae_type"], r["k"], r["lambda_inv"], r["seed"])
+        matches = [(k[-1], v) for k, v in short.items() if k[:-1] == base and k[-1] < r["n_steps"]]
+        if not matches:
+            continue
+        steps, fvu = max(matches)
+        grouped[base[:4]].append((fvu, float(r["fvu"]), steps, r["n_steps"], r.get("final_slope")))
+    rows = []
+    for (model, layer, sae_type, k), pairs in grouped.items():
+        changes = [long / short_ - 1 for short_, long, *_ in pairs]
+        slopes = [p[4] for p in pairs if p[4] is not None and np.isfinite(p[4])]
+        rows.append(
+            {
+                "model": model,
+                "layer": layer,
+                "sae_type": sae_type,
+                "k": k,
+                "n_seeds": len(pairs),
+                "steps": pairs[0][2],
+                "long_steps": pairs[0][3],
+                "fvu": float(np.mean([p[0] for p in pairs])),
+                "fvu_long": float(np.mean([p[1] for p in pairs])),
+                "relative_change": float(np.mean(changes)),
+                "long_final_slope": float(np.mean(slopes)) if slopes else None,
+            }
+        )
+    return rows
+
+
+def doubling_table(rows: Sequence[Record]) -> str:
+    """:func:`doubling_rows` as Markdown."""
+    return markdown_table(
+        [
+            {
+                "model / layer": f"{r['model']} / {r['layer']}",
+                "SAE": _label(r["sae_type"]),
+                f"FVU at {r['steps']} steps": format_number(r["fvu"]),
+                "FVU at ×2 steps" if r["long_steps"] == 2 * r["steps"] else "FVU, longer": (
+                    format_number(r["fvu_long"])
+                ),
+                "change": f"{100 * r['relative_change']:+.1f}%",
+                "loss change per 1000 steps (long run)": (
+                    "—" if r["long_final_slope"] is None else f"{r['long_final_slope']:+.3f}"
+                ),
+            }
+            for r in rows
+        ]
+    )
+
+
+def fvu_ratio_by_length(
+    rows: Sequence[Record], sae: str = "adaptive", baseline: str = "topk"
+) -> list[Record]:
+    """The frontier verdict's quantity, FVU(sae) / FVU(baseline), per target after the
+    frontier's training and after the doubling test's (from :func:`doubling_rows`)."""
+    by = {(r["model"], r["layer"], r["sae_type"]): r for r in rows}
+    out = []
+    for (model, layer, sae_type), r in by.items():
+        base = by.get((model, layer, baseline))
+        if sae_type != sae or base is None:
+            continue
+        out.append(
+            {
+                "model": model,
+                "layer": layer,
+                "ratio": r["fvu"] / base["fvu"],
+                "ratio_long": r["fvu_long"] / base["fvu_long"],
+            }
+        )
+    return out
 
 
 def representation_table(records: Sequence[Record]) -> str:

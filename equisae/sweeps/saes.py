@@ -55,15 +55,20 @@ def train_config(training: SAETraining, seed: int, batch: int):
     )
 
 
+#: model state logged along training that the thinned curve keeps when present
+CURVE_DIAGNOSTICS: tuple[str, ...] = ("m_drift", "m_group_error")
+
+
 def loss_curve(history: list[dict[str, float]], points: int) -> dict[str, list[float]]:
-    """The logged training curve thinned to at most ``points`` entries (step, loss, fvu, l0)."""
+    """The logged training curve thinned to at most ``points`` entries: step, loss, fvu, l0, and
+    for a learned representation ``m_drift`` (distance to the fit it started from) and
+    ``m_group_error`` along training."""
+    keys = ["step", "loss", "fvu", "l0"]
     if not history:
-        return {"step": [], "loss": [], "fvu": [], "l0": []}
+        return {key: [] for key in keys}
+    keys += [key for key in CURVE_DIAGNOSTICS if key in history[-1]]
     idx = np.unique(np.linspace(0, len(history) - 1, min(points, len(history))).round().astype(int))
-    return {
-        key: [float(history[i].get(key, float("nan"))) for i in idx]
-        for key in ("step", "loss", "fvu", "l0")
-    }
+    return {key: [float(history[i].get(key, float("nan"))) for i in idx] for key in keys}
 
 
 def final_slope(history: list[dict[str, float]], start: float = 0.55, end: float = 0.8) -> float:
