@@ -468,6 +468,24 @@ def claim_frontier(r05: Mapping[str, Any] | None) -> dict[str, Any]:
                 "sentence": canon.get("sentence", ""),
             }
         )
+    doubled = r05.get("doubling_fvu_ratios") or []
+    if doubled:
+        long_steps = (
+            max(r["long_steps"] for r in r05.get("doubling", [])) if "doubling" in r05 else 0
+        )
+        variants.append(
+            {
+                "encoder": ENCODERS["raw"],
+                "label": f"trained {long_steps} steps instead of {grid.get('n_steps')} (seed 0)",
+                "verdict": "",
+                "number": "FVU ratio adaptive/TopK "
+                + "; ".join(
+                    f"{r['model']}/{r['layer']} {r['ratio']:.2f} → {r['ratio_long']:.2f}"
+                    for r in doubled
+                ),
+                "sentence": "",
+            }
+        )
     ratio = verdict.get("median_ratio")
     number = _number(values, "test FVU, adaptive minus TopK")
     if ratio is not None:
@@ -878,7 +896,8 @@ def claim_details(claim: Mapping[str, Any], link: Links = True) -> str:
         lines.append(f"- *In words*: {claim['sentence']}")
     for v in claim["variants"]:
         verdict = f"**{v['verdict']}**; " if v.get("verdict") else ""
-        lines.append(f"- *Variant, {v['encoder']} encoder*: {verdict}{v['number']}")
+        label = v.get("label") or f"{v['encoder']} encoder"
+        lines.append(f"- *Variant, {label}*: {verdict}{v['number']}")
     return "\n".join(lines)
 
 

@@ -132,6 +132,10 @@ def _results(folder: Path) -> Path:
             },
             "runs": [{"representative": "fixed"}],
             "verdicts": {"adaptive_vs_topk": {"rows": frontier_rows, "median_ratio": 1.5}},
+            "doubling": [{"long_steps": 4000}],
+            "doubling_fvu_ratios": [
+                {"model": "gcnn", "layer": "b", "ratio": 1.5, "ratio_long": 1.75}
+            ],
         },
     )
     runs06 = [
@@ -309,6 +313,8 @@ def test_write_ledger_round_trips_and_renders(tmp_path: Path) -> None:
     assert "{doc}`notebook 06 <notebooks/06_probing>`" in text
     assert "| Claim 1: one matrix M | v1 | **mixed** | held-out R² of M^p |" in text
     assert "| encoder | dense |" in text
+    doubled = "*Variant, trained 4000 steps instead of 2000 (seed 0)*: FVU ratio adaptive/TopK"
+    assert f"{doubled} gcnn/b 1.50 → 1.75" in text
     assert ledger.write_ledger(folder) == folder / "claims.json"
 
 
