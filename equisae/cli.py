@@ -48,6 +48,17 @@ def _sweep(args: argparse.Namespace) -> int:
     return 1 if result.failures else 0
 
 
+def _extended(args: argparse.Namespace) -> int:
+    from equisae.runner import check_scheduler
+    from equisae.sweeps.extended import run_extended
+
+    if args.scheduler and "://" in args.scheduler:
+        check_scheduler(args.scheduler)
+    path = run_extended(args.mode, scheduler=args.scheduler or None, publish=args.publish)
+    print(f"extended sweep ({args.mode} mode): verdicts written to {path}")
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     from equisae import check
 
@@ -106,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=_reproduce)
 
     swp = sub.add_parser("sweep", help="run a named sweep without the notebooks", parents=[debug])
-    swp.add_argument("name", help="the sweep: planted, frontier or probing")
+    swp.add_argument("name", help="the sweep: planted, frontier, probing, setting, ...")
     swp.add_argument("--mode", choices=MODES, default="full")
     swp.add_argument(
         "--scheduler",
@@ -114,6 +125,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="'serial', a Dask scheduler address tcp://host:port, or empty for a LocalCluster",
     )
     swp.set_defaults(func=_sweep)
+
+    ext = sub.add_parser(
+        "extended",
+        help="run the layers outside the published grid (intermediate layers) and their verdicts",
+        parents=[debug],
+    )
+    ext.add_argument("--mode", choices=MODES, default="full")
+    ext.add_argument(
+        "--scheduler",
+        default=None,
+        help="'serial', a Dask scheduler address tcp://host:port, or empty for a LocalCluster",
+    )
+    ext.add_argument(
+        "--publish", action="store_true", help="also write reference/extended/ (full mode)"
+    )
+    ext.set_defaults(func=_extended)
 
     chk = sub.add_parser(
         "check", help="compare results/<mode> with the committed reference", parents=[debug]

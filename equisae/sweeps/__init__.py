@@ -15,7 +15,9 @@ Named sweeps (:data:`SWEEPS`, ``equisae sweep NAME --mode quick|full``):
 * ``probing``: probes at matched L0 with references (notebook 06);
 * ``setting``: the random canonical representative next to the fixed one (notebook 06);
 * ``lambda_inv``: the adaptive SAE over the invariance weight (notebooks 05 and 06);
-* ``group``: topk, equivariant and adaptive SAEs under C4 and under D4 (notebook 08).
+* ``group``: topk, equivariant and adaptive SAEs under C4 and under D4 (notebook 08);
+* ``extended``: the intermediate layers outside the published grid (``equisae extended``,
+  :mod:`equisae.sweeps.extended`).
 """
 
 from __future__ import annotations
@@ -190,6 +192,12 @@ def convergence_jobs(s: SweepSettings) -> list[Job]:
     ]
 
 
+def _extended_jobs(s: SweepSettings) -> list[Job]:
+    from equisae.sweeps.extended import extended_jobs
+
+    return extended_jobs(s)
+
+
 def _planted_jobs(s: Any) -> list[Job]:
     from equisae.sweeps import planted
 
@@ -205,6 +213,7 @@ SWEEPS: dict[str, Callable[[SweepSettings], list[Job]]] = {
     "setting": setting_jobs,
     "lambda_inv": lambda_inv_jobs,
     "group": group_jobs,
+    "extended": _extended_jobs,
 }
 
 

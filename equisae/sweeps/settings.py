@@ -159,6 +159,9 @@ class SweepSettings:
     #: ``convergence_seeds``; what a longer training still changes is the evidence that
     #: ``n_steps`` suffice
     convergence_targets: tuple[tuple[str, str], ...] = ()
+    #: targets outside the published grid, run by ``equisae extended`` (the 512-wide
+    #: intermediate layers): :mod:`equisae.sweeps.extended`
+    extended_targets: tuple[tuple[str, str], ...] = ()
     convergence_factor: int = 2
     convergence_seeds: tuple[int, ...] = (0,)
 
@@ -262,6 +265,7 @@ def sweep_settings(mode: str) -> SweepSettings:
             lambda_inv_targets=key_targets,
             group_targets=key_targets,
             convergence_targets=key_targets,
+            extended_targets=tuple((m, "intermediate") for m, _ in key_targets),
         )
     return SweepSettings(
         mode=mode,
@@ -279,15 +283,13 @@ def sweep_settings(mode: str) -> SweepSettings:
         lambda_inv_targets=key_targets[:1],
         group_targets=key_targets[:1],
         convergence_targets=key_targets[:1],
+        extended_targets=(("cnn_augmented", "intermediate"),),
     )
 
 
 def extended_settings(data_seed: int = 0) -> SweepSettings:
-    """The full grid plus the 512-wide intermediate layers of ``cnn_augmented`` and ``gcnn``
-    (k = 8): a named extended sweep for a Dask cluster (``equisae sweep ... --mode full`` with
-    these settings from Python), whose cost does not fit the laptop budget of ``full``."""
-    from dataclasses import replace as _replace
-
+    """The full grid plus its ``extended_targets`` (the 512-wide intermediate layers of
+    ``cnn_augmented`` and ``gcnn``, k = 8): ``equisae extended`` runs the added targets
+    (:mod:`equisae.sweeps.extended`), whose cost does not fit the budget of ``full``."""
     full = sweep_settings("full")
-    targets = full.targets + (("cnn_augmented", "intermediate"), ("gcnn", "intermediate"))
-    return _replace(full, targets=targets, data_seed=data_seed)
+    return replace(full, targets=full.targets + full.extended_targets, data_seed=data_seed)
