@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from equisae.sweeps import SWEEPS, ProbeJob, ReferenceProbeJob, SAEJob, sweep_jobs, sweep_settings
 from equisae.sweeps.extended import (
     extended_jobs,
+    extended_markdown,
     extended_results_path,
     extended_summary,
     extended_targets_settings,
@@ -81,6 +83,10 @@ def test_summary_holds_the_probing_frontier_and_combined_verdicts() -> None:
     assert fvu["adaptive"]["mean"] == pytest.approx(0.151) and fvu["topk"]["n"] == 3
     against = extended_summary(s, *_records(delta_f1=-0.1, delta_fvu=0.05))
     assert against["claim"]["k5"]["holds_layers"] == 0
+    text = extended_markdown(json.loads(json.dumps(summary)))  # as read back from disk
+    assert "| gcnn / intermediate |" in text and "| 5-sparse probe | 1 of 1 |" in text
+    assert "adaptive / TopK" in text and "1.495" in text  # FVU ratio 0.151 / 0.101
+    assert "not been published" in extended_markdown(None)
 
 
 def test_results_paths_separate_a_run_from_the_published_reference(tmp_path: Path) -> None:

@@ -345,3 +345,4 @@ def test_book_directive_falls_back_when_reference_is_old(tmp_path: Path) -> None
     assert "| encoder | dense |" in ext.claims_markdown(tmp_path, "design", "quick")
     with pytest.raises(ValueError, match="summary"):
         ext.claims_markdown(tmp_path, "everything", "quick")
+    assert "has not been published yet" in ext.claims_markdown(tmp_path, "extended", "quick")

@@ -324,7 +324,7 @@ class BuildInfoDirective(_MarkdownDirective):
 # ---------------------------------------------------------------------------------------------
 # the claims ledger
 
-CLAIMS_PARTS = ("summary", "design", "details")
+CLAIMS_PARTS = ("summary", "design", "details", "extended")
 
 
 def claims_source(root: Path, mode: str | None) -> tuple[Any, str]:
@@ -364,6 +364,12 @@ def claims_markdown(root: Path, part: str, mode: str | None, pages: Any = True) 
         raise ValueError(
             f"equisae-claims: the argument must be one of {CLAIMS_PARTS}, got {part!r}"
         )
+    if part == "extended":
+        from equisae.io import read_json
+        from equisae.sweeps.extended import extended_markdown, extended_results_path
+
+        path = extended_results_path(root, "full", published=True)
+        return extended_markdown(read_json(path) if path.is_file() else None)
     ledger, notice = claims_source(root, mode)
     out = []
     if notice and part == "summary":
@@ -388,6 +394,9 @@ class ClaimsDirective(_MarkdownDirective):
     def markdown(self) -> str:
         root = Path(self.env.srcdir)
         self.env.note_dependency(str(root / "reference" / "full" / "06_probing.json"))
+        extended = root / "reference" / "extended" / "intermediate_layers.json"
+        if extended.is_file():
+            self.env.note_dependency(str(extended))
         pages = {
             doc.removeprefix(NOTEBOOK_PREFIX)
             for doc in self.env.found_docs

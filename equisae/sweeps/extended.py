@@ -25,6 +25,7 @@ from equisae.sweeps.settings import SweepSettings
 __all__ = [
     "EXTENDED_STEM",
     "extended_jobs",
+    "extended_markdown",
     "extended_results_path",
     "extended_summary",
     "extended_targets_settings",
@@ -142,3 +143,56 @@ def run_extended(mode: str = "full", scheduler: Any = None, publish: bool = Fals
     if publish:
         path = write_json_atomic(extended_results_path(root, mode, published=True), summary)
     return path
+
+
+def extended_markdown(summary: dict[str, Any] | None) -> str:
+    """The published extended sweep as MyST: the grid, FVU per SAE type and target, and the
+    probing, frontier and combined verdicts of the adaptive SAE against TopK."""
+    from equisae.plots.findings import label_of
+    from equisae.tables import markdown_table, mean_sd_cell
+    from equisae.verdicts import probe_type
+
+    if summary is None:
+        return (
+            "The extended sweep has not been published yet: `equisae extended --publish` runs it "
+            "and writes `reference/extended/`."
+        )
+    grid = summary["grid"]
+    targets = ", ".join("/".join(t) for t in summary["targets"])
+    lines = [
+        f"Targets {targets}; SAE types {', '.join(label_of(t) for t in grid['sae_types'])}; "
+        f"k = {grid['k']}; {len(grid['seeds'])} seeds; {grid['n_steps']} steps at learning rate "
+        f"{grid['lr']:g}; the probes and the verdict rule of notebook 06.",
+        "",
+    ]
+    fvu: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in summary["fvu"]:
+        fvu.setdefault((r["model"], r["layer"]), {})[r["sae_type"]] = r
+    rows = []
+    for (model, layer), by_type in fvu.items():
+        row: dict[str, Any] = {"model / layer": f"{model} / {layer}"}
+        for t in grid["sae_types"]:
+            if t in by_type:
+                r = by_type[t]
+                row[f"FVU {label_of(t)}"] = mean_sd_cell(mean=r["mean"], sd=r["sd"])
+        if "adaptive" in by_type and "topk" in by_type:
+            row["adaptive / TopK"] = by_type["adaptive"]["mean"] / by_type["topk"]["mean"]
+        rows.append(row)
+    lines += [markdown_table(rows), ""]
+    verdict_rows = []
+    for pk in grid["probe_ks"]:
+        v = summary["verdicts"].get(f"adaptive/{pk}")
+        claim = summary["claim"].get(pk)
+        if v is None or claim is None:
+            continue
+        n = len(v["rows"])
+        verdict_rows.append(
+            {
+                "probe": probe_type(pk),
+                "adaptive probes better": f"{v['n_better']} of {n}",
+                "worse": f"{v['n_worse']} of {n}",
+                "better and lags on FVU": f"{claim['holds_layers']} of {claim['n_layers']}",
+            }
+        )
+    lines += [markdown_table(verdict_rows), "", summary["frontier"]["sentence"]]
+    return "\n".join(lines)
