@@ -63,6 +63,8 @@ __all__ = [
     "orthogonality_error",
     "r2_score",
     "root_of_unity_distance",
+    "orbit_prediction_fvu",
+    "compare_generators",
 ]
 
 DEFAULT_RIDGE_GRID: tuple[float, ...] = (0.0, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -70,6 +72,58 @@ DEFAULT_RANK_TOL = 1e-6
 
 
 # --------------------------------------------------------------------------- diagnostics
+def orbit_prediction_fvu(orbits: Tensor, generator: Tensor, centre: Tensor | None = None) -> float:
+    """How well one matrix carries the base pose to every other pose of C_n orbits ``(N, n, d)``.
+
+    FVU of ``(h_p - c) ~ M^p (h_0 - c)`` pooled over ``p = 1..n-1``: the squared residuals
+    over the squared deviations of ``h_p`` from its mean. ``c`` defaults to the mean of all
+    poses. 0 is a perfect prediction; the identity matrix scores how different the poses are.
+    """
+    if orbits.ndim != 3 or orbits.shape[1] < 2:
+        raise ValueError(f"orbits must have shape (N, n >= 2, d), got {tuple(orbits.shape)}")
+    d = orbits.shape[-1]
+    _check_square(generator, "generator")
+    if generator.shape[0] != d:
+        raise ValueError(f"generator must be ({d}, {d}) for orbits of dimension {d}")
+    h = orbits.double()
+    c = h.mean((0, 1)) if centre is None else centre.double()
+    base = h[:, 0] - c
+    powers = matrix_powers(generator.double(), orbits.shape[1])
+    residual = total = 0.0
+    for p in range(1, orbits.shape[1]):
+        target = h[:, p] - c
+        residual += float((target - base @ powers[p].T).pow(2).sum())
+        total += float((h[:, p] - h[:, p].mean(0)).pow(2).sum())
+    return residual / total
+
+
+def compare_generators(orbits: Tensor, learned: Tensor, fit: Tensor) -> dict[str, float]:
+    """A learned C_n generator against the least-squares fit, on held-out ``orbits``.
+
+    Distances and group errors plain (``||.||_F``, every direction alike) and weighted by the
+    orbits' covariance (``||(A - B) S^1/2|| / ||B S^1/2||``, the group error in the covariance's
+    eigenbasis with the variances as weights, :func:`equisae.groups.relation_errors`), so that
+    directions the activations do not use weigh nothing; and how well each predicts every pose
+    from the base pose (:func:`orbit_prediction_fvu`).
+    """
+    n = orbits.shape[1]
+    h = orbits.double().reshape(-1, orbits.shape[-1])
+    variances, basis = torch.linalg.eigh(torch.cov(h.T))
+    variances = variances.clamp_min(0)
+    root = basis @ torch.diag(variances.sqrt()) @ basis.T
+    a, b = learned.double(), fit.double()
+    return {
+        "distance": float((a - b).norm() / b.norm()),
+        "distance_weighted": float(((a - b) @ root).norm() / (b @ root).norm()),
+        "group_error": group_error(n, a),
+        "group_error_weighted": group_error(n, basis.T @ a @ basis, variances),
+        "group_error_fit_weighted": group_error(n, basis.T @ b @ basis, variances),
+        "prediction_fvu": orbit_prediction_fvu(orbits, a),
+        "prediction_fvu_fit": orbit_prediction_fvu(orbits, b),
+        "prediction_fvu_identity": orbit_prediction_fvu(orbits, torch.eye(a.shape[0])),
+    }
+
+
 def nearest_orthogonal(m: Tensor) -> Tensor:
     """The orthogonal matrix closest to M in Frobenius norm (polar factor ``U V^T``)."""
     _check_square(m, "M")

@@ -283,3 +283,30 @@ def test_sae_generators_give_full_rank_d4_generators_and_sae_representation_stay
     assert torch.allclose(plain["s"], full["s"])
     with pytest.raises(ValueError, match="sae_generators"):
         sae_representation(store, data[1])
+
+
+def test_compare_generators_weighs_away_directions_the_orbits_do_not_use() -> None:
+    from equisae.linrep import compare_generators, orbit_prediction_fvu
+
+    gen = torch.Generator().manual_seed(0)
+    d, used = 6, 4
+    rot = torch.tensor([[0.0, -1.0], [1.0, 0.0]])  # a quarter turn: rot^4 = I
+    true = torch.block_diag(rot, rot, torch.eye(d - used))
+    h0 = torch.zeros(300, d)
+    h0[:, :used] = torch.randn(300, used, generator=gen)
+    orbits = torch.stack([h0 @ torch.linalg.matrix_power(true, p).T for p in range(4)], 1)
+    exact = compare_generators(orbits, true, true)
+    assert exact["distance"] == exact["group_error"] == 0.0
+    assert exact["prediction_fvu"] == pytest.approx(0.0, abs=1e-12)
+    assert exact["prediction_fvu_identity"] > 1.0  # the poses differ: I predicts them badly
+    drifted = true.clone()
+    drifted[used:, used:] = 3.0 * torch.eye(d - used)  # moves only where the orbits are zero
+    report = compare_generators(orbits, drifted, true)
+    assert report["distance"] > 0.5 and report["group_error"] > 1.0
+    assert report["distance_weighted"] == pytest.approx(0.0, abs=1e-9)
+    assert report["group_error_weighted"] == pytest.approx(0.0, abs=1e-6)
+    assert report["prediction_fvu"] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match=r"\(N, n >= 2, d\)"):
+        orbit_prediction_fvu(orbits[:, 0], true)
+    with pytest.raises(ValueError, match="generator must be"):
+        orbit_prediction_fvu(orbits, torch.eye(3))

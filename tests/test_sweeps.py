@@ -28,7 +28,12 @@ from equisae.sweeps import (
 )
 from equisae.sweeps.inputs import subsample_orbits
 from equisae.sweeps.probes import REFERENCES, pose_conditioned_features, random_dictionary_sae
-from equisae.sweeps.report import doubling_rows, doubling_table, fvu_ratio_by_length
+from equisae.sweeps.report import (
+    doubling_rows,
+    doubling_table,
+    fvu_ratio_by_length,
+    learned_generator_table,
+)
 from equisae.sweeps.saes import final_slope, loss_curve, train_sweep_saes
 from equisae.sweeps.settings import SWEEP_SAE_TYPES, SAETraining
 
@@ -433,3 +438,17 @@ def test_d4_inputs_saes_and_probes_run_on_tiny_data(tiny_d4_data):
     probes = next(r for r in result.results if isinstance(r.job, ProbeJob))
     assert len(probes.metrics["f1"]["latents"]["pose"]) == 2  # dense and 1-sparse
     assert probes.metrics["chance_f1"]["pose"] == pytest.approx(1 / 8, abs=0.05)
+
+
+def test_learned_generator_table_averages_seeds_per_target_and_type():
+    metrics = ("distance", "distance_weighted", "group_error", "group_error_weighted")
+    metrics += ("prediction_fvu", "prediction_fvu_fit", "prediction_fvu_identity")
+    rows = [
+        {"model": "gcnn", "layer": "bottleneck", "sae_type": "adaptive", "seed": seed}
+        | {m: 0.1 * (seed + 1) for m in metrics}
+        for seed in (0, 1, 2)
+    ]
+    table = learned_generator_table(rows)
+    assert table.count("\n") == 2  # header, rule, one row
+    assert "| gcnn / bottleneck | adaptive equivariant | 0.200 ± 0.100 |" in table
+    assert "group error, weighted" in table and "fitted M" in table

@@ -25,6 +25,7 @@ __all__ = [
     "doubling_table",
     "fvu_ratio_by_length",
     "invariant_f1_by_probe",
+    "learned_generator_table",
     "leakage_table",
     "lambda_inv_summary",
     "lambda_inv_table",
@@ -152,6 +153,30 @@ def fvu_ratio_by_length(
             }
         )
     return out
+
+
+def learned_generator_table(rows: Sequence[Record]) -> str:
+    """:func:`equisae.sweeps.saes.learned_generator_rows` as Markdown: per target and SAE type,
+    mean ± sd over seeds of the distance to the fit and the group error (plain and weighted by
+    the activations' covariance), and how well the learned M and the fit predict every pose
+    from the base pose (FVU; the identity as the no-model reference)."""
+    keys = ("model", "layer", "sae_type")
+    columns = {
+        "distance to fit": "distance",
+        "distance, weighted": "distance_weighted",
+        "group error": "group_error",
+        "group error, weighted": "group_error_weighted",
+        "pose prediction FVU: learned M": "prediction_fvu",
+        "fitted M": "prediction_fvu_fit",
+        "identity": "prediction_fvu_identity",
+    }
+    groups = {name: _group(rows, keys, metric) for name, metric in columns.items()}
+    out = []
+    for key in dict.fromkeys(tuple(r[k] for k in keys) for r in rows):
+        row: dict[str, Any] = {"model / layer": f"{key[0]} / {key[1]}", "SAE": _label(key[2])}
+        row.update({name: mean_sd_cell(groups[name].get(key, [])) for name in columns})
+        out.append(row)
+    return markdown_table(out)
 
 
 def representation_table(records: Sequence[Record]) -> str:

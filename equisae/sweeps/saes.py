@@ -31,7 +31,7 @@ from equisae.sweeps.settings import (
     check_mode,
 )
 
-__all__ = ["EVAL_ORBITS", "SAEJob", "sae_folder", "train_sweep_saes"]
+__all__ = ["EVAL_ORBITS", "SAEJob", "learned_generator_rows", "sae_folder", "train_sweep_saes"]
 
 #: Test orbits the frontier metrics are computed on (a fixed subsample of the test split).
 EVAL_ORBITS = 500
@@ -208,3 +208,47 @@ class SAEJob(ReadsInputs):
                     metrics["s_distance_to_fit"] = sae.distance_to(fitted["s"], "s")
             per_seed[str(seed)] = metrics
         return {"per_seed": per_seed}
+
+
+def learned_generator_rows(
+    results: list[JobResult | None], k: int, targets: tuple[tuple[str, str], ...]
+) -> list[dict[str, Any]]:
+    """The learned M of every adaptive SAE (``learns_representation``) at ``k`` on ``targets``
+    against the least-squares fit it started from, on the held-out orbits of the frontier's
+    evaluation (:func:`equisae.linrep.compare_generators`): one row per SAE and seed.
+
+    Reads the saved SAEs and the verified inputs from the artifacts; C_n SAEs only."""
+    from equisae.linrep import compare_generators
+    from equisae.runner import load_result
+    from equisae.sae.factory import sae_class
+    from equisae.sae.io import load_sae
+
+    rows = []
+    for result in results:
+        job = None if result is None else result.job
+        if not isinstance(job, SAEJob) or job.k != k or (job.model_name, job.layer) not in targets:
+            continue
+        if not getattr(sae_class(job.sae_type), "learns_representation", False):
+            continue
+        inputs = load_result(job.inputs)
+        if inputs is None:
+            raise FileNotFoundError(f"the inputs of {job.label()} are not in the artifacts")
+        fitted = load_generators(inputs)
+        if set(fitted) != {"r"}:
+            continue
+        test = job.inputs.split("test")
+        orbits = test.acts[subsample_orbits(test.n_examples, EVAL_ORBITS, seed=0)]
+        for seed in job.seeds:
+            sae = load_sae(result.path / sae_folder(seed))
+            report = compare_generators(orbits, sae.M.detach(), fitted["r"])
+            rows.append(
+                {
+                    "model": job.model_name,
+                    "layer": job.layer,
+                    "sae_type": job.sae_type,
+                    "k": job.k,
+                    "seed": seed,
+                    **report,
+                }
+            )
+    return rows
