@@ -275,7 +275,33 @@ def claim_one_matrix(r03: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- claim 2
-def claim_adapts(r04: Mapping[str, Any] | None) -> dict[str, Any]:
+def _base_model_generators(r05: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The raw-encoder adaptive SAE's learned M on the base models (notebook 05), as a variant
+    line of claim 2 without a verdict; None when notebook 05 did not record it."""
+    rows = [r for r in (r05 or {}).get("learned_generators", []) if r["sae_type"] == "adaptive"]
+    if not rows:
+        return None
+    by_target: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in rows:
+        by_target.setdefault((r["model"], r["layer"]), []).append(r)
+    worse = sum(
+        np.mean([r["prediction_fvu"] for r in group]) > group[0]["prediction_fvu_fit"]
+        for group in by_target.values()
+    )
+    weighted = [r["group_error_weighted"] for r in rows]
+    return {
+        "encoder": ENCODERS["raw"],
+        "label": "base models (notebook 05, no verdict)",
+        "verdict": "",
+        "number": f"the learned M predicts held-out poses worse than the fit it started from on "
+        f"{worse} of {len(by_target)} targets; covariance-weighted group error "
+        f"{min(weighted):.2f} to {max(weighted):.2f} (0 for a representation)",
+    }
+
+
+def claim_adapts(
+    r04: Mapping[str, Any] | None, r05: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Claim 2, as far as the planted setting tests it: the adaptive SAE's M, started at I,
     moves toward the true representation R (paired by seed: distance after minus before)."""
     if r04 is None:
@@ -328,6 +354,9 @@ def claim_adapts(r04: Mapping[str, Any] | None) -> dict[str, Any]:
         for v in values
         if v not in main
     ]
+    base = _base_model_generators(r05)
+    if base is not None:
+        variants.append(base)
     return _claim(
         "claim2",
         setting="planted toy setting (notebook 04): known R, adaptive M initialised at I",
@@ -781,7 +810,7 @@ def build_ledger(results_dir: str | Path | None = None) -> dict[str, Any]:
     modes = {str(d["mode"]) for d in loaded.values() if d and "mode" in d}
     claims = [
         claim_one_matrix(loaded["03_linear_representation"]),
-        claim_adapts(loaded["04_planted_features"]),
+        claim_adapts(loaded["04_planted_features"], loaded["05_frontier"]),
         *claims_probing(loaded["06_probing"], loaded["05_frontier"]),
         claim_frontier(loaded["05_frontier"]),
         *claims_both(loaded["06_probing"]),

@@ -133,6 +133,17 @@ def _results(folder: Path) -> Path:
             "runs": [{"representative": "fixed"}],
             "verdicts": {"adaptive_vs_topk": {"rows": frontier_rows, "median_ratio": 1.5}},
             "doubling": [{"long_steps": 4000}],
+            "learned_generators": [
+                {
+                    "model": "gcnn",
+                    "layer": "b",
+                    "sae_type": "adaptive",
+                    "prediction_fvu": 0.2 + 0.01 * seed,
+                    "prediction_fvu_fit": 0.1,
+                    "group_error_weighted": 0.5 + 0.1 * seed,
+                }
+                for seed in range(3)
+            ],
             "doubling_fvu_ratios": [
                 {"model": "gcnn", "layer": "b", "ratio": 1.5, "ratio_long": 1.75}
             ],
@@ -315,6 +326,9 @@ def test_write_ledger_round_trips_and_renders(tmp_path: Path) -> None:
     assert "| encoder | dense |" in text
     doubled = "*Variant, trained 4000 steps instead of 2000 (seed 0)*: FVU ratio adaptive/TopK"
     assert f"{doubled} gcnn/b 1.50 → 1.75" in text
+    base = "*Variant, base models (notebook 05, no verdict)*: the learned M predicts held-out"
+    assert f"{base} poses worse than the fit it started from on 1 of 1 targets" in text
+    assert "group error 0.50 to 0.70" in text
     assert ledger.write_ledger(folder) == folder / "claims.json"
 
 
