@@ -451,4 +451,4 @@ def test_learned_generator_table_averages_seeds_per_target_and_type():
     table = learned_generator_table(rows)
     assert table.count("\n") == 2  # header, rule, one row
     assert "| gcnn / bottleneck | adaptive equivariant | 0.200 ± 0.100 |" in table
-    assert "group error, weighted" in table and "fitted M" in table
+    assert "weighted group error" in table and "fitted M" in table

@@ -157,16 +157,14 @@ def fvu_ratio_by_length(
 
 def learned_generator_table(rows: Sequence[Record]) -> str:
     """:func:`equisae.sweeps.saes.learned_generator_rows` as Markdown: per target and SAE type,
-    mean ± sd over seeds of the distance to the fit and the group error (plain and weighted by
-    the activations' covariance), and how well the learned M and the fit predict every pose
-    from the base pose (FVU; the identity as the no-model reference)."""
+    mean ± sd over seeds of the distance to the fit and the group error weighted by the
+    activations' covariance, and how well the learned M and the fit predict every pose from the
+    base pose (FVU; the identity as the no-model reference)."""
     keys = ("model", "layer", "sae_type")
-    columns = {
-        "distance to fit": "distance",
-        "distance, weighted": "distance_weighted",
-        "group error": "group_error",
-        "group error, weighted": "group_error_weighted",
-        "pose prediction FVU: learned M": "prediction_fvu",
+    columns = {  # the plain distance and group error are in representation_table
+        "weighted distance to fit": "distance_weighted",
+        "weighted group error": "group_error_weighted",
+        "pose FVU, learned M": "prediction_fvu",
         "fitted M": "prediction_fvu_fit",
         "identity": "prediction_fvu_identity",
     }
