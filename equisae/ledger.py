@@ -278,24 +278,19 @@ def claim_one_matrix(r03: Mapping[str, Any] | None) -> dict[str, Any]:
 def _base_model_generators(r05: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The raw-encoder adaptive SAE's learned M on the base models (notebook 05), as a variant
     line of claim 2 without a verdict; None when notebook 05 did not record it."""
-    rows = [r for r in (r05 or {}).get("learned_generators", []) if r["sae_type"] == "adaptive"]
-    if not rows:
+    from equisae.sweeps.report import learned_generator_summary
+
+    summary = learned_generator_summary((r05 or {}).get("learned_generators", []))
+    if summary is None:
         return None
-    by_target: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for r in rows:
-        by_target.setdefault((r["model"], r["layer"]), []).append(r)
-    worse = sum(
-        np.mean([r["prediction_fvu"] for r in group]) > group[0]["prediction_fvu_fit"]
-        for group in by_target.values()
-    )
-    weighted = [r["group_error_weighted"] for r in rows]
+    low, high = summary["group_error_weighted"]
     return {
         "encoder": ENCODERS["raw"],
         "label": "base models (notebook 05, no verdict)",
         "verdict": "",
         "number": f"the learned M predicts held-out poses worse than the fit it started from on "
-        f"{worse} of {len(by_target)} targets; covariance-weighted group error "
-        f"{min(weighted):.2f} to {max(weighted):.2f} (0 for a representation)",
+        f"{summary['n_worse']} of {summary['n_targets']} targets; covariance-weighted group error "
+        f"{low:.2f} to {high:.2f} (0 for a representation)",
     }
 
 

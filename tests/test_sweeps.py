@@ -32,6 +32,7 @@ from equisae.sweeps.report import (
     doubling_rows,
     doubling_table,
     fvu_ratio_by_length,
+    learned_generator_summary,
     learned_generator_table,
 )
 from equisae.sweeps.saes import final_slope, loss_curve, train_sweep_saes
@@ -452,3 +453,24 @@ def test_learned_generator_table_averages_seeds_per_target_and_type():
     assert table.count("\n") == 2  # header, rule, one row
     assert "| gcnn / bottleneck | adaptive equivariant | 0.200 ± 0.100 |" in table
     assert "weighted group error" in table and "fitted M" in table
+
+
+def test_learned_generator_summary_counts_targets_where_the_fit_predicts_better():
+    def row(model, seed, fvu, fit):
+        return {
+            "model": model,
+            "layer": "bottleneck",
+            "sae_type": "adaptive",
+            "seed": seed,
+            "prediction_fvu": fvu,
+            "prediction_fvu_fit": fit,
+            "distance_weighted": 0.3 + 0.1 * seed,
+            "group_error_weighted": 0.5 + seed,
+        }
+
+    rows = [row("a", 0, 0.2, 0.1), row("a", 1, 0.0, 0.1), row("b", 0, 0.3, 0.1)]
+    summary = learned_generator_summary(rows)
+    assert summary["n_targets"] == 2 and summary["n_worse"] == 1  # "a": mean 0.1, not worse
+    assert summary["distance_weighted"] == pytest.approx((0.3, 0.4))
+    assert summary["group_error_weighted"] == (0.5, 1.5)
+    assert learned_generator_summary(rows, sae_type="adaptive_canonical") is None

@@ -25,6 +25,7 @@ __all__ = [
     "doubling_table",
     "fvu_ratio_by_length",
     "invariant_f1_by_probe",
+    "learned_generator_summary",
     "learned_generator_table",
     "leakage_table",
     "lambda_inv_summary",
@@ -175,6 +176,35 @@ def learned_generator_table(rows: Sequence[Record]) -> str:
         row.update({name: mean_sd_cell(groups[name].get(key, [])) for name in columns})
         out.append(row)
     return markdown_table(out)
+
+
+def learned_generator_summary(
+    rows: Sequence[Record], sae_type: str = "adaptive"
+) -> dict[str, Any] | None:
+    """What notebook 05 and the ledger say about one SAE type's learned M (rows of
+    :func:`equisae.sweeps.saes.learned_generator_rows`): the number of targets, on how many the
+    seed-mean pose FVU of the learned M is worse than the fit's, and the range over seeds of the
+    weighted distance and group error. None when there is no row of ``sae_type``."""
+    mine = [r for r in rows if r["sae_type"] == sae_type]
+    if not mine:
+        return None
+    by_target: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    for r in mine:
+        by_target[r["model"], r["layer"]].append(r)
+    worse = sum(
+        float(np.mean([r["prediction_fvu"] for r in group])) > group[0]["prediction_fvu_fit"]
+        for group in by_target.values()
+    )
+
+    def span(key: str) -> tuple[float, float]:
+        return min(r[key] for r in mine), max(r[key] for r in mine)
+
+    return {
+        "n_targets": len(by_target),
+        "n_worse": int(worse),
+        "distance_weighted": span("distance_weighted"),
+        "group_error_weighted": span("group_error_weighted"),
+    }
 
 
 def representation_table(records: Sequence[Record]) -> str:
