@@ -39,6 +39,7 @@ from equisae.groups import (
     Group,
     generator_names,
     get_group,
+    relation_errors,
     representation_matrices,
 )
 from equisae.sae.base import (
@@ -257,13 +258,8 @@ class EquivariantSAE(TopKSAE):
         """Relative Frobenius error ``||w - I|| / ||I||`` of each defining relation ``w = I``:
         ``r^n`` for C_n; ``r^n``, ``s^2`` and ``(s r)^2`` for D_n."""
         with torch.no_grad():
-            gens = {k: v.detach().double().cpu() for k, v in self.generators().items()}
-            eye = torch.eye(self.d_in, dtype=torch.float64)
-            words = {f"r^{self.group.n}": torch.linalg.matrix_power(gens["r"], self.group.n)}
-            if "s" in gens:
-                sr = gens["s"] @ gens["r"]
-                words |= {"s^2": gens["s"] @ gens["s"], "(sr)^2": sr @ sr}
-            return {w: float((m - eye).norm() / eye.norm()) for w, m in words.items()}
+            gens = {k: v.detach().cpu() for k, v in self.generators().items()}
+            return relation_errors(self.group, gens)
 
     def group_error(self) -> float:
         """The largest relation error (for C_n: ``||M^n - I||_F / ||I||_F``; 0 when exact)."""
