@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from equisae.activations import OrbitActivations, orbit_activations
+from equisae.activations import OrbitActivations, orbit_activations_many
 from equisae.groups import (
     get_group,
     group_error,
@@ -150,7 +150,7 @@ def test_random_init_gcnn_is_exactly_equivariant() -> None:
     orbit = torch.stack([group.act_images(images, p) for p in range(4)], dim=1)
     layers = list(LAYERS["gcnn"].values())
     data = {"images": orbit, "factors": {}}
-    acts = orbit_activations(model, type("DS", (), data)(), group, layers, progress=False)
+    acts = orbit_activations_many(model, type("DS", (), data)(), group, layers, progress=False)
     for layer in layers:
         full = acts[layer].acts
         train, val, test = full[:280], full[280:340], full[340:]
