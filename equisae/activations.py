@@ -395,7 +395,9 @@ def orbit_activations_many(
             model, images.reshape(n * order, *images.shape[2:]), names, batch_size, progress
         )
         per_layer = {name: acts.reshape(n, order, -1) for name, acts in flat.items()}
-        factors = {k: torch.as_tensor(v) for k, v in (getattr(dataset, "factors", None) or {}).items()}
+        factors = {
+            k: torch.as_tensor(v) for k, v in (getattr(dataset, "factors", None) or {}).items()
+        }
     else:
         n = images.shape[0]
         poses: dict[str, list[Tensor]] = {name: [] for name in names}

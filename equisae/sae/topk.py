@@ -187,7 +187,9 @@ class SparseDecode(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             n, k = idx.shape
             sel = torch.sparse_coo_tensor(
-                torch.stack([idx.reshape(-1), torch.arange(n, device=idx.device).repeat_interleave(k)]),
+                torch.stack(
+                    [idx.reshape(-1), torch.arange(n, device=idx.device).repeat_interleave(k)]
+                ),
                 vals.reshape(-1),
                 (W_dec.shape[0], n),
                 check_invariants=False,
