@@ -43,9 +43,12 @@ from equisae import io
 __all__ = [
     "DEFAULT_SAE_TYPES",
     "LayerStudy",
+    "SAECoordinates",
     "StudyResult",
     "StudySizes",
+    "is_model_spec",
     "load_model",
+    "main_study",
     "study",
     "study_sizes",
     "tensor_digest",
@@ -128,6 +131,13 @@ def load_model(spec: str, checkpoint: str | None = None) -> nn.Module:
         except (RuntimeError, TypeError) as exc:
             raise ValueError(f"--checkpoint {ckpt} does not fit the model: {exc}") from exc
     return model.eval()
+
+
+def is_model_spec(spec: str) -> bool:
+    """Whether ``--model`` names your own model (``module:callable`` or a file), not a built-in."""
+    return (
+        ":" in spec or Path(spec).suffix in (".pt", ".pth", ".ts", ".jit") or Path(spec).is_file()
+    )
 
 
 def tensor_digest(*tensors: Tensor | np.ndarray) -> str:
@@ -304,7 +314,12 @@ class StudyResult:
                 "",
                 f"SAE-ready M: rank {r['rank']} of {r['dim']} ({r['dropped']} dropped directions,"
                 f" identity there), {r['explained_variance']:.3f} of the variance, condition "
-                f"number {r['condition_number']:.3g}.",
+                f"number {r['condition_number']:.3g}. The SAEs train on "
+                + (
+                    "the activations."
+                    if r.get("sae_basis", "full") == "full"
+                    else f"the {r['sae_dim']} coordinates of the fit's principal basis."
+                ),
                 "",
                 "| SAE | FVU | L0 | dead | latent equivariance error | pose accuracy | "
                 "FVU (oracle pose) |",
@@ -393,7 +408,8 @@ def _activations(
     return out, skipped
 
 
-def _fit(acts: dict[str, Any], max_dim: int | None) -> tuple[dict, dict, Tensor]:
+def _fit(acts: dict[str, Any], max_dim: int | None) -> tuple[dict, dict, dict[str, Tensor]]:
+    """(fit diagnostics, representation summary, {"M", "basis", "mean"}) of one layer."""
     from equisae.linrep import (
         analyse_linear_representation,
         representation_summary,
@@ -415,7 +431,52 @@ def _fit(acts: dict[str, Any], max_dim: int | None) -> tuple[dict, dict, Tensor]
         "irrep_multiplicities",
     )
     fit = {k: getattr(result, k) for k in keep}
-    return io.to_jsonable(fit), representation_summary(rep, M), M
+    tensors = {"M": M.float(), "basis": rep.basis.float(), "mean": rep.mean.float()}
+    return io.to_jsonable(fit), representation_summary(rep, M), tensors
+
+
+#: Layers wider than this train their SAEs in the fit's reduced basis by default (``basis="auto"``).
+REDUCED_BASIS_ABOVE = 512
+BASES = ("auto", "full", "reduced")
+
+
+@dataclass(frozen=True)
+class SAECoordinates:
+    """The coordinates the SAEs of a layer see: the activations themselves (``"full"``) or
+    their centred coordinates ``(h - mean) B`` in the fit's principal basis (``"reduced"``),
+    where the adaptive SAE's M products cost r^2 instead of d^2 (at d = 2048, r = 256: 0.09 s
+    per step against 6.5 s in the full space, TopK 0.05 s and 0.30 s; one core)."""
+
+    kind: str
+    basis: Tensor | None = None
+    mean: Tensor | None = None
+    reason: str = ""
+
+    def __call__(self, acts: Tensor) -> Tensor:
+        if self.kind == "full":
+            return acts
+        return (acts - self.mean) @ self.basis
+
+
+def _sae_coordinates(tensors: dict[str, Tensor], basis: str) -> tuple[SAECoordinates, Tensor]:
+    """The SAE coordinates of ``basis`` ("auto": reduced above :data:`REDUCED_BASIS_ABOVE`
+    dimensions) and the SAE-ready M in them (full rank either way)."""
+    M, B, mean = tensors["M"], tensors["basis"], tensors["mean"]
+    d, r = B.shape
+    if basis not in BASES:
+        raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
+    reason = ""
+    if basis == "auto":
+        basis = "reduced" if d > REDUCED_BASIS_ABOVE and r < d else "full"
+        if basis == "reduced":
+            reason = (
+                f"{d} dimensions > {REDUCED_BASIS_ABOVE}: the SAEs train in the fit's {r}-dim "
+                "principal basis (the adaptive SAE's cost grows as d^2; pass basis='full' to "
+                "train on the raw activations)"
+            )
+    if basis == "full":
+        return SAECoordinates("full"), M
+    return SAECoordinates("reduced", B, mean, reason), (B.T @ M @ B).contiguous()
 
 
 def _train_variant(
@@ -487,6 +548,7 @@ def _probes(
     sizes: StudySizes,
     seed: int,
     device: Any,
+    coords: Any = None,
 ) -> dict[str, Any]:
     """Probe F1 and chance F1 of every label on the raw activations and each SAE's latents
     (the SAE of the first seed; the latents with the pose inferred)."""
@@ -505,7 +567,7 @@ def _probes(
     sets = {"raw": {s: a.acts[rows[s]].reshape(-1, a.dim) for s, a in layer_acts.items()}}
     for variant, seeded in saes.items():
         sets[variant] = {
-            s: orbit_latents(seeded[0], a.acts[rows[s]], device=device).flatten(0, 1)
+            s: orbit_latents(seeded[0], coords(a.acts[rows[s]]), device=device).flatten(0, 1)
             for s, a in layer_acts.items()
         }
     out: dict[str, Any] = {}
@@ -540,6 +602,7 @@ def study(
     quick: bool = False,
     out_dir: str | Path | None = None,
     max_dim: int | None = None,
+    basis: str = "auto",
     device: str | torch.device | None = None,
     model_name: str | None = None,
     seed: int = 0,
@@ -553,7 +616,11 @@ def study(
     the image, the same at every pose), or ``source`` an ImageSource (its invariant factors are
     the labels). ``group``: a cyclic group name (``"C4"``). ``sizes`` (default
     :func:`study_sizes` of ``quick``). ``max_dim`` caps the fit's subspace (None: chosen
-    automatically on wide layers, with a warning giving the reason). ``device`` trains and
+    automatically on wide layers, with a warning giving the reason). ``basis``: ``"full"``
+    trains the SAEs on the activations, ``"reduced"`` on their coordinates in the fit's
+    principal basis (FVU then counts the kept variance; ``representation["explained_variance"]``
+    says how much that is), ``"auto"`` reduces layers wider than :data:`REDUCED_BASIS_ABOVE`
+    (the adaptive SAE's cost, see :class:`SAECoordinates`). ``device`` trains and
     evaluates the SAEs there (``"cuda"``). With ``out_dir`` every part is cached and a rerun
     skips what is finished; ``report.md`` and ``results.json`` are written there.
     """
@@ -608,22 +675,27 @@ def study(
             fit, rep_summary = cached["fit"], cached["representation"]
             from safetensors.torch import load_file
 
-            M = load_file(str(folder / "fit" / "M.safetensors"))["M"]
+            tensors = load_file(str(folder / "fit" / "M.safetensors"))
             skipped.append(f"{layer}/fit")
         else:
-            fit, rep_summary, M = _fit(acts[layer], max_dim)
+            fit, rep_summary, tensors = _fit(acts[layer], max_dim)
             if folder is not None:
                 from safetensors.torch import save_file
 
+                def write_m(tmp: Path, tensors: dict = tensors) -> None:
+                    flat = {k: v.contiguous() for k, v in tensors.items()}
+                    save_file(flat, str(tmp / "M.safetensors"))
+
                 _save_part(
-                    folder / "fit",
-                    fit_key,
-                    {"fit": fit, "representation": rep_summary},
-                    lambda tmp, M=M: save_file({"M": M.contiguous()}, str(tmp / "M.safetensors")),
+                    folder / "fit", fit_key, {"fit": fit, "representation": rep_summary}, write_m
                 )
+        coords, M = _sae_coordinates(tensors, basis)
+        rep_summary = {**rep_summary, "sae_basis": coords.kind, "sae_dim": int(M.shape[0])}
+        if coords.reason:
+            print(f"layer {layer!r}: {coords.reason}")
         ls = LayerStudy(layer, acts[layer], fit, rep_summary, M)
         for variant in sae_types:
-            key = {**fit_key, "part": variant, "sizes": sizes}
+            key = {**fit_key, "part": variant, "sizes": sizes, "basis": coords.kind}
             part = None if folder is None else folder / "saes" / _safe(variant)
             cached = _cached(part, key)
             if cached is not None:
@@ -632,10 +704,11 @@ def study(
                 skipped.append(f"{layer}/saes/{variant}")
                 continue
             saes = _train_variant(
-                variant, acts[layer]["train"].acts, M, grp, sizes, device, progress
+                variant, coords(acts[layer]["train"].acts), M, grp, sizes, device, progress
             )
             ls.saes[variant] = saes
-            ls.metrics[variant] = [_metrics(sae, acts[layer]["test"].acts, device) for sae in saes]
+            test = coords(acts[layer]["test"].acts)
+            ls.metrics[variant] = [_metrics(sae, test, device) for sae in saes]
             if part is not None:
                 meta = {
                     "model": model_name,
@@ -644,6 +717,7 @@ def study(
                     "group": grp.name,
                     "data_hash": provenance["data_hash"],
                     "variant": variant,
+                    "basis": coords.kind,
                 }
 
                 def write(tmp: Path, saes: list[Any] = saes, meta: dict = meta) -> None:
@@ -651,10 +725,43 @@ def study(
                         save_sae(sae, tmp / f"sae_s{s}", metadata={**meta, "seed": s})
 
                 _save_part(part, key, {"metrics": ls.metrics[variant]}, write)
-        ls.probes = _probes(acts[layer], ls.saes, sorted(label_values), sizes, seed, device)
+        ls.probes = _probes(acts[layer], ls.saes, sorted(label_values), sizes, seed, device, coords)
         result_layers[layer] = ls
     out = StudyResult(result_layers, provenance, root, time.perf_counter() - start, skipped)
     if root is not None:
         io.write_json_atomic(root / "results.json", out.to_dict())
         io.atomic_write_bytes(root / "report.md", out.report().encode())
     return out
+
+
+def main_study(args: Any, model_spec: str, checkpoint: str | None = None) -> StudyResult:
+    """What ``equisae images --model module:callable [--checkpoint F]`` does: load the model
+    and the source, run :func:`study` at ``--layer`` (comma-separated for several), write
+    ``results.json`` and ``report.md`` (default folder
+    ``results/images/<source>-<model>-<quick|full>``) and print the report."""
+    from equisae.sources.pipeline import load_source
+
+    if getattr(args, "study", False):
+        raise ValueError(
+            "--study runs the built-in base models; it does not take --model module:fn"
+        )
+    model = load_model(model_spec, checkpoint)
+    src = load_source(args.source, args.path, args.size)
+    mode = "quick" if args.quick else "full"
+    name = _safe(model_spec.split(":")[-1] if ":" in model_spec else Path(model_spec).stem)
+    out = Path(args.out) if args.out else Path("results") / "images" / f"{src.name}-{name}-{mode}"
+    layers = [part.strip() for part in str(args.layer).split(",") if part.strip()]
+    result = study(
+        model,
+        layers,
+        source=src,
+        quick=args.quick,
+        out_dir=out,
+        device=getattr(args, "device", None),
+        model_name=model_spec,
+        seed=args.seed,
+        progress=True,
+    )
+    print(result.report())
+    print(f"wrote {out / 'results.json'} and {out / 'report.md'}")
+    return result

@@ -239,7 +239,8 @@ def run_on_source(
     train_part = splits["train"]
     factors = list(train_part.invariant_factors)
     summary = {
-        "source": train_part.describe(),
+        # the whole source, not the training split (n_images counts every split)
+        "source": {**train_part.describe(), "n_images": sum(len(p) for p in splits.values())},
         "split_sizes": {s: len(p) for s, p in splits.items()},
         "group": grp.name,
         "model": model,
