@@ -185,6 +185,8 @@ def _inputs(
             raise ValueError(
                 f"labels[{name!r}] must have shape ({n},) like images, got {tuple(values.shape)}"
             )
+        if values.unique().numel() < 2:
+            raise ValueError(f"labels[{name!r}] has a single class; a probe needs at least two")
         out[str(name)] = values.long()
     described.update(n_images=n, image_shape=list(images.shape[1:]))
     return images.float(), out, described
