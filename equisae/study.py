@@ -414,12 +414,13 @@ def _fit(acts: dict[str, Any], max_dim: int | None) -> tuple[dict, dict, dict[st
     """(fit diagnostics, representation summary, {"M", "basis", "mean"}) of one layer."""
     from equisae.linrep import (
         analyse_linear_representation,
+        auto_max_dim,
         representation_summary,
         sae_representation,
     )
 
-    rep, M = sae_representation(acts["train"], acts["val"], max_dim=max_dim)
-    cap = max_dim if max_dim is not None else (rep.rank if rep.rank < rep.dim else None)
+    cap = auto_max_dim(acts["train"]) if max_dim is None else max_dim
+    rep, M = sae_representation(acts["train"], acts["val"], max_dim=cap)
     _, result = analyse_linear_representation(acts["train"], acts["val"], acts["test"], max_dim=cap)
     keep = (
         "rank",

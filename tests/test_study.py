@@ -53,7 +53,9 @@ def test_study_end_to_end_cached_and_resumable(tmp_path, data):
     assert {"head.2/fit", "head.2/saes/topk", "head.2/saes/adaptive"} <= set(again.skipped)
     assert again["head.2"].metrics == layer.metrics
     # other data (a changed label) is a different study: nothing of the SAEs is reused
-    other = equisae.study(model, "head.2", images, **{**kwargs, "labels": {"count": labels.flip(0)}})
+    other = equisae.study(
+        model, "head.2", images, **{**kwargs, "labels": {"count": labels.flip(0)}}
+    )
     assert not any("saes" in part for part in other.skipped)
 
 
