@@ -21,6 +21,9 @@ folders with a manifest and the configuration hash of what made them; a rerun ve
 skips what is done (an interrupted run resumes). ``report.md`` and ``results.json`` are written
 at the end. The command line runs the same: ``equisae images --model mypkg.mod:make --layer
 head.2 --source folder --path DIR --quick``.
+
+``equisae.study`` is this module's :func:`study` (the package re-exports it under the module's
+name); import the module's other names with ``from equisae.study import StudySizes``.
 """
 
 from __future__ import annotations
