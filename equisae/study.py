@@ -450,8 +450,8 @@ BASES = ("auto", "full", "reduced")
 class SAECoordinates:
     """The coordinates the SAEs of a layer see: the activations themselves (``"full"``) or
     their centred coordinates ``(h - mean) B`` in the fit's principal basis (``"reduced"``),
-    where the adaptive SAE's M products cost r^2 instead of d^2 (at d = 2048, r = 256: 0.09 s
-    per step against 6.5 s in the full space, TopK 0.05 s and 0.30 s; one core)."""
+    where the adaptive SAE's M products cost r^2 instead of d^2
+    (``benchmarks/bench_wide_adaptive.py`` measures both against TopK)."""
 
     kind: str
     basis: Tensor | None = None
