@@ -8,3 +8,9 @@ from importlib.metadata import version as _version
 warnings.filterwarnings("ignore", message="IProgress not found")
 
 __version__ = _version("equisae")
+
+# The one-call entry point (``equisae.study(model, layers, images=...)``); imported last so that
+# the name is the function, not the submodule ``equisae.study`` (which stays importable).
+from equisae.study import study  # noqa: E402
+
+__all__ = ["__version__", "study"]

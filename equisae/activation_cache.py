@@ -20,7 +20,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from equisae import io
-from equisae.activations import OrbitActivations, orbit_activations
+from equisae.activations import OrbitActivations, orbit_activations_many
 
 #: the default group (the paper's C4); ``group=`` of the functions below chooses another
 GROUP_NAME = "C4"
@@ -161,7 +161,7 @@ def _extract_all(
     layers = list(dict.fromkeys([*LAYERS[model_name].values(), extra_layer]))
     splits = data.make_splits(data.dataset_sizes(mode), data.standard_config(representative), seed)
     for split in tqdm(SPLITS, desc=f"activations of {model_name}", disable=not progress):
-        per_layer = orbit_activations(
+        per_layer = orbit_activations_many(
             model, splits[split], group, layers, model_name=model_name, progress=False
         )
         for layer, acts in per_layer.items():

@@ -278,37 +278,106 @@ def _is_saved(path: Path) -> bool:
 
 
 def _orbit_factors(dataset: Any, group: Any) -> dict[str, Tensor]:
-    """Per-pose factors (N, |G|) of canonical images, via ``equisae.data.transform_factors``."""
+    """Per-pose factors (N, |G|) of canonical images.
+
+    Shapes factors (the full set of :data:`equisae.data.FACTOR_NAMES`) move with the group via
+    ``equisae.data.transform_factors``. Any other labels (your own classes, a dict
+    ``{name: (N,) labels}``) are labels of the image, taken as unchanged by the group: each is
+    repeated over the poses.
+    """
     factors = getattr(dataset, "factors", None) or {}
     if not factors:
         return {}
-    from equisae.data import transform_factors
+    from equisae.data import FACTOR_NAMES, transform_factors
 
-    per_pose = [transform_factors(factors, group, a) for a in range(int(group.order))]
-    return {name: torch.stack([f[name] for f in per_pose], dim=1) for name in per_pose[0]}
+    n, order = int(dataset.images.shape[0]), int(group.order)
+    labels = {name: torch.as_tensor(values) for name, values in factors.items()}
+    for name, values in labels.items():
+        if values.shape[:1] != (n,) or values.ndim != 1:
+            raise ValueError(
+                f"factor {name!r} must have shape ({n},) like the {n} images, "
+                f"got {tuple(values.shape)}"
+            )
+    moving = {"x", "y", "quadrant", "orientation", "mirror", "cue"} & set(labels)
+    if moving and not set(FACTOR_NAMES) <= set(labels):
+        missing = sorted(set(FACTOR_NAMES) - set(labels))
+        raise ValueError(
+            f"factors {sorted(moving)} move with the group (Shapes factors), which needs every "
+            f"Shapes factor; missing {missing}. Rename your own labels if they are not these."
+        )
+    if moving:
+        per_pose = [transform_factors(labels, group, a) for a in range(order)]
+        return {name: torch.stack([f[name] for f in per_pose], dim=1) for name in per_pose[0]}
+    return {name: values.unsqueeze(1).expand(n, order).clone() for name, values in labels.items()}
+
+
+def _as_group(group: Any) -> Any:
+    """A Group from a Group or a name such as ``"C4"`` (ValueError naming ``group``)."""
+    from equisae.groups import get_group
+
+    if all(hasattr(group, attr) for attr in ("order", "act_images", "name")):
+        return group  # a Group, or any object that acts like one
+    if isinstance(group, str):
+        try:
+            return get_group(group)
+        except KeyError as err:
+            raise ValueError(f"group: {err.args[0]}") from None
+    raise ValueError(f"group must be a Group or a name such as 'C4', got {type(group).__name__}")
 
 
 def orbit_activations(
     model: nn.Module,
     dataset: Any,
     group: Any,
-    layers: str | Sequence[str],
+    layer: str,
     model_name: str = "",
     batch_size: int = 512,
     progress: bool = True,
     metadata: Mapping[str, Any] | None = None,
-) -> OrbitActivations | dict[str, OrbitActivations]:
-    """Activations of ``dataset``'s whole orbit under ``group`` at ``layers``.
+) -> OrbitActivations:
+    """Activations of ``dataset``'s whole orbit under ``group`` at one ``layer``.
+
+    Always one :class:`OrbitActivations`; :func:`orbit_activations_many` takes a list of
+    layers (one forward pass for all) and returns ``{layer: OrbitActivations}``. ``group`` is
+    a :class:`~equisae.groups.Group` or a name such as ``"C4"``. ``dataset`` as in
+    :func:`orbit_activations_many`.
+    """
+    if not isinstance(layer, str):
+        raise ValueError(
+            f"layer must be one layer name (a str), got {type(layer).__name__}; for several "
+            "layers use orbit_activations_many(model, dataset, group, layers)"
+        )
+    return orbit_activations_many(
+        model, dataset, group, [layer], model_name, batch_size, progress, metadata
+    )[layer]
+
+
+def orbit_activations_many(
+    model: nn.Module,
+    dataset: Any,
+    group: Any,
+    layers: Sequence[str],
+    model_name: str = "",
+    batch_size: int = 512,
+    progress: bool = True,
+    metadata: Mapping[str, Any] | None = None,
+) -> dict[str, OrbitActivations]:
+    """Activations of ``dataset``'s whole orbit under ``group`` at each of ``layers``.
 
     ``dataset`` is either an orbit dataset (``images`` of shape (N, |G|, C, H, W) and
     ``factors[name]`` of shape (N, |G|)) or a dataset of canonical images (``images`` (N, C, H, W),
-    ``factors[name]`` (N,)), whose poses are made one at a time with ``group.act_images`` and
-    whose per-pose factors come from ``equisae.data``. Pose ``p`` is group element ``p`` acting on
-    the canonical image. Returns one :class:`OrbitActivations` for a single layer name, or a
-    dict ``{layer: OrbitActivations}`` for a list of names (one forward pass serves them all).
+    ``factors[name]`` (N,)), whose poses are made one at a time with ``group.act_images``; its
+    per-pose factors are the Shapes factors moved by the group, or your own labels repeated
+    over the poses. Pose ``p`` is group element ``p`` acting on the canonical image. Returns
+    ``{layer: OrbitActivations}`` (one forward pass serves every layer).
     """
-    single = isinstance(layers, str)
-    names = [layers] if single else list(layers)
+    if isinstance(layers, str):
+        raise ValueError(
+            f"layers must be a list of layer names, got the str {layers!r}; for one layer use "
+            "orbit_activations(model, dataset, group, layer)"
+        )
+    group = _as_group(group)
+    names = list(layers)
     images = getattr(dataset, "images", None)
     if not isinstance(images, Tensor) or images.ndim not in (4, 5):
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
@@ -326,7 +395,9 @@ def orbit_activations(
             model, images.reshape(n * order, *images.shape[2:]), names, batch_size, progress
         )
         per_layer = {name: acts.reshape(n, order, -1) for name, acts in flat.items()}
-        factors = {k: torch.as_tensor(v) for k, v in dataset.factors.items()}
+        factors = {
+            k: torch.as_tensor(v) for k, v in (getattr(dataset, "factors", None) or {}).items()
+        }
     else:
         n = images.shape[0]
         poses: dict[str, list[Tensor]] = {name: [] for name in names}
@@ -336,7 +407,7 @@ def orbit_activations(
                 poses[name].append(acts)
         per_layer = {name: torch.stack(parts, dim=1) for name, parts in poses.items()}
         factors = _orbit_factors(dataset, group)
-    result = {
+    return {
         name: OrbitActivations(
             acts=acts,
             factors={k: v.clone() for k, v in factors.items()},
@@ -347,4 +418,3 @@ def orbit_activations(
         )
         for name, acts in per_layer.items()
     }
-    return result[names[0]] if single else result

@@ -71,7 +71,11 @@ def _check(args: argparse.Namespace) -> int:
 
 def _images(args: argparse.Namespace) -> int:
     from equisae.sources.pipeline import main_images
+    from equisae.study import is_model_spec, main_study
 
+    if is_model_spec(args.model) or args.checkpoint:
+        main_study(args, args.model, args.checkpoint)
+        return 0
     main_images(
         args.source,
         args.path,
@@ -161,7 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     img.add_argument("--size", type=int, default=None, help="resize images to SIZE x SIZE pixels")
     img.add_argument("--quick", action="store_true", help="small, fast settings")
     img.add_argument("--out", default=None, help="output folder for summary.json")
-    img.add_argument("--model", default="cnn_augmented", help="base model name")
+    img.add_argument(
+        "--model",
+        default="cnn_augmented",
+        help="a built-in base model name, your own model as module:callable, or a TorchScript file",
+    )
+    img.add_argument("--checkpoint", default=None, help="state-dict file loaded into --model")
+    img.add_argument("--device", default=None, help="train/evaluate the SAEs there (e.g. cuda)")
     img.add_argument("--layer", default="bottleneck", help="layer role or module name")
     img.add_argument("--seed", type=int, default=0)
     img.add_argument(

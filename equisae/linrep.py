@@ -24,6 +24,7 @@ Concrete choices (ours, not the paper's):
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,10 +48,12 @@ from equisae.groups import (
 from equisae.io import to_jsonable
 
 __all__ = [
+    "auto_max_dim",
     "full_rank_generators",
     "full_rank_representation",
     "sae_generators",
     "sae_representation",
+    "representation_summary",
     "DEFAULT_RANK_TOL",
     "DEFAULT_RIDGE_GRID",
     "LinRepResult",
@@ -577,6 +580,31 @@ def full_rank_representation(rep: LinearRepresentation) -> Tensor:
     return (basis @ rep.M_reduced.double() @ basis.T + eye - basis @ basis.T).float()
 
 
+def auto_max_dim(train: Any, rank_tol: float = DEFAULT_RANK_TOL) -> int | None:
+    """A cap on the fit's subspace when the data cannot determine a full one, else None.
+
+    The per-power fits need more training examples than kept dimensions; when the
+    activations span ``r >= N / 2`` dimensions for ``N`` training examples the cap is
+    ``N // 2`` (a warning says so and how to change it).
+    """
+    tr = _as_orbit(train, "train")
+    n_train, n, d = tr.shape
+    if d < n_train // 2:
+        return None
+    flat = tr.reshape(-1, d)
+    _, variances, _ = _principal_subspace(flat - flat.mean(0), rank_tol, None)
+    if variances.shape[0] < n_train // 2:
+        return None
+    cap = max(1, n_train // 2)
+    warnings.warn(
+        f"the training activations span {variances.shape[0]} dimensions (d = {d}) for "
+        f"{n_train} examples: fitting M in the top {cap} principal directions (max_dim={cap}; "
+        "pass max_dim= to choose, or use more images)",
+        stacklevel=3,
+    )
+    return cap
+
+
 def _gap_ranks(variances: Tensor, tol: float = 0.01) -> list[int]:
     """Ranks r that do not split a (near-)degenerate eigenvalue: v[r] < (1 - tol) v[r - 1]."""
     v = variances.double()
@@ -584,9 +612,20 @@ def _gap_ranks(variances: Tensor, tol: float = 0.01) -> list[int]:
 
 
 def sae_representation(
-    train: Any, val: Any, variance: float = 0.99, min_modulus: float = 0.25
+    train: Any,
+    val: Any,
+    variance: float = 0.99,
+    min_modulus: float = 0.25,
+    max_dim: int | None = None,
 ) -> tuple[LinearRepresentation, Tensor]:
-    """The least-squares fit of M that the equivariant SAEs use, well conditioned.
+    """The least-squares fit of M that the equivariant SAEs use, well conditioned: **the** way
+    to get an SAE-ready M from orbit activations of any layer.
+
+    Do not pass a fit's ``rep.M`` to an SAE: it is ``B M_r B^T``, singular whenever the fit
+    drops directions (dead ReLU units, constant channels). The matrix returned here is full
+    rank on the activations' span and the identity on the dropped directions (explicitly:
+    ``M = B M_r B^T + (I - B B^T)``); :func:`representation_summary` reports its rank,
+    the dropped dimensions and its condition number.
 
     Returns the fit and its full-rank (d, d) matrix (:func:`full_rank_representation`). The
     fit in the full principal subspace can have eigenvalues near zero in directions of
@@ -596,9 +635,38 @@ def sae_representation(
     (that would break the irreducible subspaces of an exact representation), shrunk further
     while an eigenvalue of M has modulus below ``min_modulus``; outside it M is the identity.
     C_n only (the rotation generator); :func:`sae_generators` gives every generator of D_n.
+    ``max_dim`` caps the principal subspace (needed on wide layers, where the per-power fits
+    want more examples than dimensions); None chooses it automatically when it must
+    (:func:`sae_generators` warns with the reason).
     """
-    rep, gens = sae_generators(train, val, variance, min_modulus, group=_cyclic_group_of(train))
+    rep, gens = sae_generators(
+        train, val, variance, min_modulus, group=_cyclic_group_of(train), max_dim=max_dim
+    )
     return rep, gens["r"]
+
+
+def representation_summary(rep: LinearRepresentation, M: Tensor | None = None) -> dict[str, Any]:
+    """How an SAE-ready M was made from the fit ``rep``: plain JSON values.
+
+    ``dim`` (d), ``rank`` (r, the kept principal subspace), ``dropped`` (d - r directions, where
+    M is the identity), ``explained_variance`` (of the kept subspace), ``complement``
+    ("identity"), ``condition_number`` of M (2-norm; :data:`COND_LIMIT`-style checks of the
+    SAEs compare against it) and ``min_eigenvalue_modulus`` of M restricted to the subspace.
+    ``M`` defaults to :func:`full_rank_representation` of ``rep``.
+    """
+    mat = full_rank_representation(rep) if M is None else M
+    _check_square(mat, "M")
+    if mat.shape[0] != rep.dim:
+        raise ValueError(f"M must be ({rep.dim}, {rep.dim}) like the fit, got {tuple(mat.shape)}")
+    return {
+        "dim": rep.dim,
+        "rank": rep.rank,
+        "dropped": rep.dim - rep.rank,
+        "explained_variance": float(rep.explained_variance),
+        "complement": "identity",
+        "condition_number": float(torch.linalg.cond(mat.double())),
+        "min_eigenvalue_modulus": _min_modulus(rep),
+    }
 
 
 def _cyclic_group_of(train: Any) -> Group:
@@ -638,14 +706,19 @@ def sae_generators(
     variance: float = 0.99,
     min_modulus: float = 0.25,
     group: Group | str | None = None,
+    max_dim: int | None = None,
 ) -> tuple[LinearRepresentation, dict[str, Tensor]]:
     """The least-squares fit of every generator (``"r"``; ``"s"`` for D_n) for the SAEs.
 
     As :func:`sae_representation` (same principal-subspace choice, now required of every
     generator's eigenvalues), returning the fit and ``{name: (d, d) full-rank matrix}``
     (:func:`full_rank_generators`). ``group`` as in :func:`fit_linear_representation`.
+    ``max_dim`` caps the subspace; None takes :func:`auto_max_dim` (a warning gives the reason
+    when it caps anything).
     """
-    full = fit_linear_representation(train, val, group=group)
+    if max_dim is None:
+        max_dim = auto_max_dim(train)
+    full = fit_linear_representation(train, val, group=group, max_dim=max_dim)
     v = full.variances.double()
     share = v.cumsum(0) / v.sum()
     wanted = int((share < variance).sum()) + 1

@@ -15,6 +15,7 @@ from equisae.activations import (
     get_module,
     list_layers,
     orbit_activations,
+    orbit_activations_many,
 )
 
 
@@ -125,7 +126,9 @@ def test_orbit_activations_from_canonical_and_orbit_images_agree() -> None:
     orbit_ds = SimpleNamespace(
         images=orbit_images, factors={"shape": shape.reshape(-1, 1).expand(5, 4)}
     )
-    acts = orbit_activations(model, orbit_ds, group, ["1", "3"], model_name="toy", progress=False)
+    acts = orbit_activations_many(
+        model, orbit_ds, group, ["1", "3"], model_name="toy", progress=False
+    )
     assert acts["3"].acts.shape == (5, 4, 5) and acts["1"].acts.shape == (5, 4, 72)
     for p in range(4):
         direct = extract_activations(model, group.act_images(images, p), "3", progress=False)
@@ -353,3 +356,29 @@ def test_pipeline_group_is_part_of_the_cache_key(tiny_pipeline) -> None:
     assert torch.allclose(c4_acts.acts, d4.acts[:, :4])  # the rotations come first
     with pytest.raises(KeyError):
         orbit_activations_for("gcnn", "bottleneck", "quick", group="Q8")
+
+
+def test_orbit_activations_takes_group_names_and_own_labels() -> None:
+    """A group name works like the Group; own labels (N,) are repeated over the poses; one
+    return type per function (a list of layers is refused by the one-layer function)."""
+    from equisae.groups import get_group
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(inplace=True), nn.Flatten())
+    images = torch.rand(6, 1, 8, 8)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    ds = SimpleNamespace(images=images, factors={"digit": labels})
+    by_name = orbit_activations(model, ds, "C4", "1", progress=False)
+    by_group = orbit_activations(model, ds, get_group("C4"), "1", progress=False)
+    assert isinstance(by_name, OrbitActivations) and by_name.group_name == "C4"
+    assert torch.equal(by_name.acts, by_group.acts)
+    assert torch.equal(by_name.factors["digit"], labels[:, None].expand(6, 4))
+    many = orbit_activations_many(model, ds, "C4", ["1"], progress=False)
+    assert set(many) == {"1"} and torch.equal(many["1"].acts, by_name.acts)
+    with pytest.raises(ValueError, match="orbit_activations_many"):
+        orbit_activations(model, ds, "C4", ["0", "1"], progress=False)
+    with pytest.raises(ValueError, match="group"):
+        orbit_activations(model, ds, "Z7", "1", progress=False)
+    bad = SimpleNamespace(images=images, factors={"digit": labels[:4]})
+    with pytest.raises(ValueError, match="factor 'digit' must have shape"):
+        orbit_activations(model, bad, "C4", "1", progress=False)

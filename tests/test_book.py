@@ -1,8 +1,8 @@
 """Tests of the Jupyter Book: configuration, pages, the runnable docs and the built HTML.
 
 * Unmarked tests check the sources: versions agree, the TOC lists existing pages, the API page
-  documents every module, citations resolve, the tolerance table matches ``equisae.check``, and
-  the code on ``book/own_model.md`` runs.
+  documents every module, citations resolve and the tolerance table matches ``equisae.check``
+  (``tests/test_own_model.py`` runs the code on ``book/own_model.md``).
 * ``notebooks`` tests need the executed notebooks in ``book/notebooks/``
   (``equisae reproduce --mode quick``).
 * ``book`` tests need the built HTML (``_build/html``) and load every page in headless Chromium.
@@ -293,33 +293,6 @@ def test_no_cdn_in_the_configuration() -> None:
     config = _config()["sphinx"]["config"]
     assert config["nb_render_markdown_format"] == "myst"
     assert "://" not in config["mathjax_path"]
-
-
-@pytest.mark.slow
-def test_own_model_page_runs() -> None:
-    """The code on book/own_model.md, run as one script, produces what the page says."""
-    import torch
-
-    text = (BOOK / "own_model.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert len(blocks) >= 4
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        namespace: dict = {}
-        exec(compile("\n".join(blocks), str(BOOK / "own_model.md"), "exec"), namespace)
-    finally:
-        torch.set_num_threads(threads)
-    acts, fit, sae, latents = (namespace[k] for k in ("acts", "fit", "sae", "latents"))
-    assert tuple(acts.acts.shape) == (600, 4, 32)
-    assert len(fit.r2_single) == 4
-    assert fit.r2_single[0] == pytest.approx(1.0, abs=1e-6)  # M^0 = I
-    assert max(fit.r2_identity[1:]) < min(fit.r2_single[1:])  # M explains more than nothing
-    assert 0.0 < namespace["trained"].final["fvu"] < 1.0
-    assert tuple(latents.shape) == (100, 64)
-    assert int((latents != 0).sum(1).max()) <= sae.k
-    assert namespace["poses"].shape == (100,)
-    assert "'0', '1', '2', '3', '4', '5', '6'" in text  # the page shows list_layers' output
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from equisae.activations import OrbitActivations, orbit_activations
+from equisae.activations import OrbitActivations, orbit_activations_many
 from equisae.groups import (
     get_group,
     group_error,
@@ -150,7 +150,7 @@ def test_random_init_gcnn_is_exactly_equivariant() -> None:
     orbit = torch.stack([group.act_images(images, p) for p in range(4)], dim=1)
     layers = list(LAYERS["gcnn"].values())
     data = {"images": orbit, "factors": {}}
-    acts = orbit_activations(model, type("DS", (), data)(), group, layers, progress=False)
+    acts = orbit_activations_many(model, type("DS", (), data)(), group, layers, progress=False)
     for layer in layers:
         full = acts[layer].acts
         train, val, test = full[:280], full[280:340], full[340:]
@@ -310,3 +310,50 @@ def test_compare_generators_weighs_away_directions_the_orbits_do_not_use() -> No
         orbit_prediction_fvu(orbits[:, 0], true)
     with pytest.raises(ValueError, match="generator must be"):
         orbit_prediction_fvu(orbits, torch.eye(3))
+
+
+def _wide_orbits(n: int, d: int, r: int, seed: int) -> torch.Tensor:
+    """C4 orbits (n, 4, d) spanning an r-dim subspace of R^d (a rotation by 90 degrees in
+    r/2 planes) plus a small isotropic noise that fills all d dimensions."""
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, r, generator=gen, dtype=torch.float64))
+    rot = torch.kron(torch.eye(r // 2, dtype=torch.float64), torch.tensor([[0.0, -1], [1, 0]]))
+    z = torch.randn(n, r, generator=gen, dtype=torch.float64)
+    poses = [z @ torch.linalg.matrix_power(rot, p).T for p in range(4)]
+    noise = 1e-3 * torch.randn(n, 4, d, generator=gen, dtype=torch.float64)
+    return (torch.stack(poses, 1) @ q.T + noise).float()
+
+
+def test_sae_representation_caps_wide_layers_and_reports_its_matrix() -> None:
+    """On a layer wider than the data can determine, sae_representation takes max_dim (or
+    chooses one with a warning), and representation_summary describes the full-rank M."""
+    from equisae.linrep import auto_max_dim, representation_summary, sae_representation
+
+    acts = _wide_orbits(120, 300, 8, seed=0)
+    train, val = acts[:80], acts[80:]
+    with pytest.raises(ValueError, match="max_dim"):
+        fit_linear_representation(train, val)  # 300 noisy dimensions, 80 examples
+    with pytest.warns(UserWarning, match=r"max_dim=40"):
+        assert auto_max_dim(train) == 40
+    with pytest.warns(UserWarning, match="max_dim"):
+        rep, M = sae_representation(train, val)
+    assert rep.rank <= 40
+    rep8, M8 = sae_representation(train, val, max_dim=8)
+    assert rep8.rank == 8
+    summary = representation_summary(rep8, M8)
+    assert summary == {
+        **summary,
+        "dim": 300,
+        "rank": 8,
+        "dropped": 292,
+        "complement": "identity",
+    }
+    assert summary["explained_variance"] > 0.99
+    assert summary["condition_number"] < 1.5  # a rotation, and the identity elsewhere
+    assert abs(summary["min_eigenvalue_modulus"] - 1) < 0.05
+    assert int(torch.linalg.matrix_rank(M8.double())) == 300
+    assert int(torch.linalg.matrix_rank(rep8.M)) == 8  # the fit's own M is singular
+    with pytest.raises(ValueError, match=r"M must be \(300, 300\)"):
+        representation_summary(rep8, torch.eye(4))
+    narrow = _wide_orbits(120, 16, 8, seed=1)
+    assert auto_max_dim(narrow[:80]) is None  # nothing to cap: no warning

@@ -259,3 +259,31 @@ def test_fast_topk_selects_the_topk_set(shape, k):
     assert torch.equal(idx.sort(-1).values, ref_idx.sort(-1).values)
     assert torch.equal(vals.sort(-1).values, ref_vals.sort(-1).values)
     assert torch.equal(x.gather(-1, idx), vals)
+
+
+def test_step_count_mismatch_is_an_error():
+    """TrainConfig(n_steps=50) with 20 minibatches raises (no silently shorter schedule), and an
+    iterator that runs out before n_steps raises too; the default lr is the study's 4e-3."""
+    data = torch.randn(256, 8)
+    sae = TopKSAE(8, 16, k=2)
+    with pytest.raises(ValueError, match="n_steps=50 but batches holds 20"):
+        train_sae(sae, minibatches(data, 32, 20), TrainConfig(n_steps=50), progress=False)
+    short = iter(list(minibatches(data, 32, 5)))
+    with pytest.raises(ValueError, match="ran out after 5 of cfg.n_steps=8"):
+        train_sae(sae, short, TrainConfig(n_steps=8, warmup_steps=1), progress=False)
+    assert TrainConfig().lr == 4e-3
+    result = train_sae(sae, minibatches(data, 32, 12), TrainConfig(warmup_steps=1), progress=False)
+    assert result.n_steps == 12 and result.history[-1]["lr"] < 4e-3
+
+
+def test_train_and_evaluate_take_a_device():
+    """``device=`` moves the SAE and the batches (CPU here; the same path serves CUDA)."""
+    from equisae.sae.evaluate import evaluate_on_orbits
+
+    data = torch.randn(64, 4, 8)
+    sae = TopKSAE(8, 16, k=2)
+    cfg = TrainConfig(warmup_steps=1)
+    train_sae(sae, minibatches(data.reshape(-1, 8), 32, 6), cfg, progress=False, device="cpu")
+    assert sae.W_dec.device.type == "cpu"
+    metrics = evaluate_on_orbits(sae, data, device="cpu")
+    assert 0 <= metrics["fvu"] < 2 and metrics["l0"] <= 2

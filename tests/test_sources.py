@@ -273,6 +273,7 @@ def test_run_on_digits_end_to_end(tmp_path, monkeypatch) -> None:
     out = run_on_source(src, sizes=sizes, out_dir=tmp_path / "run")
     written = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert written["split_sizes"] == {"train": 360, "val": 120, "test": 120}
+    assert written["source"]["n_images"] == 600  # the whole source, not its training split
     assert written["activation_dim"] == 64 and written["group"] == "C4"
     r2 = out["linear_representation"]["r2_single"]
     assert r2[0] == pytest.approx(1.0) and all(-1 < r <= 1 for r in r2)

@@ -13,7 +13,7 @@ from equisae.sae.batchtopk import BatchTopKSAE
 from equisae.sae.canonical import AdaptiveCanonicalSAE, CanonicalEquivariantSAE
 from equisae.sae.crosscoder import GroupCrosscoder
 from equisae.sae.equivariant import EquivariantSAE
-from equisae.sae.evaluate import evaluate_on_orbits
+from equisae.sae.evaluate import evaluate_on_orbits, orbit_latents
 from equisae.sae.io import load_sae, save_sae
 from equisae.sae.relu import ReLUSAE
 from equisae.sae.topk import TopKSAE
@@ -41,6 +41,7 @@ __all__ = [
     "iterate_minibatches",
     "load_sae",
     "minibatches",
+    "orbit_latents",
     "register_architecture",
     "save_sae",
     "train_sae",

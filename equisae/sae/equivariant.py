@@ -190,9 +190,9 @@ class EquivariantSAE(TopKSAE):
             if not cond <= COND_LIMIT:
                 raise ValueError(
                     f"{label} is singular or ill-conditioned (condition number {cond:.3g} > "
-                    f"{COND_LIMIT:.0e}); a fixed representation must be invertible. Fix: use the "
-                    "least-squares fit of equisae.linrep (or add a small multiple of the "
-                    "identity), or learn it with AdaptiveEquivariantSAE"
+                    f"{COND_LIMIT:.0e}); a fixed representation must be invertible. Fix: pass the "
+                    "full-rank M of equisae.linrep.sae_representation(train, val) (not a fit's "
+                    "rank-deficient rep.M), or learn it with AdaptiveEquivariantSAE"
                 )
         return mat.detach().clone()
 

@@ -70,17 +70,24 @@ def orbit_reconstructions(
     pose: str = "inferred",
     batch_size: int = 1024,
     progress: bool = False,
+    device: str | torch.device | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Latents (N, G, d_sae), reconstructions (N, G, d) and poses used (N, G) for orbit
-    activations, under the pose convention of the module docstring."""
+    activations, under the pose convention of the module docstring.
+
+    Each chunk of ``acts`` is moved to ``device`` (default: where the SAE is; the SAE itself is
+    moved when ``device`` is given) and the results come back to the CPU."""
     _check_acts(sae, acts)
     _check_pose(pose)
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if device is not None:
+        sae.to(device)
+    where = sae.W_dec.device
     was_training = sae.training
     sae.eval()
     parts = [
-        sae.orbit_outputs(acts[i : i + batch_size], pose)
+        tuple(t.cpu() for t in sae.orbit_outputs(acts[i : i + batch_size].to(where), pose))
         for i in tqdm(range(0, acts.shape[0], batch_size), desc="evaluate", disable=not progress)
     ]
     sae.train(was_training)
@@ -88,10 +95,14 @@ def orbit_reconstructions(
 
 
 def orbit_latents(
-    sae: SparseAutoencoder, acts: Tensor, pose: str = "inferred", batch_size: int = 1024
+    sae: SparseAutoencoder,
+    acts: Tensor,
+    pose: str = "inferred",
+    batch_size: int = 1024,
+    device: str | torch.device | None = None,
 ) -> Tensor:
     """Per-activation latents (N, |G|, d_sae) of orbit activations (see module docstring)."""
-    return orbit_reconstructions(sae, acts, pose, batch_size)[0]
+    return orbit_reconstructions(sae, acts, pose, batch_size, device=device)[0]
 
 
 def decoder_atoms(sae: SparseAutoencoder) -> Tensor:
@@ -106,8 +117,11 @@ def evaluate_on_orbits(
     acts: Tensor,
     batch_size: int = 1024,
     progress: bool = False,
+    device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Reconstruction, sparsity and invariance metrics of ``sae`` on orbits ``(N, |G|, d)``.
+
+    ``device`` as in :func:`orbit_reconstructions` (the metrics are computed on the CPU).
 
     Returns ``fvu`` and ``mse`` (headline, pose not given: see the module docstring for each
     model's convention, named in ``pose``), ``l0`` (mean active latents per activation),
@@ -116,7 +130,7 @@ def evaluate_on_orbits(
     latents over each orbit's poses); orbit SAEs add ``fvu_inferred_pose`` or ``fvu`` under
     their convention and ``fvu_oracle_pose``; equivariant SAEs add ``pose_accuracy``.
     """
-    z, recon, poses = orbit_reconstructions(sae, acts, "inferred", batch_size, progress)
+    z, recon, poses = orbit_reconstructions(sae, acts, "inferred", batch_size, progress, device)
     fired = (z != 0).reshape(-1, z.shape[-1])
     out: dict[str, Any] = {
         "fvu": fvu(acts, recon),
@@ -130,7 +144,7 @@ def evaluate_on_orbits(
     }
     out["pose"] = sae.pose_convention
     if sae.reports_oracle_pose:
-        _, recon_oracle, _ = orbit_reconstructions(sae, acts, "oracle", batch_size)
+        _, recon_oracle, _ = orbit_reconstructions(sae, acts, "oracle", batch_size, device=device)
         out["fvu_oracle_pose"] = fvu(acts, recon_oracle)
     if sae.is_equivariant:
         true_pose = torch.arange(acts.shape[1]).expand_as(poses)

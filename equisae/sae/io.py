@@ -23,6 +23,7 @@ from equisae.io import (
     MANIFEST_FILE,
     atomic_folder,
     read_json,
+    to_jsonable,
     verify_manifest,
     write_json_atomic,
     write_manifest,
@@ -37,7 +38,7 @@ WEIGHTS_FILENAME = "sae_weights.safetensors"
 SAELENS_ARCHITECTURE = {"relu": "standard", "topk": "topk"}
 
 
-def _saelens_config(sae: SparseAutoencoder) -> dict[str, Any]:
+def _saelens_config(sae: SparseAutoencoder, metadata: dict[str, Any] | None) -> dict[str, Any]:
     cfg = dict(sae.config())
     ours = cfg["architecture"]
     cfg["equisae_architecture"] = ours
@@ -49,12 +50,19 @@ def _saelens_config(sae: SparseAutoencoder) -> dict[str, Any]:
     if ours == "topk":
         cfg.setdefault("rescale_acts_by_decoder_norm", False)
     cfg.setdefault("metadata", {})
+    if metadata:
+        cfg["metadata"] = {**cfg["metadata"], **to_jsonable(dict(metadata))}
     cfg["equisae_version"] = equisae.__version__
     return cfg
 
 
-def save_sae(sae: SparseAutoencoder, folder: str | os.PathLike) -> Path:
-    """Write ``sae`` to ``folder`` (replaced atomically if it exists); returns the folder."""
+def save_sae(
+    sae: SparseAutoencoder, folder: str | os.PathLike, metadata: dict[str, Any] | None = None
+) -> Path:
+    """Write ``sae`` to ``folder`` (replaced atomically if it exists); returns the folder.
+
+    ``metadata`` (JSON values: the provenance, e.g. model, layer, group, data hash) is stored
+    in ``cfg.json["metadata"]`` and read back by :func:`load_config`."""
     if not isinstance(sae, SparseAutoencoder):
         raise ValueError(f"sae must be a SparseAutoencoder, got {type(sae).__name__}")
     folder = Path(folder)
@@ -64,7 +72,7 @@ def save_sae(sae: SparseAutoencoder, folder: str | os.PathLike) -> Path:
     }
     with atomic_folder(folder) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILENAME), metadata={"format": "pt"})
-        write_json_atomic(tmp / CFG_FILENAME, _saelens_config(sae))
+        write_json_atomic(tmp / CFG_FILENAME, _saelens_config(sae, metadata))
         write_manifest(tmp)
     return folder
 

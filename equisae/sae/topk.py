@@ -141,10 +141,11 @@ class GatherPreacts(torch.autograd.Function):
         d_sae = W_enc.shape[1]
         grad = grad.contiguous()
         flat_idx = idx.reshape(-1)
-        grad_b_enc = torch.zeros(d_sae, dtype=grad.dtype).index_add_(0, flat_idx, grad.reshape(-1))
+        grad_b_enc = torch.zeros(d_sae, dtype=grad.dtype, device=grad.device)
+        grad_b_enc.index_add_(0, flat_idx, grad.reshape(-1))
         grad_h = grad_b_dec = grad_W_enc = None
         if ctx.needs_input_grad[2]:
-            rows = torch.arange(n).repeat_interleave(k)
+            rows = torch.arange(n, device=idx.device).repeat_interleave(k)
             sel = torch.sparse_coo_tensor(
                 torch.stack([flat_idx, rows]),
                 grad.reshape(-1),
@@ -186,7 +187,9 @@ class SparseDecode(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             n, k = idx.shape
             sel = torch.sparse_coo_tensor(
-                torch.stack([idx.reshape(-1), torch.arange(n).repeat_interleave(k)]),
+                torch.stack(
+                    [idx.reshape(-1), torch.arange(n, device=idx.device).repeat_interleave(k)]
+                ),
                 vals.reshape(-1),
                 (W_dec.shape[0], n),
                 check_invariants=False,

@@ -47,7 +47,10 @@ B_DEC_INITS = ("geometric_median", "mean", "none")
 class TrainConfig:
     """Trainer settings.
 
-    ``n_steps`` None means "as many steps as the iterable has" (it must then have a length).
+    ``n_steps`` None means "as many steps as the iterable has" (it must then have a length);
+    when both are given they must agree (a mismatch is an error, never a silently shorter
+    schedule). The default ``lr`` 4e-3 is the rate the project's learning-rate study found
+    best for TopK SAEs at these sizes (DEVELOPING.md, "Training length and learning rate").
     The learning rate rises linearly over ``warmup_steps``, stays at ``lr``, and decays
     linearly to zero over the last ``decay_fraction`` of the steps. A latent is dead when it
     has not fired on the last ``dead_after`` examples (rows of the flattened latents).
@@ -56,7 +59,7 @@ class TrainConfig:
     """
 
     n_steps: int | None = None
-    lr: float = 1e-3
+    lr: float = 4e-3
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 50
     decay_fraction: float = 0.2
@@ -215,13 +218,13 @@ def fired_latents(out: LossOutput, d_sae: int) -> tuple[Tensor, int, float] | No
     idx = getattr(out, "active_idx", None)
     if idx is not None:
         nonzero = out.active_vals.reshape(-1, idx.shape[-1]) != 0
-        fired = torch.zeros(d_sae, dtype=torch.bool)
+        fired = torch.zeros(d_sae, dtype=torch.bool, device=idx.device)
         fired[idx.reshape(nonzero.shape)[nonzero]] = True
-        return fired, nonzero.shape[0], float(nonzero.sum(-1).double().mean())
+        return fired.cpu(), nonzero.shape[0], float(nonzero.sum(-1).double().mean())
     if out.latents is None:
         return None
     nonzero = out.latents.detach().reshape(-1, d_sae) != 0
-    return nonzero.any(0), nonzero.shape[0], float(nonzero.sum(-1).double().mean())
+    return nonzero.any(0).cpu(), nonzero.shape[0], float(nonzero.sum(-1).double().mean())
 
 
 def _batch_metrics(out: LossOutput, d_sae: int, scale: float = 1.0) -> dict[str, float]:
@@ -296,8 +299,22 @@ def train_step(
 
 
 def resolve_n_steps(cfg: TrainConfig, batches: Any) -> int:
-    """``cfg.n_steps``, or ``len(batches)`` when it is None (ValueError if that is impossible)."""
+    """``cfg.n_steps``, or ``len(batches)`` when it is None (ValueError if that is impossible).
+
+    When both are known they must agree: ``TrainConfig(n_steps=50)`` with
+    ``minibatches(..., n_steps=20)`` raises instead of running 20 steps of a 50-step schedule.
+    """
     if cfg.n_steps is not None:
+        length = None
+        if batches is not None and hasattr(batches, "__len__"):
+            length = len(batches)
+        if length == 0:
+            raise ValueError("batches is empty")
+        if length is not None and length != cfg.n_steps:
+            raise ValueError(
+                f"cfg.n_steps={cfg.n_steps} but batches holds {length} batches: give the step "
+                "count once (TrainConfig(n_steps=None) takes it from the batches)"
+            )
         return cfg.n_steps
     try:
         n_steps = len(batches)
@@ -382,8 +399,12 @@ def train_sae(
     batches: Iterable[Tensor],
     cfg: TrainConfig | None = None,
     progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> TrainResult:
     """Train ``sae`` in place on ``batches`` (each (..., d_in), or whatever ``sae.loss`` takes).
+
+    ``device`` (e.g. ``"cuda"``): the SAE is moved there and every batch is moved there as it
+    is drawn (the batches may stay on the CPU); ``None`` trains where the SAE already is.
 
     Steps: b_dec from the geometric median (or mean) of the first ``init_batches`` batches;
     optional normalisation of activations to mean norm sqrt(d_in); Adam with warm-up and
@@ -397,7 +418,10 @@ def train_sae(
         raise ValueError(f"sae must be a SparseAutoencoder, got {type(sae).__name__}")
     n_steps = resolve_n_steps(cfg, batches)
     torch.manual_seed(cfg.seed)
-    iterator = iter(batches)
+    if device is not None:
+        sae.to(device)
+    where = sae.W_dec.device
+    iterator = (b.to(where) if isinstance(b, Tensor) else b for b in batches)
     head = list(itertools.islice(iterator, cfg.init_batches))
     scale = prepare_sae(sae, head_sample(head, sae.d_in), cfg)
     optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.betas)
@@ -414,7 +438,7 @@ def train_sae(
         if scale != 1.0:
             batch = batch * scale
         dead = since_fired >= cfg.dead_after
-        dead_mask = dead if cfg.use_auxk and bool(dead.any()) else None
+        dead_mask = dead.to(where) if cfg.use_auxk and bool(dead.any()) else None
         out = train_step(sae, optimizer, batch, dead_mask, cfg.grad_clip, step)
         scheduler.step()
         row = _step_row(out, sae.d_sae, scale, since_fired)
@@ -426,6 +450,11 @@ def train_sae(
         bar.update(1)
     bar.close()
     steps_done = step + 1
+    if steps_done < n_steps:
+        raise ValueError(
+            f"batches ran out after {steps_done} of cfg.n_steps={n_steps} steps: give at least "
+            "n_steps batches (minibatches(tensor, batch_size, n_steps) makes exactly that many)"
+        )
     if scale != 1.0:
         sae.fold_activation_scale(scale)
     sae.eval()

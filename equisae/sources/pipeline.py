@@ -140,13 +140,14 @@ def _orbit_acts(net, splits, group, layer: str, model: str) -> dict[str, Any]:
 
 
 def _fit_m(acts: dict[str, Any]) -> tuple[dict[str, Any], torch.Tensor]:
-    from equisae.linrep import analyse_linear_representation, sae_representation
+    from equisae.linrep import analyse_linear_representation, auto_max_dim, sae_representation
 
-    _, result = analyse_linear_representation(acts["train"], acts["val"], acts["test"])
+    cap = auto_max_dim(acts["train"])  # None unless the layer is too wide for the data (warns)
+    _, result = analyse_linear_representation(acts["train"], acts["val"], acts["test"], max_dim=cap)
     keep = ("rank", "dim", "explained_variance", "r2_single", "r2_identity", "r2_per_power")
     summary = {k: getattr(result, k) for k in keep}
     summary.update(group_error=result.group_error, irreps=result.irrep_multiplicities)
-    _, M = sae_representation(acts["train"], acts["val"])
+    _, M = sae_representation(acts["train"], acts["val"], max_dim=cap)
     return summary, M
 
 
@@ -239,7 +240,8 @@ def run_on_source(
     train_part = splits["train"]
     factors = list(train_part.invariant_factors)
     summary = {
-        "source": train_part.describe(),
+        # the whole source, not the training split (n_images counts every split)
+        "source": {**train_part.describe(), "n_images": sum(len(p) for p in splits.values())},
         "split_sizes": {s: len(p) for s, p in splits.items()},
         "group": grp.name,
         "model": model,
