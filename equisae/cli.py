@@ -112,9 +112,65 @@ def _check(args: argparse.Namespace) -> int:
     return check.main_check(args.mode)
 
 
+def _positive_int(text: str) -> int:
+    """argparse type of ``--size``: a positive number of pixels (the rule of every source)."""
+    try:
+        value = int(text)
+    except ValueError:
+        msg = f"expected a positive number of pixels, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of pixels, got {value}")
+    return value
+
+
+def _check_images_args(args: argparse.Namespace) -> None:
+    """Validate ``equisae images`` flags before any data is read or any model trained."""
+    from pathlib import Path
+
+    from equisae.activation_cache import resolve_layer
+    from equisae.models import get_spec
+
+    if args.source != "digits":
+        if args.path is None:
+            raise ValueError(f"--source {args.source} needs --path (the HDF5 file or folder)")
+        path = Path(args.path)
+        if not path.exists():
+            raise FileNotFoundError(f"--path {path} does not exist")
+        if args.source == "folder" and not path.is_dir():
+            raise ValueError(f"--path {path} is a file; --source folder needs a folder")
+    if args.study:
+        from equisae.sources.pipeline import STUDY_MODELS
+
+        models = STUDY_MODELS
+    else:
+        models = (args.model,)
+    for model in models:
+        try:
+            get_spec(model)
+        except KeyError as exc:
+            raise KeyError(f"--model: {exc.args[0]}") from None
+        try:
+            resolve_layer(model, args.layer)
+        except KeyError as exc:
+            raise KeyError(f"--layer: {exc.args[0]}") from None
+
+
 def _images(args: argparse.Namespace) -> int:
     from equisae.sources.pipeline import main_images
 
+    _check_images_args(args)
+    try:
+        _run_images(args, main_images)
+    except ValueError as exc:
+        if "image_size" not in str(exc):
+            raise
+        # library messages name the argument; on the command line it is --size
+        raise ValueError(str(exc).replace("image_size", "--size")) from exc
+    return 0
+
+
+def _run_images(args: argparse.Namespace, main_images) -> None:
     main_images(
         args.source,
         args.path,
@@ -126,7 +182,6 @@ def _images(args: argparse.Namespace) -> int:
         args.seed,
         study=args.study,
     )
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     img.add_argument("--source", choices=("digits", "galaxy-mnist", "folder"), required=True)
     img.add_argument("--path", default=None, help="HDF5 file or folder (not needed for digits)")
-    img.add_argument("--size", type=int, default=None, help="resize images to SIZE x SIZE pixels")
+    img.add_argument(
+        "--size", type=_positive_int, default=None, help="resize images to SIZE x SIZE pixels"
+    )
     img.add_argument("--quick", action="store_true", help="small, fast settings")
     img.add_argument("--out", default=None, help="output folder for summary.json")
     img.add_argument("--model", default="cnn_augmented", help="base model name")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -42,6 +43,20 @@ FILE_MODE = 0o666 & ~_UMASK
 log = logging.getLogger("equisae")
 
 
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _disk_full(exc: BaseException, path: Path) -> BaseException:
+    """``exc``, or for a full disk or quota an OSError naming ``path`` and the fix."""
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        return OSError(
+            exc.errno,
+            f"no space left to write {path} ({os.strerror(exc.errno)}); free disk space or "
+            f"point {ARTIFACTS_ENV} / {RESULTS_ENV} at a larger disk, then rerun",
+        )
+    return exc
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then rename."""
     path = Path(path)
@@ -54,8 +69,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        named = _disk_full(exc, path)
+        if named is not exc:
+            raise named from exc
         raise
     return path
 
@@ -182,8 +200,11 @@ def atomic_folder(
             shutil.rmtree(tmp, ignore_errors=True)  # lost a race to an equivalent writer
             return
         _fsync(path.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        named = _disk_full(exc, path)
+        if named is not exc:
+            raise named from exc
         raise
 
 

@@ -289,9 +289,11 @@ def run_notebook(
         failed.parent.mkdir(parents=True, exist_ok=True)
         os.replace(executing, failed)
         error, cell = failing_cell(failed)
+        full = any(text in error for text in ("No space left", "no space left", "Errno 28"))
+        fix = "free disk space" if full else "fix the cell"
         raise NotebookFailed(
             f"notebook {source.name} failed ({mode} mode): {error}; the executed copy is "
-            f"{failed}; fix the cell and rerun with --only {source.stem[:2]}",
+            f"{failed}; {fix} and rerun with --only {source.stem[:2]}",
             detail=cell,
         ) from exc
     except BaseException:
