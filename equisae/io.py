@@ -101,14 +101,14 @@ def _finish_tree(folder: Path) -> None:
         _fsync(sub)
 
 
-#: a temporary folder's name: ``.tmp-<name>-<host>.<pid>-<8 hex>`` (``.old`` when discarded)
-_TMP_OWNER = re.compile(r"-(?P<host>[^/]+)\.(?P<pid>\d+)-[0-9a-f]{8}(?:\.old)?$")
+#: a temporary folder's name: ``.tmp-<name>~<host>.<pid>-<8 hex>`` (``.old`` when discarded)
+_TMP_OWNER = re.compile(r"~(?P<host>[^~/]+)\.(?P<pid>\d+)-[0-9a-f]{8}(?:\.old)?$")
 
 
 def _tmp_name(name: str, suffix: str = "") -> str:
     """A temporary sibling's name that says which process on which host writes it."""
     owner = f"{socket.gethostname()}.{os.getpid()}"
-    return f"{TMP_PREFIX}{name}-{owner}-{uuid.uuid4().hex[:8]}{suffix}"
+    return f"{TMP_PREFIX}{name}~{owner}-{uuid.uuid4().hex[:8]}{suffix}"
 
 
 def _pid_alive(pid: int) -> bool:
