@@ -22,7 +22,7 @@ import nbformat
 import pytest
 import torch
 
-from equisae import cli, io, repairs
+from equisae import cli, io
 from equisae.runner import Job, JobResult, run_sweep, sweep_summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def _isolated(tmp_path, monkeypatch):
     """Artifacts and results in a temporary folder, no repairs log inherited, one thread."""
     monkeypatch.setenv("EQUISAE_ARTIFACTS", str(tmp_path / "artifacts"))
     monkeypatch.setenv("EQUISAE_RESULTS", str(tmp_path / "results"))
-    monkeypatch.delenv(repairs.REPAIRS_ENV, raising=False)
+    monkeypatch.delenv("EQUISAE_REPAIRS", raising=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -52,6 +52,7 @@ def _flip_last_byte(path: Path) -> None:
 
 
 def test_damaged_model_cache_is_reported_with_the_file(tmp_path) -> None:
+    from equisae import repairs
     from equisae.models import TrainSettings, train_or_load
 
     gen = torch.Generator().manual_seed(0)
@@ -69,7 +70,7 @@ def test_damaged_model_cache_is_reported_with_the_file(tmp_path) -> None:
 
 
 def test_damaged_activation_cache_is_reported_with_the_file(tmp_path, monkeypatch) -> None:
-    from equisae import activation_cache
+    from equisae import activation_cache, repairs
     from equisae.activations import OrbitActivations
 
     extractions = []
@@ -180,6 +181,7 @@ def project(tmp_path, monkeypatch):
 
 
 def test_reproduce_lists_repairs_made_in_a_kernel(project, capsys) -> None:
+    from equisae import repairs
     from equisae.reproduce import reproduce
 
     root, _ = project
