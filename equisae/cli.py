@@ -133,11 +133,9 @@ def _check_images_args(args: argparse.Namespace) -> None:
 
     if args.source != "digits":
         if args.path is None:
-            raise ValueError(f"--source {args.source} needs --path (the HDF5 file or folder)")
+            raise ValueError(f"--source {args.source} needs a path (--path) to the files")
         path = Path(args.path)
-        if not path.exists():
-            raise FileNotFoundError(f"--path {path} does not exist")
-        if args.source == "folder" and not path.is_dir():
+        if args.source == "folder" and path.is_file():
             raise ValueError(f"--path {path} is a file; --source folder needs a folder")
     if args.study:
         from equisae.sources.pipeline import STUDY_MODELS
