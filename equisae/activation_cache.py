@@ -139,7 +139,7 @@ def orbit_activations_for(
     except ValueError as exc:
         from equisae import repairs
 
-        repairs.report(folder, str(exc), "extracted again")
+        repairs.report(folder, str(exc), "extracting again")
     _extract_all(model_name, module, mode, seed, progress, representative, group)
     return OrbitActivations.load(folder)
 

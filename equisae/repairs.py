@@ -28,11 +28,11 @@ class Repair:
 
     artifact: str  # the cache folder
     problem: str  # one line naming the file and what failed
-    action: str  # what replaced it ("retrained", "extracted again", "recomputed")
+    action: str  # what is done about it ("retraining cnn_augmented", "extracting again", ...)
 
     def line(self) -> str:
         """The line shown in a run's summary."""
-        return f"repaired {self.artifact}: {self.problem}; {self.action}"
+        return f"{self.artifact}: {self.problem}; {self.action}"
 
 
 _SEEN: list[Repair] = []

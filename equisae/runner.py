@@ -417,7 +417,7 @@ def load_result(
     problem = verify_artifact(folder, job)
     if problem is not None:
         if report:
-            repairs.report(folder, problem, f"recomputed {job.label()}")
+            repairs.report(folder, problem, f"recomputing {job.label()}")
         return None
     metrics = io.read_json(folder / "metrics.json")
     run_info = io.read_json(folder / "run.json") if (folder / "run.json").is_file() else {}

@@ -66,7 +66,7 @@ def test_damaged_model_cache_is_reported_with_the_file(tmp_path) -> None:
         found = repairs.read_log(log)
     assert again["cached"] is False  # retrained
     assert len(found) == 1 and str(weights) in found[0].problem
-    assert "retrained" in found[0].action and "checksum" in found[0].problem
+    assert "retraining" in found[0].action and "checksum" in found[0].problem
 
 
 def test_damaged_activation_cache_is_reported_with_the_file(tmp_path, monkeypatch) -> None:
@@ -95,7 +95,7 @@ def test_damaged_activation_cache_is_reported_with_the_file(tmp_path, monkeypatc
         found = repairs.read_log(log)
     assert len(extractions) == 2 and again.acts.shape == first.acts.shape
     assert len(found) == 1 and str(acts_file) in found[0].problem
-    assert found[0].action == "extracted again"
+    assert found[0].action == "extracting again"
 
 
 @dataclass(frozen=True)
@@ -125,12 +125,12 @@ def test_edited_runner_artifact_is_listed_by_sweep(tmp_path, monkeypatch, capsys
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "1 cached, 1 computed" in out.replace("1 computed, 1 cached", "1 cached, 1 computed")
-    assert f"{metrics} does not match its checksum" in out and "recomputed" in out
+    assert f"{metrics} does not match its checksum" in out and "recomputing" in out
     record = json.loads((tmp_path / "results" / "quick" / "run" / "sweep_planted.json").read_text())
     assert len(record["repairs"]) == 1 and str(metrics) in record["repairs"][0]["problem"]
     # the library result says it too, and an intact rerun has nothing to report
     again = run_sweep(jobs, scheduler="serial", progress=False)
-    assert again.repairs == [] and "repaired" not in sweep_summary(again)
+    assert again.repairs == [] and "failed verification" not in sweep_summary(again)
 
 
 # --------------------------------------------------------------------------------------------

@@ -306,7 +306,7 @@ def train_or_load(
         except (FileNotFoundError, ValueError) as exc:
             from equisae import repairs
 
-            repairs.report(folder, str(exc), f"retrained {name}")
+            repairs.report(folder, str(exc), f"retraining {name}")
         else:
             info = {**metrics, "cached": True, "load_seconds": time.perf_counter() - start}
             return model, {**info, "folder": str(folder), "config": config}
