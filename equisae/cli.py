@@ -159,27 +159,23 @@ def _images(args: argparse.Namespace) -> int:
 
     _check_images_args(args)
     try:
-        _run_images(args, main_images)
+        main_images(
+            args.source,
+            args.path,
+            args.size,
+            args.quick,
+            args.out,
+            args.model,
+            args.layer,
+            args.seed,
+            study=args.study,
+        )
     except ValueError as exc:
         if "image_size" not in str(exc):
             raise
         # library messages name the argument; on the command line it is --size
         raise ValueError(str(exc).replace("image_size", "--size")) from exc
     return 0
-
-
-def _run_images(args: argparse.Namespace, main_images) -> None:
-    main_images(
-        args.source,
-        args.path,
-        args.size,
-        args.quick,
-        args.out,
-        args.model,
-        args.layer,
-        args.seed,
-        study=args.study,
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
