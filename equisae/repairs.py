@@ -46,11 +46,14 @@ def report(artifact: str | os.PathLike, problem: str, action: str) -> Repair:
     target = os.environ.get(REPAIRS_ENV)
     if target:
         line = (json.dumps(asdict(repair), sort_keys=True) + "\n").encode()
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            os.write(fd, line)  # one write of one line: appends from processes do not interleave
-        finally:
-            os.close(fd)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, line)  # one write of one line: appends do not interleave
+            finally:
+                os.close(fd)
+        except OSError as exc:  # the repair itself must go on; the warning above stands
+            log.warning("cannot record the repair in %s (%s)", target, exc.strerror or exc)
     return repair
 
 
