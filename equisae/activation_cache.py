@@ -137,7 +137,9 @@ def orbit_activations_for(
     except FileNotFoundError:
         pass
     except ValueError as exc:
-        io.log.warning("%s; extracting again", str(exc).replace("\n", " "))
+        from equisae import repairs
+
+        repairs.report(folder, str(exc), "extracting again")
     _extract_all(model_name, module, mode, seed, progress, representative, group)
     return OrbitActivations.load(folder)
 

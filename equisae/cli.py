@@ -1,17 +1,34 @@
 """The ``equisae`` command: reproduce the notebooks and the book, run a sweep, check results.
 
 Every failure is reported as one line on stderr naming the cause and the fix, with a non-zero
-exit code (1 for a failure, 130 for Ctrl-C); ``--debug`` shows the traceback instead.
+exit code (1 for a failure or a usage error, 130 for Ctrl-C); ``--debug`` shows the traceback
+instead. After Ctrl-C nothing but the one line reaches the terminal: the stderr of the worker
+processes (papermill kernels, Dask workers) is relayed through this process and dropped once
+the interrupt arrives (:func:`quiet_interrupts`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
 MODES = ("quick", "full")
+EXIT_USAGE = 1
 EXIT_INTERRUPTED = 130
+INTERRUPTED = "interrupted (Ctrl-C): finished work is cached; rerun the same command to resume"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line naming the flag, exit code 1."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _parse_only(values: Sequence[str]) -> list[str]:
@@ -38,14 +55,40 @@ def _sweep(args: argparse.Namespace) -> int:
 
     if args.name not in SWEEPS:
         known = ", ".join(sorted(SWEEPS))
-        print(f"error: unknown sweep {args.name!r}; known sweeps: {known}", file=sys.stderr)
-        return 2
+        print(
+            f"error: equisae sweep: argument name: unknown sweep {args.name!r}; known sweeps: "
+            f"{known}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if args.scheduler and "://" in args.scheduler:
         check_scheduler(args.scheduler)  # fail fast, before building the jobs
     jobs = sweep_jobs(args.name, args.mode)
     result = run_sweep(jobs, scheduler=args.scheduler or None)
     print(sweep_summary(result))
+    _record_sweep(args.name, args.mode, result)
     return 1 if result.failures else 0
+
+
+def _record_sweep(name: str, mode: str, result: object) -> None:
+    """``results/<mode>/run/sweep_<name>.json``: the counts and repairs of the last sweep."""
+    from dataclasses import asdict
+
+    from equisae.io import results_dir, write_json_atomic
+
+    path = results_dir(mode) / "run" / f"sweep_{name}.json"
+    write_json_atomic(
+        path,
+        {
+            "sweep": name,
+            "mode": mode,
+            "requested": len(result.jobs),
+            "computed": len(result.computed),
+            "cached": result.n_cached,
+            "failed": len(result.failures),
+            "repairs": [asdict(r) for r in result.repairs],
+        },
+    )
 
 
 def _extended(args: argparse.Namespace) -> int:
@@ -69,6 +112,48 @@ def _check(args: argparse.Namespace) -> int:
     return check.main_check(args.mode)
 
 
+def _positive_int(text: str) -> int:
+    """argparse type of ``--size``: a positive number of pixels (the rule of every source)."""
+    try:
+        value = int(text)
+    except ValueError:
+        msg = f"expected a positive number of pixels, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of pixels, got {value}")
+    return value
+
+
+def _check_images_args(args: argparse.Namespace) -> None:
+    """Validate ``equisae images`` flags before any data is read or any model trained."""
+    from pathlib import Path
+
+    from equisae.activation_cache import resolve_layer
+    from equisae.models import get_spec
+
+    if args.source != "digits":
+        if args.path is None:
+            raise ValueError(f"--source {args.source} needs a path (--path) to the files")
+        path = Path(args.path)
+        if args.source == "folder" and path.is_file():
+            raise ValueError(f"--path {path} is a file; --source folder needs a folder")
+    if args.study:
+        from equisae.sources.pipeline import STUDY_MODELS
+
+        models = STUDY_MODELS
+    else:
+        models = (args.model,)
+    for model in models:
+        try:
+            get_spec(model)
+        except KeyError as exc:
+            raise KeyError(f"--model: {exc.args[0]}") from None
+        try:
+            resolve_layer(model, args.layer)
+        except KeyError as exc:
+            raise KeyError(f"--layer: {exc.args[0]}") from None
+
+
 def _images(args: argparse.Namespace) -> int:
     from equisae.sources.pipeline import main_images
     from equisae.study import is_model_spec, main_study
@@ -76,17 +161,24 @@ def _images(args: argparse.Namespace) -> int:
     if is_model_spec(args.model) or args.checkpoint:
         main_study(args, args.model, args.checkpoint)
         return 0
-    main_images(
-        args.source,
-        args.path,
-        args.size,
-        args.quick,
-        args.out,
-        args.model,
-        args.layer,
-        args.seed,
-        study=args.study,
-    )
+    _check_images_args(args)
+    try:
+        main_images(
+            args.source,
+            args.path,
+            args.size,
+            args.quick,
+            args.out,
+            args.model,
+            args.layer,
+            args.seed,
+            study=args.study,
+        )
+    except ValueError as exc:
+        if "image_size" not in str(exc):
+            raise
+        # library messages name the argument; on the command line it is --size
+        raise ValueError(str(exc).replace("image_size", "--size")) from exc
     return 0
 
 
@@ -99,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="show the full traceback of a failure instead of a one-line error",
     )
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="equisae",
         description="Equivariant sparse autoencoders: reproduce the companion.",
         parents=[debug],
@@ -162,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     img.add_argument("--source", choices=("digits", "galaxy-mnist", "folder"), required=True)
     img.add_argument("--path", default=None, help="HDF5 file or folder (not needed for digits)")
-    img.add_argument("--size", type=int, default=None, help="resize images to SIZE x SIZE pixels")
+    img.add_argument(
+        "--size", type=_positive_int, default=None, help="resize images to SIZE x SIZE pixels"
+    )
     img.add_argument("--quick", action="store_true", help="small, fast settings")
     img.add_argument("--out", default=None, help="output folder for summary.json")
     img.add_argument(
@@ -196,25 +290,117 @@ def one_line(exc: BaseException) -> str:
     return text
 
 
+class _Relay:
+    """Relays what the children write to fd 2 to the real stderr, until an interrupt."""
+
+    HOLD_S = 0.3  # a chunk waits this long, so a Ctrl-C arriving with it drops it
+
+    def __init__(self, terminal_fd: int, read_fd: int) -> None:
+        self.terminal_fd = terminal_fd
+        self.read_fd = read_fd
+        self.interrupted = threading.Event()
+        self.terminal = open(terminal_fd, "w", buffering=1, closefd=False)  # noqa: SIM115
+        self.thread = threading.Thread(target=self._pump, name="equisae-stderr", daemon=True)
+
+    def _pump(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.read_fd, 1 << 16)
+            except OSError:
+                return
+            if not chunk:
+                return
+            if self.interrupted.wait(self.HOLD_S):
+                continue  # after Ctrl-C: drain and drop
+            with contextlib.suppress(OSError):
+                os.write(self.terminal_fd, chunk)
+
+
+@contextlib.contextmanager
+def quiet_interrupts() -> Iterator[_Relay | None]:
+    """Route fd 2 (inherited by kernels and Dask workers) through a relay that stops at Ctrl-C.
+
+    This process keeps writing to the terminal through ``sys.stderr``; on SIGINT the relay
+    drops whatever the children print while they die (asyncio, Dask and kernel tracebacks) and
+    this process's later stderr is silenced once its one line is out (:func:`_say_interrupted`).
+    Does nothing when stderr is not a real file descriptor (tests capture it).
+    """
+    try:
+        std_fd = sys.stderr.fileno()
+    except (AttributeError, ValueError, OSError):
+        std_fd = -1
+    if std_fd != 2 or threading.current_thread() is not threading.main_thread():
+        yield None
+        return
+    sys.stderr.flush()
+    terminal_fd = os.dup(2)
+    read_fd, write_fd = os.pipe()
+    relay = _Relay(terminal_fd, read_fd)
+    previous_stderr = sys.stderr
+    sys.stderr = relay.terminal
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    relay.thread.start()
+
+    def on_sigint(signum: int, frame: object) -> None:
+        relay.interrupted.set()
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - what the unwinding prints is noise
+        raise KeyboardInterrupt
+
+    previous_handler = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield relay
+    finally:
+        if relay.interrupted.is_set():  # a second Ctrl-C while unwinding: no second traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        else:
+            signal.signal(signal.SIGINT, previous_handler)
+            sys.stderr.flush()
+            os.dup2(terminal_fd, 2)  # our copy of the pipe's write end closes here
+            relay.thread.join(timeout=2.0)
+            sys.stderr = previous_stderr
+
+
+def _say_interrupted(relay: _Relay | None) -> None:
+    """Print the one line of Ctrl-C, then silence this process's stderr for good."""
+    if relay is None:
+        print(INTERRUPTED, file=sys.stderr, flush=True)
+        return
+    relay.interrupted.set()
+    print(INTERRUPTED, file=relay.terminal, flush=True)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``equisae`` console script."""
     args = build_parser().parse_args(argv)
     debug = bool(getattr(args, "debug", False))
+    guard = contextlib.nullcontext(None) if debug else quiet_interrupts()
     try:
-        return int(args.func(args))
-    except KeyboardInterrupt:
+        with guard as relay:
+            try:
+                return int(args.func(args))
+            except KeyboardInterrupt:
+                if debug:
+                    raise
+                _say_interrupted(relay)
+                return EXIT_INTERRUPTED
+            except Exception as exc:
+                if debug:
+                    raise
+                print(
+                    f"error: {one_line(exc)} (rerun with --debug for the traceback)",
+                    file=sys.stderr,
+                )
+                return 1
+    except KeyboardInterrupt:  # Ctrl-C while setting up or tearing down
         if debug:
             raise
-        print(
-            "interrupted (Ctrl-C): finished work is cached; rerun the same command to resume",
-            file=sys.stderr,
-        )
+        _say_interrupted(None)
         return EXIT_INTERRUPTED
-    except Exception as exc:
-        if debug:
-            raise
-        print(f"error: {one_line(exc)} (rerun with --debug for the traceback)", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":

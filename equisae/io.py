@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -39,6 +43,20 @@ FILE_MODE = 0o666 & ~_UMASK
 log = logging.getLogger("equisae")
 
 
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _disk_full(exc: BaseException, path: Path) -> BaseException:
+    """``exc``, or for a full disk or quota an OSError naming ``path`` and the fix."""
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        return OSError(
+            exc.errno,
+            f"no space left to write {path} ({os.strerror(exc.errno)}); free disk space or "
+            f"point {ARTIFACTS_ENV} / {RESULTS_ENV} at a larger disk, then rerun",
+        )
+    return exc
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then rename."""
     path = Path(path)
@@ -51,8 +69,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        named = _disk_full(exc, path)
+        if named is not exc:
+            raise named from exc
         raise
     return path
 
@@ -80,9 +101,66 @@ def _finish_tree(folder: Path) -> None:
         _fsync(sub)
 
 
+#: a temporary folder's name: ``.tmp-<name>~<host>.<pid>-<8 hex>`` (``.old`` when discarded)
+_TMP_OWNER = re.compile(r"~(?P<host>[^~/]+)\.(?P<pid>\d+)-[0-9a-f]{8}(?:\.old)?$")
+
+
+def _tmp_name(name: str, suffix: str = "") -> str:
+    """A temporary sibling's name that says which process on which host writes it."""
+    owner = f"{socket.gethostname()}.{os.getpid()}"
+    return f"{TMP_PREFIX}{name}~{owner}-{uuid.uuid4().hex[:8]}{suffix}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to another user
+        return True
+    return True
+
+
+def _newest_mtime(folder: Path) -> float:
+    times = [folder.stat().st_mtime]
+    for sub in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            times.append(sub.lstat().st_mtime)
+    return max(times)
+
+
+def is_stale_tmp(folder: Path, max_age_s: float = 3600.0) -> bool:
+    """True if ``folder`` is a temporary folder nobody writes any more: its writer (a process
+    of this host) has exited, or nothing in it changed for ``max_age_s`` seconds."""
+    if not folder.name.startswith(TMP_PREFIX) or not folder.is_dir() or folder.is_symlink():
+        return False
+    match = _TMP_OWNER.search(folder.name)
+    if match and match["host"] == socket.gethostname() and not _pid_alive(int(match["pid"])):
+        return True
+    try:
+        return time.time() - _newest_mtime(folder) >= max_age_s
+    except OSError:
+        return False
+
+
+def remove_stale_tmp(root: str | os.PathLike, max_age_s: float = 3600.0) -> list[Path]:
+    """Remove the temporary folders interrupted writers left in ``root`` and its subfolders
+    (two levels: ``artifacts/models/.tmp-*``, ``artifacts/<kind>/.tmp-*``); returns them."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    removed = []
+    for folder in sorted({*root.glob(f"{TMP_PREFIX}*"), *root.glob(f"*/{TMP_PREFIX}*")}):
+        if is_stale_tmp(folder, max_age_s):
+            shutil.rmtree(folder, ignore_errors=True)
+            if not folder.exists():
+                removed.append(folder)
+    return removed
+
+
 def _discard(folder: Path) -> None:
     """Remove ``folder`` by renaming it aside first, so readers never see it half-deleted."""
-    trash = folder.parent / f"{TMP_PREFIX}{folder.name}-{uuid.uuid4().hex[:8]}.old"
+    trash = folder.parent / _tmp_name(folder.name, ".old")
     try:
         os.rename(folder, trash)
     except FileNotFoundError:
@@ -103,7 +181,7 @@ def atomic_folder(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{TMP_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}"
+    tmp = path.parent / _tmp_name(path.name)
     tmp.mkdir()
     os.chmod(tmp, DIR_MODE)
     try:
@@ -122,8 +200,11 @@ def atomic_folder(
             shutil.rmtree(tmp, ignore_errors=True)  # lost a race to an equivalent writer
             return
         _fsync(path.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        named = _disk_full(exc, path)
+        if named is not exc:
+            raise named from exc
         raise
 
 

@@ -6,11 +6,22 @@ stripped; a failed run is kept in ``_build/failed/`` for inspection. The book's 
 those ``_toc.yml`` lists: a listed notebook without a source in ``notebooks/`` is an error, and
 executed copies without a source are removed. After a run ``book/notebooks/build_info.json``
 records the mode, commit, date, versions and injected parameters (read by the book's banner).
+
+Provenance is kept per notebook: each executed copy carries, in its metadata under
+``equisae``, the mode, commit, date and source hash (:func:`source_hash`) it ran from, and
+``results/<mode>/run/notebooks.json`` records the same for every notebook whose last run of that
+mode finished. A notebook whose source changed since it ran is stale: the book is not built
+while one is, and the claims ledger's ``notebooks_run`` lists only notebooks that finished from
+the current source. Cached artifacts that failed verification during the run are listed at the
+end of the run, in ``build_info.json`` and in ``results/<mode>/run/repairs.jsonl``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import hashlib
+import json
 import os
 import platform
 import shutil
@@ -24,7 +35,16 @@ from typing import Any
 
 import nbformat
 
-from equisae.io import atomic_write_bytes, project_root, read_json, results_dir, write_json_atomic
+from equisae import repairs
+from equisae.io import (
+    artifacts_dir,
+    atomic_write_bytes,
+    project_root,
+    read_json,
+    remove_stale_tmp,
+    results_dir,
+    write_json_atomic,
+)
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 EXECUTED_DIR = Path("book") / "notebooks"
@@ -33,6 +53,10 @@ FAILED_DIR = Path("_build") / "failed"
 TOC_FILE = "_toc.yml"
 BUILD_INFO = "build_info.json"
 HIDDEN_TAG = "remove-cell"
+PROVENANCE_KEY = "equisae"  # the executed notebook's metadata entry of its provenance
+RUN_DIR = "run"  # results/<mode>/run/: provenance and repairs of the runs of that mode
+PROVENANCE_FILE = "notebooks.json"
+REPAIRS_FILE = "repairs.jsonl"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
@@ -196,9 +220,50 @@ def failing_cell_error(path: Path) -> str:
     return f"in cell:\n{source}\n{error}" if source else f"({error})"
 
 
-def run_notebook(source: Path, target: Path, mode: str, cwd: Path) -> NotebookRun:
+def source_hash(path: Path) -> str:
+    """sha256 of a notebook's cell types and sources (not outputs or metadata)."""
+    nb = nbformat.read(path, as_version=4)
+    cells = [[cell.get("cell_type", ""), cell.get("source", "")] for cell in nb.cells]
+    return hashlib.sha256(json.dumps(cells).encode()).hexdigest()
+
+
+def provenance(source: Path, mode: str, commit: str) -> dict[str, str]:
+    """What a notebook runs from: mode, commit, date (UTC) and the hash of its source."""
+    return {
+        "mode": mode,
+        "commit": commit,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "source_sha256": source_hash(source),
+    }
+
+
+def executed_provenance(path: Path) -> dict[str, Any]:
+    """The provenance an executed notebook carries ({} if none or unreadable)."""
+    try:
+        meta = json.loads(path.read_text()).get("metadata", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    found = meta.get(PROVENANCE_KEY) if isinstance(meta, dict) else None
+    return dict(found) if isinstance(found, dict) else {}
+
+
+def notebook_state(root: Path, stem: str) -> str:
+    """``"current"`` (executed from today's source), ``"stale"`` (the source changed since,
+    or the copy carries no provenance) or ``"missing"`` (never executed)."""
+    executed = root / EXECUTED_DIR / f"{stem}.ipynb"
+    if not executed.is_file():
+        return "missing"
+    source = root / "notebooks" / f"{stem}.ipynb"
+    recorded = executed_provenance(executed).get("source_sha256")
+    return "current" if source.is_file() and recorded == source_hash(source) else "stale"
+
+
+def run_notebook(
+    source: Path, target: Path, mode: str, cwd: Path, stamp: dict[str, str] | None = None
+) -> NotebookRun:
     """Execute one notebook with papermill and move it to ``target`` only if it finished.
 
+    ``stamp`` (see :func:`provenance`) is stored in the executed copy's metadata.
     Raises NotebookFailed (one line: the notebook, the error, where the failed copy is) when a
     cell raises; ``target`` is then left as it was.
     """
@@ -224,15 +289,19 @@ def run_notebook(source: Path, target: Path, mode: str, cwd: Path) -> NotebookRu
         failed.parent.mkdir(parents=True, exist_ok=True)
         os.replace(executing, failed)
         error, cell = failing_cell(failed)
+        full = any(text in error for text in ("No space left", "no space left", "Errno 28"))
+        fix = "free disk space" if full else "fix the cell"
         raise NotebookFailed(
             f"notebook {source.name} failed ({mode} mode): {error}; the executed copy is "
-            f"{failed}; fix the cell and rerun with --only {source.stem[:2]}",
+            f"{failed}; {fix} and rerun with --only {source.stem[:2]}",
             detail=cell,
         ) from exc
     except BaseException:
         executing.unlink(missing_ok=True)
         raise
     nb = nbformat.read(executing, as_version=4)
+    if stamp is not None:
+        nb.metadata[PROVENANCE_KEY] = dict(stamp)
     _hide_injected(nb)
     strip_noise(nb)
     atomic_write_bytes(target, nbformat.writes(nb).encode())
@@ -274,12 +343,28 @@ def _git_commit(root: Path) -> str:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
-def write_build_info(root: Path, mode: str, parameters: dict[str, Any]) -> Path:
-    """Write ``book/notebooks/build_info.json``: how and from what the book's notebooks ran."""
+def write_build_info(
+    root: Path,
+    mode: str,
+    parameters: dict[str, Any],
+    found_repairs: Sequence[repairs.Repair] = (),
+) -> Path:
+    """Write ``book/notebooks/build_info.json``: how and from what the book's notebooks ran.
+
+    The top-level mode, commit and date are those of this run; ``notebooks`` holds each
+    executed notebook's own provenance and state (current or stale); ``repairs`` lists the
+    cached artifacts this run found damaged and recomputed.
+    """
     import torch
 
     import equisae
 
+    pages = {}
+    for path in sorted((root / EXECUTED_DIR).glob("*.ipynb")):
+        pages[path.stem] = {
+            **executed_provenance(path),
+            "state": notebook_state(root, path.stem),
+        }
     info = {
         "mode": mode,
         "commit": _git_commit(root),
@@ -288,8 +373,46 @@ def write_build_info(root: Path, mode: str, parameters: dict[str, Any]) -> Path:
         "torch": torch.__version__,
         "equisae": equisae.__version__,
         "parameters": dict(parameters),
+        "notebooks": pages,
+        "repairs": [dataclasses.asdict(r) for r in found_repairs],
     }
     return write_json_atomic(root / EXECUTED_DIR / BUILD_INFO, info)
+
+
+def _provenance_path(mode: str) -> Path:
+    return results_dir(mode) / RUN_DIR / PROVENANCE_FILE
+
+
+def read_run_provenance(mode: str) -> dict[str, dict[str, Any]]:
+    """``results/<mode>/run/notebooks.json``: the provenance of each notebook's last finished
+    run of ``mode`` ({} when missing or garbled)."""
+    try:
+        found = read_json(_provenance_path(mode))
+    except (FileNotFoundError, ValueError):
+        return {}
+    return (
+        {k: v for k, v in found.items() if isinstance(v, dict)} if isinstance(found, dict) else {}
+    )
+
+
+def _record_run(mode: str, stem: str, stamp: dict[str, str] | None) -> None:
+    """Record that ``stem`` finished from ``stamp`` (or, with None, that its last run failed)."""
+    known = read_run_provenance(mode)
+    if stamp is None:
+        known.pop(stem, None)
+    else:
+        known[stem] = dict(stamp)
+    write_json_atomic(_provenance_path(mode), known)
+
+
+def current_notebooks(root: Path, mode: str) -> list[str]:
+    """The notebooks whose last run of ``mode`` finished from their current source."""
+    out = []
+    for stem, stamp in sorted(read_run_provenance(mode).items()):
+        source = root / "notebooks" / f"{stem}.ipynb"
+        if source.is_file() and stamp.get("source_sha256") == source_hash(source):
+            out.append(stem)
+    return out
 
 
 def _read_timings(path: Path) -> dict[str, Any]:
@@ -307,17 +430,25 @@ def _read_timings(path: Path) -> dict[str, Any]:
     return previous
 
 
-def write_claims(mode: str) -> Path | None:
-    """The claims ledger of this run: ``results/<mode>/claims.json`` (:mod:`equisae.ledger`)."""
-    from equisae.ledger import LedgerSchemaError, write_ledger
+def write_claims(mode: str, root: Path | None = None) -> Path | None:
+    """The claims ledger of this run: ``results/<mode>/claims.json`` (:mod:`equisae.ledger`).
 
+    Its ``notebooks_run`` lists only the notebooks whose last run finished from their current
+    source (:func:`current_notebooks`), not every notebook that left a results file.
+    """
+    from equisae.ledger import LedgerSchemaError, build_ledger
+
+    path = results_dir(mode) / "claims.json"
     try:
-        path = write_ledger(results_dir(mode), results_dir(mode) / "claims.json")
+        ledger = build_ledger(results_dir(mode))
     except (LedgerSchemaError, FileNotFoundError, KeyError, TypeError, ValueError) as exc:
         # the notebooks ran and their results are saved: a ledger problem must not fail the run
         print(f"warning: no claims ledger written: {exc}", flush=True)
         return None
-    print(f"claims ledger: results/{mode}/claims.json", flush=True)
+    current = set(current_notebooks(root or project_root(), mode))
+    ledger["notebooks_run"] = [s for s in ledger["notebooks_run"] if s in current]
+    write_json_atomic(path, ledger)
+    print(f"claims ledger: {path}", flush=True)
     return path
 
 
@@ -331,23 +462,48 @@ def reproduce(
     notebooks = find_notebooks(root, only)
     book_stems = check_toc_sources(root) if book else []
     remove_stale_copies(root)
+    for folder in (artifacts_dir(), results_dir(mode)):
+        for gone in remove_stale_tmp(folder):
+            print(f"removed {gone}: left by an interrupted run", flush=True)
     parameters = {"mode": mode}
+    commit = _git_commit(root)
     runs: list[NotebookRun] = []
-    for i, source in enumerate(notebooks, 1):
-        print(f"[{i}/{len(notebooks)}] {source.stem} ({mode}) ...", flush=True)
-        run = run_notebook(source, root / EXECUTED_DIR / source.name, mode, root)
-        print(f"[{i}/{len(notebooks)}] {source.stem} done in {run.seconds:.1f} s", flush=True)
-        runs.append(run)
+    with repairs.collecting(results_dir(mode) / RUN_DIR / REPAIRS_FILE) as log_path:
+        try:
+            for i, source in enumerate(notebooks, 1):
+                print(f"[{i}/{len(notebooks)}] {source.stem} ({mode}) ...", flush=True)
+                stamp = provenance(source, mode, commit)
+                try:
+                    run = run_notebook(source, root / EXECUTED_DIR / source.name, mode, root, stamp)
+                except NotebookFailed:
+                    _record_run(mode, source.stem, None)
+                    raise
+                _record_run(mode, source.stem, stamp)
+                print(
+                    f"[{i}/{len(notebooks)}] {source.stem} done in {run.seconds:.1f} s", flush=True
+                )
+                runs.append(run)
+        finally:
+            found = repairs.read_log(log_path)
+            for line in repairs.summary_lines(found):
+                print(line, flush=True)
     timings_path = results_dir(mode) / "timings" / "notebooks.json"
     timings = _read_timings(timings_path)
     timings.update({run.name: round(run.seconds, 1) for run in runs})
     write_json_atomic(timings_path, timings)
-    write_build_info(root, mode, parameters)
-    write_claims(mode)
+    write_build_info(root, mode, parameters, found)
+    write_claims(mode, root)
     if book:
-        missing = [s for s in book_stems if not (root / EXECUTED_DIR / f"{s}.ipynb").is_file()]
-        if missing:
-            print(f"not building the book: not yet executed: {', '.join(missing)}", flush=True)
+        states = {stem: notebook_state(root, stem) for stem in book_stems}
+        missing = [s for s, state in states.items() if state == "missing"]
+        stale = [s for s, state in states.items() if state == "stale"]
+        if missing or stale:
+            reasons = []
+            if missing:
+                reasons.append(f"not yet executed: {', '.join(missing)}")
+            if stale:
+                reasons.append(f"stale (not executed from the current source): {', '.join(stale)}")
+            print(f"not building the book: {'; '.join(reasons)}", flush=True)
         else:
             shutil.rmtree(root / "_build" / ".doctrees", ignore_errors=True)
             build_book(root)

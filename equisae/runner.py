@@ -69,7 +69,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from equisae import io
+from equisae import io, repairs
 
 __all__ = [
     "FORMAT_VERSION",
@@ -284,6 +284,7 @@ class SweepResult:
     computed: list[str] = field(default_factory=list)  # hashes computed in this sweep
     wall_s: float = 0.0
     scheduler: str = "serial"
+    repairs: list[repairs.Repair] = field(default_factory=list)  # caches found damaged
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -357,6 +358,7 @@ def sweep_summary(result: SweepResult, tracebacks: bool = False) -> str:
         lines.append(
             f"SKIPPED {skip.job.label()} [{skip.job.hash}]: dependency {skip.blocked_by} did not finish"
         )
+    lines += repairs.summary_lines(result.repairs)
     return "\n".join(lines)
 
 
@@ -401,10 +403,21 @@ def verify_artifact(folder: str | os.PathLike, job: Job | None = None) -> str | 
     return None
 
 
-def load_result(job: Job, artifacts: str | os.PathLike | None = None) -> JobResult | None:
-    """The cached result of ``job`` if its artifact folder exists and is intact, else None."""
+def load_result(
+    job: Job, artifacts: str | os.PathLike | None = None, report: bool = False
+) -> JobResult | None:
+    """The cached result of ``job`` if its artifact folder exists and is intact, else None.
+
+    With ``report``, a folder that exists but fails verification is reported
+    (:func:`equisae.repairs.report`) before the job is recomputed.
+    """
     folder = artifact_path(job, artifacts)
-    if not folder.is_dir() or verify_artifact(folder, job) is not None:
+    if not folder.is_dir():
+        return None
+    problem = verify_artifact(folder, job)
+    if problem is not None:
+        if report:
+            repairs.report(folder, problem, f"recomputing {job.label()}")
         return None
     metrics = io.read_json(folder / "metrics.json")
     run_info = io.read_json(folder / "run.json") if (folder / "run.json").is_file() else {}
@@ -582,12 +595,54 @@ def run_sweep(
             f"'tcp://host:port' or a distributed.Client, got {scheduler!r}"
         )
 
+    io.remove_stale_tmp(root)  # temporary folders of interrupted jobs
     outcomes: dict[str, Outcome] = {}
-    for key, job in graph.items():
-        cached = load_result(job, root)
-        if cached is not None:
-            outcomes[key] = cached
-    todo = [key for key in graph if key not in outcomes]
+    with _repair_log(root) as (log_path, offset):
+        for key, job in graph.items():
+            cached = load_result(job, root, report=True)
+            if cached is not None:
+                outcomes[key] = cached
+        todo = [key for key in graph if key not in outcomes]
+        label = _run_todo(graph, todo, root, outcomes, scheduler, n_workers, progress)
+        found = repairs.read_log(log_path)
+        found = found[offset:] if offset else found
+    return SweepResult(
+        jobs=jobs,
+        outcomes={key: outcomes[key] for key in graph},
+        computed=todo,
+        wall_s=time.perf_counter() - start,
+        scheduler=label,
+        repairs=found,
+    )
+
+
+@contextlib.contextmanager
+def _repair_log(root: Path) -> Iterator[tuple[Path, int]]:
+    """The repairs log this sweep appends to and how many records it held before: the run's
+    log when one collects (``$EQUISAE_REPAIRS``), else a temporary one under ``root``."""
+    current = os.environ.get(repairs.REPAIRS_ENV)
+    if current:
+        yield Path(current), len(repairs.read_log(current))
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{_TMP_PREFIX}repairs-{os.getpid()}-{os.urandom(4).hex()}.jsonl"
+    try:
+        with repairs.collecting(path):
+            yield path, 0
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _run_todo(
+    graph: dict[str, Job],
+    todo: list[str],
+    root: Path,
+    outcomes: dict[str, Outcome],
+    scheduler: Any,
+    n_workers: int | None,
+    progress: bool,
+) -> str:
+    """Compute the jobs in ``todo`` into ``outcomes``; returns the scheduler's label."""
     label = "cached"
     if todo:
         local_workers = n_workers or min(len(todo), _available_cores())
@@ -598,13 +653,7 @@ def run_sweep(
             if isinstance(scheduler, str):
                 check_scheduler(scheduler)
             label = _run_dask(graph, todo, root, outcomes, scheduler, n_workers, progress)
-    return SweepResult(
-        jobs=jobs,
-        outcomes={key: outcomes[key] for key in graph},
-        computed=todo,
-        wall_s=time.perf_counter() - start,
-        scheduler=label,
-    )
+    return label
 
 
 def run_job(
@@ -654,6 +703,12 @@ def _is_client(obj: Any) -> bool:
     return isinstance(obj, Client)
 
 
+def _repairs_env() -> dict[str, str]:
+    """``$EQUISAE_REPAIRS`` for the workers of a local cluster, when this run collects repairs."""
+    path = os.environ.get(repairs.REPAIRS_ENV)
+    return {repairs.REPAIRS_ENV: path} if path else {}
+
+
 def _run_serial(
     graph: dict[str, Job], todo: list[str], root: Path, outcomes: dict[str, Outcome], progress: bool
 ) -> None:
@@ -686,7 +741,7 @@ def _run_dask(
                     processes=True,
                     host="127.0.0.1",  # scheduler and workers reachable from this machine only
                     dashboard_address="127.0.0.1:0",  # localhost, any free port
-                    env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+                    env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **_repairs_env()},
                 )
             )
             client = stack.enter_context(Client(cluster))

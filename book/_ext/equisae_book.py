@@ -118,6 +118,8 @@ def banner_html(info: dict[str, str]) -> str:
     if info.get("date"):
         parts.append(f"on {html.escape(info['date'])}")
     first = " ".join(parts) + "."
+    if info.get("stale"):
+        first += f" <b>Stale</b>: {html.escape(info['stale'])}; rerun it."
     versions = ", ".join(
         f"{key} {html.escape(info[key])}" for key in ("equisae", "python", "torch") if info.get(key)
     )
@@ -426,8 +428,24 @@ def _page_context(app: Sphinx, pagename: str, templatename: str, context: dict, 
     if doctree is None or "body" not in context:
         return
     if pagename.startswith(NOTEBOOK_PREFIX) or pagename in BANNER_PAGES:
-        info = read_build_info(Path(app.srcdir))
+        info = page_info(Path(app.srcdir), pagename)
         context["body"] = banner_html(info) + context["body"]
+
+
+def page_info(srcdir: Path, pagename: str) -> dict[str, str]:
+    """The banner's information for one page: a notebook page shows the mode, commit and date
+    its own executed copy ran from (and ``stale`` when its source changed since)."""
+    info = read_build_info(srcdir)
+    if not pagename.startswith(NOTEBOOK_PREFIX):
+        return info
+    from equisae.reproduce import executed_provenance, notebook_state
+
+    stem = pagename.removeprefix(NOTEBOOK_PREFIX)
+    own = executed_provenance(srcdir / f"{pagename}.ipynb")
+    info.update({k: str(own[k]) for k in ("mode", "commit", "date") if own.get(k)})
+    if notebook_state(srcdir, stem) == "stale":
+        info["stale"] = f"notebooks/{stem}.ipynb changed since this page was executed"
+    return info
 
 
 def mathjax_source() -> Path:

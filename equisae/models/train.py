@@ -304,7 +304,9 @@ def train_or_load(
         try:
             model, _, metrics = load_checkpoint(folder)
         except (FileNotFoundError, ValueError) as exc:
-            io.log.warning("%s; retraining %s", str(exc).replace("\n", " "), name)
+            from equisae import repairs
+
+            repairs.report(folder, str(exc), f"retraining {name}")
         else:
             info = {**metrics, "cached": True, "load_seconds": time.perf_counter() - start}
             return model, {**info, "folder": str(folder), "config": config}

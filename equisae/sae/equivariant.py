@@ -62,6 +62,8 @@ POSE_MODES = ("inferred", "oracle")
 GENERATOR_ATTRS: dict[str, str] = {"r": "M", "s": "S"}
 #: largest condition number accepted for a fixed generator matrix
 COND_LIMIT = 1e6
+#: a fixed generator's scale |det|^(1/d) (1 for a representation) must lie in [1/L, L]
+SCALE_LIMIT = 1e3
 
 
 def resolve_group(group: Group | str | None, group_order: int | None) -> Group:
@@ -80,6 +82,17 @@ def resolve_group(group: Group | str | None, group_order: int | None) -> Group:
             f"of order {resolved.order}; give only group="
         )
     return resolved
+
+
+def _check_incoming_generators(
+    module: EquivariantSAE, state_dict: Mapping, prefix: str, *_
+) -> None:
+    """``load_state_dict`` pre-hook: refuse generators the constructor would refuse (a zeroed,
+    singular, non-finite or misshapen M), before anything is loaded."""
+    for name in generator_names(module.group):
+        key = prefix + GENERATOR_ATTRS[name]
+        if key in state_dict:
+            module._checked_generator(name, state_dict[key])
 
 
 def _is_plain(t: Tensor) -> bool:
@@ -149,6 +162,7 @@ class EquivariantSAE(TopKSAE):
         for name, mat in self._generator_inputs(M, generators).items():
             checked = self._checked_generator(name, mat).to(self.W_dec.dtype)
             self.register_buffer(GENERATOR_ATTRS[name], checked)
+        self.register_load_state_dict_pre_hook(_check_incoming_generators)
 
     # ------------------------------------------------------------------ representation
     def _generator_inputs(
@@ -193,6 +207,16 @@ class EquivariantSAE(TopKSAE):
                     f"{COND_LIMIT:.0e}); a fixed representation must be invertible. Fix: pass the "
                     "full-rank M of equisae.linrep.sae_representation(train, val) (not a fit's "
                     "rank-deficient rep.M), or learn it with AdaptiveEquivariantSAE"
+                )
+            scale = float(
+                torch.exp(torch.linalg.slogdet(mat.detach().double()).logabsdet / self.d_in)
+            )
+            if not 1 / SCALE_LIMIT <= scale <= SCALE_LIMIT:
+                raise ValueError(
+                    f"{label} has scale |det|^(1/d) = {scale:.3g}, outside [{1 / SCALE_LIMIT:.0e}, "
+                    f"{SCALE_LIMIT:.0e}]; a representation of a finite group has scale 1, so its "
+                    "powers would overflow or vanish. Fix: use the least-squares fit of "
+                    "equisae.linrep, or rescale the matrix"
                 )
         return mat.detach().clone()
 

@@ -30,7 +30,7 @@ from equisae.io import (
 )
 from equisae.sae.base import SparseAutoencoder, get_architecture
 
-__all__ = ["CFG_FILENAME", "WEIGHTS_FILENAME", "load_sae", "save_sae"]
+__all__ = ["CFG_FILENAME", "WEIGHTS_FILENAME", "load_sae", "save_sae", "verify_loaded"]
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae_weights.safetensors"
@@ -90,8 +90,15 @@ def load_config(folder: str | os.PathLike) -> dict[str, Any]:
     return cfg
 
 
-def load_sae(folder: str | os.PathLike, device: str | torch.device = "cpu") -> SparseAutoencoder:
-    """Rebuild a saved SAE of any registered architecture, in eval mode."""
+def load_sae(
+    folder: str | os.PathLike, device: str | torch.device = "cpu", *, trust: bool = False
+) -> SparseAutoencoder:
+    """Rebuild a saved SAE of any registered architecture, in eval mode.
+
+    The folder must pass its ``manifest.json`` check (a folder without one, e.g. written by
+    another tool, is loaded only with ``trust=True``); a file that cannot be read is named in
+    the error; and the loaded SAE passes the constructor's checks (:func:`verify_loaded`).
+    """
     folder = Path(folder)
     cfg = load_config(folder)
     weights = folder / WEIGHTS_FILENAME
@@ -101,9 +108,20 @@ def load_sae(folder: str | os.PathLike, device: str | torch.device = "cpu") -> S
         problem = verify_manifest(folder)
         if problem is not None:
             raise ValueError(f"damaged SAE folder: {problem}; delete {folder} and retrain it")
+    elif not trust:
+        raise ValueError(
+            f"SAE folder {folder} has no {MANIFEST_FILE}, so its files cannot be verified; "
+            "load it with load_sae(folder, trust=True) if you trust where it came from"
+        )
     cls = get_architecture(cfg["architecture"])
-    sae = cls.from_config(cfg)
-    state = load_file(str(weights))
+    try:
+        sae = cls.from_config(cfg)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{folder / CFG_FILENAME} does not build a {cls.__name__}: {exc}") from exc
+    try:
+        state = load_file(str(weights))
+    except Exception as exc:  # SafetensorError, OSError: a truncated or garbled file
+        raise ValueError(f"cannot read SAE weights {weights}: {exc}") from exc
     missing = sorted(set(sae.state_dict()) - set(state))
     unexpected = sorted(set(state) - set(sae.state_dict()))
     if missing or unexpected:
@@ -111,5 +129,23 @@ def load_sae(folder: str | os.PathLike, device: str | torch.device = "cpu") -> S
             f"{weights} does not match architecture {cfg['architecture']!r}: "
             f"missing {missing}, unexpected {unexpected}"
         )
-    sae.load_state_dict(state)
+    try:
+        sae.load_state_dict(state)
+        verify_loaded(sae)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"{weights} is not a valid {cls.__name__}: {exc}") from exc
     return sae.to(device).eval()
+
+
+def verify_loaded(sae: SparseAutoencoder) -> None:
+    """The constructor's checks on a loaded SAE: every tensor finite and, for an equivariant
+    SAE with a fixed representation, every generator of the shape, conditioning and scale the
+    constructor accepts (ValueError naming the tensor otherwise)."""
+    for name, tensor in sae.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"tensor {name!r} contains non-finite values")
+    check = getattr(sae, "_checked_generator", None)
+    generators = getattr(sae, "generators", None)
+    if check is not None and generators is not None:
+        for name, mat in generators().items():
+            check(name, mat)

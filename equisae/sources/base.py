@@ -99,6 +99,24 @@ def stratified_split_indices(
     return {n: torch.cat(parts[n]).sort().values for n in names}
 
 
+#: the largest pixel magnitude a source may hold (sources scale pixels to [0, 1])
+PIXEL_LIMIT = 1e4
+
+
+def _check_pixels(images: Tensor, name: str, metadata: dict[str, Any]) -> None:
+    """Refuse non-finite or absurdly large pixels: the input, not the training, is at fault."""
+    where = f" (read from {metadata['path']})" if metadata.get("path") else ""
+    if not torch.isfinite(images).all():
+        bad = int((~torch.isfinite(images)).sum())
+        raise ValueError(f"{name}{where}: the input images hold {bad} NaN or infinite pixel(s)")
+    peak = float(images.abs().max())
+    if peak > PIXEL_LIMIT:
+        raise ValueError(
+            f"{name}{where}: the input images hold pixel values up to {peak:.3g} (limit "
+            f"{PIXEL_LIMIT:.0e}); scale the images to [0, 1]"
+        )
+
+
 @dataclass
 class ImageSource:
     """Canonical images with invariant and equivariant factor labels (see module docstring).
@@ -128,6 +146,7 @@ class ImageSource:
                 f"{images.shape[-2]}x{images.shape[-1]}"
             )
         self.images = images.to(torch.float32)
+        _check_pixels(self.images, self.name, self.metadata)
         self.invariant_factors = tuple(self.invariant_factors)
         self.equivariant_factors = tuple(self.equivariant_factors)
         declared = self.invariant_factors + self.equivariant_factors

@@ -82,6 +82,11 @@ def read_galaxy_mnist_file(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"GalaxyMNIST file not found: {path}")
+    if not h5py.is_hdf5(path):
+        raise ValueError(
+            f"{path} is not an HDF5 file; GalaxyMNIST is read from its HDF5 files "
+            "(train_dataset.hdf5, test_dataset.hdf5)"
+        )
     with h5py.File(path, "r") as f:
         keys = sorted(f.keys())
         for key in ("images", "labels"):
@@ -193,6 +198,10 @@ def _read_image(file: Path, channels: int | None) -> np.ndarray:
 
 
 def _class_folders(root: Path, classes: Sequence[str] | None) -> list[Path]:
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(
+            f"{root} is a file, not a folder; the folder source reads root/<class>/<images>"
+        )
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -257,7 +266,7 @@ def load_image_folder(
             elif image_size is None and array.shape != first[1]:
                 raise ValueError(
                     f"mixed image sizes: {first[0]} is {first[1][0]}x{first[1][1]}, {file} is "
-                    f"{array.shape[0]}x{array.shape[1]}; pass image_size to resize them all"
+                    f"{array.shape[0]}x{array.shape[1]}; pass image_size (--size on the command line) to resize them all"
                 )
             x = _to_float(np.ascontiguousarray(array), str(file)).permute(2, 0, 1)[None]
             if image_size is not None:
