@@ -148,7 +148,8 @@ class SAEJob(ReadsInputs):
     """Train one SAE per seed on a base model's orbit activations; frontier metrics per seed."""
 
     kind: ClassVar[str] = "sweep-sae"
-    version: ClassVar[int] = 3
+    #: 4: the seed reaches the SAE's initial weights (before, every seed started from seed 0)
+    version: ClassVar[int] = 4
     model_name: str
     layer: str
     sae_type: str
