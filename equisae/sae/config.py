@@ -158,8 +158,7 @@ class SAEConfig:
         """
         if not isinstance(data, dict):
             raise ValueError(f"config must be a dict, got {type(data).__name__}")
-        init = set(cls.field_names())
-        derived = {k: v for k, v in data.items() if k not in init and hasattr(cls, k)}
+        derived = {k: v for k, v in data.items() if isinstance(getattr(cls, k, None), property)}
         derived |= {f.name: data[f.name] for f in fields(cls) if not f.init and f.name in data}
         rest = {k: v for k, v in data.items() if k not in derived and k not in cls.legacy_fields}
         cfg = cls.create(**rest)
