@@ -140,6 +140,9 @@ def test_build_sae_takes_a_config_or_its_fields():
         build_sae("adaptive", cfg, seed=1)
     with pytest.raises(ValueError, match="needs a AdaptiveEquivariantConfig, got a TopKConfig"):
         sae_class("adaptive")(TopKConfig(D_IN, D_SAE, K))
+    assert build_sae("crosscoder", D_IN, D_SAE, K, group="C6").group_order == 6
+    with pytest.raises(ValueError, match=r"\['group_order'\] of SAE variant 'crosscoder'"):
+        build_sae("crosscoder", D_IN, D_SAE, K, group_order=6)  # would be overwritten by group
     with pytest.raises(ValueError, match="either a config or its fields"):
         sae_class("topk")(TopKConfig(D_IN, D_SAE, K), seed=2)
 

@@ -91,6 +91,11 @@ def sae_config(
     config_class = cls.config_class
     names = set(config_class.field_names())
     config_class.check_names(hyper)  # unknown or misspelt hyperparameters name themselves
+    derived = sorted({"d_base", "group_order"} & set(hyper))
+    if derived:
+        raise ValueError(
+            f"{derived} of SAE variant {variant!r} come from d_sae and group=; do not pass them"
+        )
     grp = get_group(group) if isinstance(group, str) else group
     fields: dict[str, Any] = {"d_in": d_in, "seed": seed, **hyper}
     if "d_base" in names:  # wide: d_sae is the base width, times |G| latents
