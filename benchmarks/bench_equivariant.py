@@ -52,7 +52,8 @@ def main() -> None:
     acts = torch.stack([h0 @ torch.linalg.matrix_power(M, p).T for p in range(4)], 1)
     results = {}
     for variant in ("topk", "equivariant", "adaptive", "equivariant_canonical"):
-        sae = build_sae(variant, args.d, args.d_sae, args.k, seed=0, M=M)
+        rep = None if variant == "topk" else M  # TopK has no representation
+        sae = build_sae(variant, args.d, args.d_sae, args.k, seed=0, M=rep)
         seconds = _time(lambda sae=sae: evaluate_on_orbits(sae, acts), args.repeats)
         results[variant] = seconds
     for variant, seconds in results.items():

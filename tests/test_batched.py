@@ -116,9 +116,12 @@ def _orbit_run(cls_name: str, group: str, dtype: str, n_steps: int = 40):
     cls = getattr(sae_mod, cls_name)
     order = 4 if group == "C4" else 8
     orbits = _data(256 * order, 8).reshape(256, order, 8).to(getattr(torch, dtype))
+    # the canonical-mean SAE has no invariance term, hence no lambda_inv field
+    has_inv = "lambda_inv" in cls.config_class.field_names()
     saes = [
-        cls(8, 32, k=k, group=group, seed=i, aux_k=4, lambda_inv=0.5 * (i + 1), dtype=dtype)
+        cls(8, 32, k=k, group=group, seed=i, aux_k=4, dtype=dtype, **inv)
         for i, k in enumerate((2, 3, 2))
+        for inv in [{"lambda_inv": 0.5 * (i + 1)} if has_inv else {}]
     ]
     refs = [copy.deepcopy(s) for s in saes]
     cfgs = [

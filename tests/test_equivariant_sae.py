@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from equisae.groups import get_group, representation_matrices
 from equisae.planted import ToyConfig, feature_recovery, make_planted, matrix_powers
+from equisae.plots.style import variant_colour, variant_label
 from equisae.sae import (
     AdaptiveCanonicalSAE,
     AdaptiveEquivariantSAE,
@@ -402,11 +405,15 @@ def test_d4_model_with_the_regular_representation() -> None:
 def test_group_order_keeps_working_and_old_configs_load() -> None:
     assert EquivariantSAE(8, 12, 2).group.name == "C4"
     assert EquivariantSAE(8, 12, 2, group_order=6).group.name == "C6"
-    sae = AdaptiveEquivariantSAE(8, 12, 2, 8)  # positional group_order, as before
+    sae = AdaptiveEquivariantSAE(8, 12, 2, group_order=8)
     assert sae.group.name == "C8" and sae.config()["group"] == "C8"
+    with pytest.raises(ValueError, match="positional"):
+        AdaptiveEquivariantSAE(8, 12, 2, 8)  # fields after k are keywords
     old_cfg = {"architecture": "equivariant_topk", "d_in": 8, "d_sae": 12, "k": 2}
-    old_cfg["group_order"] = 4  # what the previous version saved
-    assert EquivariantSAE.from_config(old_cfg).group.name == "C4"
+    old_cfg["group_order"] = 6  # what the oldest version saved: no group name
+    assert EquivariantSAE.from_config(old_cfg).group.name == "C6"
+    with pytest.raises(ValueError, match="group_order=6 does not match"):
+        EquivariantSAE.from_config({**old_cfg, "group": "D4"})
 
 
 def test_fixed_representation_cache_is_invalidated_when_M_changes() -> None:
@@ -489,7 +496,8 @@ def test_canonical_variants_keep_the_previous_encoder() -> None:
 )
 def test_traits_and_orbit_methods_match_the_evaluation(cls) -> None:
     assert cls.takes_orbits and cls.is_equivariant
-    assert isinstance(cls.label, str) and cls.label and cls.colour.startswith("tab:")
+    assert not hasattr(cls, "label") and not hasattr(cls, "colour")  # in equisae.plots.style
+    assert variant_label(cls.variant) and variant_colour(cls.variant).startswith("tab:")
     toy = _toy(d=8, noise=0.05)
     sae = _perturb(cls(8, 12, 2, M=toy.R, seed=4))
     for pose in ("inferred", "oracle"):
@@ -537,8 +545,8 @@ def _d4_adaptive_run(bases: str, steps: int = 300, seed: int = 0):
     )
     toy = make_planted(s.toy(6), s.n_train, s.n_test, seed=seed)
     sae = build_planted_sae("adaptive", toy, s.expansion * 6, s.k, seed, s.lambda_inv, s.lambda_eq)
-    if bases != "auto":
-        sae.equivariance_bases = bases
+    if bases != "auto":  # the same model (identity start) with other equivariance bases
+        sae = type(sae)(dataclasses.replace(sae.cfg, equivariance_bases=bases))
     cfg = TrainConfig(n_steps=steps, lr=s.lr, warmup_steps=30, seed=seed)
     train_sae(sae, minibatches(toy.train.acts, 128 // 8, steps, seed=seed), cfg, progress=False)
     return toy, sae

@@ -10,7 +10,7 @@ import torch
 
 from equisae.linrep import full_rank_representation, sae_representation
 from equisae.runner import JobResult
-from equisae.sae.factory import build_sae, sae_class, variants
+from equisae.sae.factory import build_sae, sae_class, shared_hyper, variants
 from equisae.sweeps import (
     SWEEPS,
     InputsJob,
@@ -103,16 +103,56 @@ def test_factory_builds_every_variant_from_the_registry():
     h = torch.randn(5, 8)
     assert set(SWEEP_SAE_TYPES) <= set(variants())
     for name in variants():
-        sae = build_sae(name, 8, 24, 3, seed=0, M=M, lambda_inv=0.5)
-        assert type(sae) is sae_class(name) and sae.d_in == 8
+        cls = sae_class(name)
+        rep = M if cls.is_equivariant else None
+        hyper = shared_hyper(name, lambda_inv=0.5, lambda_eq=2.0)
+        sae = build_sae(name, 8, 24, 3, seed=5, M=rep, **hyper)
+        assert type(sae) is cls and sae.d_in == 8 and sae.seed == 5
         assert sae.encode(h).shape[0] == 5
-        if "lambda_inv" in sae.config():
-            assert sae.config()["lambda_inv"] == 0.5
+        assert all(sae.config()[key] == value for key, value in hyper.items())
+        assert set(hyper) == {"lambda_inv", "lambda_eq"} & set(cls.config_class.field_names())
     assert build_sae("wide", 8, 24, 3).d_sae == 24 * 4
+    assert build_sae("relu", 8, 24, None).d_sae == 24  # no k field: k may be left out
+    with pytest.raises(ValueError, match="needs k"):
+        build_sae("topk", 8, 24, None)
     with pytest.raises(ValueError, match="needs the fitted representation"):
         build_sae("equivariant", 8, 24, 3)
+    with pytest.raises(ValueError, match="has no group representation"):
+        build_sae("topk", 8, 24, 3, M=M)
     with pytest.raises(KeyError, match="unknown SAE variant"):
         build_sae("dense", 8, 24, 3)
+    with pytest.raises(ValueError, match=r"\['lamda_inv'\].*lambda_inv"):
+        shared_hyper("adaptive", lamda_inv=3.0)  # a field of no variant
+
+
+def test_sweep_factory_gives_each_seed_its_own_initial_weights(monkeypatch):
+    """The weights that reach the trainer (not trained ones) differ between seeds and equal a
+    directly built SAE of that seed, for every sweep variant and the planted sweep's models."""
+    import equisae.sae.batched as batched
+    from equisae.planted import ToyConfig, make_planted
+    from equisae.sweeps.planted import build_planted_sae
+
+    seen: list[list[torch.Tensor]] = []
+
+    def spy(saes, data, cfgs, **kwargs):
+        seen.append([sae.W_dec.detach().clone() for sae in saes])
+        return []
+
+    monkeypatch.setattr(batched, "train_many", spy)
+    acts = torch.randn(16, 4, 6, generator=torch.Generator().manual_seed(0))
+    M = torch.linalg.qr(torch.randn(6, 6, generator=torch.Generator().manual_seed(1)))[0]
+    training = SAETraining(n_steps=1, batch_size=8, max_d_sae=12)
+    for variant in SWEEP_SAE_TYPES:
+        rep = M if sae_class(variant).is_equivariant else None
+        train_sweep_saes(variant, acts, 2, (0, 1), training, M=rep)
+        first, second = seen[-1]
+        assert not torch.equal(first, second), variant
+        direct = build_sae(variant, 6, training.d_sae(6), 2, seed=1, M=rep)
+        assert torch.equal(second, direct.W_dec), variant
+    toy = make_planted(ToyConfig(d=8, n_features=4), 16, 8, seed=0)
+    for model in ("topk", "equivariant", "adaptive"):
+        a, b = (build_planted_sae(model, toy, 16, 2, seed) for seed in (0, 1))
+        assert not torch.equal(a.W_dec, b.W_dec) and (a.seed, b.seed) == (0, 1), model
 
 
 def test_full_rank_representation_is_identity_off_the_subspace():
@@ -138,6 +178,7 @@ def test_random_dictionary_sae_is_untrained_tied_and_centred():
 
 
 def test_train_sweep_saes_batched_equals_one_by_one_and_is_deterministic():
+    # the trained weights; that seeds reach the initial weights is tested above
     gen = torch.Generator().manual_seed(0)
     acts = torch.randn(64, 4, 6, generator=gen)
     training = SAETraining(n_steps=30, batch_size=32, max_d_sae=12)

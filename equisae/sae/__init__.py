@@ -1,4 +1,5 @@
-"""Sparse autoencoders: the base class, TopK / ReLU / BatchTopK, the trainer and the save format."""
+"""Sparse autoencoders: the base class, one config dataclass per class, TopK / ReLU / BatchTopK,
+the equivariant family, the trainer and the save format."""
 
 from equisae.sae.adaptive import AdaptiveEquivariantSAE
 from equisae.sae.base import (
@@ -11,6 +12,17 @@ from equisae.sae.base import (
 )
 from equisae.sae.batchtopk import BatchTopKSAE
 from equisae.sae.canonical import AdaptiveCanonicalSAE, CanonicalEquivariantSAE
+from equisae.sae.config import (
+    AdaptiveEquivariantConfig,
+    BatchTopKConfig,
+    CrosscoderConfig,
+    EquivariantConfig,
+    GroupTopKConfig,
+    ReLUConfig,
+    SAEConfig,
+    TopKConfig,
+    WideConfig,
+)
 from equisae.sae.crosscoder import GroupCrosscoder
 from equisae.sae.equivariant import EquivariantSAE
 from equisae.sae.evaluate import evaluate_on_orbits, orbit_latents
@@ -22,6 +34,15 @@ from equisae.sae.wide import WideSAE
 
 __all__ = [
     "ARCHITECTURES",
+    "AdaptiveEquivariantConfig",
+    "BatchTopKConfig",
+    "CrosscoderConfig",
+    "EquivariantConfig",
+    "GroupTopKConfig",
+    "ReLUConfig",
+    "SAEConfig",
+    "TopKConfig",
+    "WideConfig",
     "AdaptiveCanonicalSAE",
     "AdaptiveEquivariantSAE",
     "CanonicalEquivariantSAE",

@@ -43,30 +43,21 @@ import torch
 from torch import Tensor, nn
 
 from equisae.groups import Group, generator_names, group_error
-from equisae.sae.base import _check_finite_nonnegative, register_architecture
+from equisae.sae.base import register_architecture
+from equisae.sae.config import (
+    EQUIVARIANCE_BASES,
+    AdaptiveEquivariantConfig,
+    resolve_equivariance_bases,
+)
 from equisae.sae.equivariant import GENERATOR_ATTRS, EquivariantSAE
 
 __all__ = [
-    "EQUIVARIANCE_BASES",
+    "EQUIVARIANCE_BASES",  # re-exported from equisae.sae.config
     "AdaptiveEquivariantSAE",
     "generator_diagnostics",
     "generator_drift",
     "resolve_equivariance_bases",
 ]
-
-#: which poses serve as the base ``h_q`` of the ``lambda_eq`` term ("auto": by group, see above)
-EQUIVARIANCE_BASES = ("auto", "canonical", "all")
-
-
-def resolve_equivariance_bases(bases: str, group: Group) -> str:
-    """``"canonical"`` or ``"all"``: ``bases``, with ``"auto"`` resolved by ``group`` (``"all"``
-    for a group with a reflection, D_n; ``"canonical"`` for C_n, METHOD.md's term)."""
-    if bases not in EQUIVARIANCE_BASES:
-        raise ValueError(f"equivariance_bases must be one of {EQUIVARIANCE_BASES}, got {bases!r}")
-    if bases != "auto":
-        return bases
-    has_flip = any(group.is_reflection(a) for a in group.elements())
-    return "all" if has_flip else "canonical"
 
 
 def generator_drift(now: Mapping[str, Tensor], start: Mapping[str, Tensor]) -> float:
@@ -90,12 +81,6 @@ def generator_diagnostics(
         }
 
 
-def _check_weight(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-    return _check_finite_nonnegative(name, value)
-
-
 @register_architecture("adaptive_equivariant_topk")
 class AdaptiveEquivariantSAE(EquivariantSAE):
     """Equivariant SAE whose generator matrices are ``nn.Parameter`` s (default: identity).
@@ -105,33 +90,12 @@ class AdaptiveEquivariantSAE(EquivariantSAE):
     they are to an exact representation (the relation error of the group).
     """
 
+    config_class: ClassVar[type[AdaptiveEquivariantConfig]] = AdaptiveEquivariantConfig
     variant: ClassVar[str | None] = "adaptive"
-
-    label: ClassVar[str] = "adaptive equivariant"
-    colour: ClassVar[str] = "tab:red"
     learns_representation: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        d_in: int,
-        d_sae: int,
-        k: int,
-        group_order: int | None = None,
-        M: Tensor | None = None,
-        lambda_inv: float = 1.0,
-        lambda_eq: float = 1.0,
-        *,
-        group: Group | str | None = None,
-        generators: Mapping[str, Tensor] | None = None,
-        equivariance_bases: str = "auto",
-        **kwargs: Any,
-    ) -> None:
-        lambda_inv = _check_weight("lambda_inv", lambda_inv)
-        super().__init__(
-            d_in, d_sae, k, group_order, M, lambda_inv, group=group, generators=generators, **kwargs
-        )
-        self.lambda_eq = _check_weight("lambda_eq", lambda_eq)
-        self.equivariance_bases = resolve_equivariance_bases(equivariance_bases, self.group)
+    def __init__(self, *args: Any, **fields: Any) -> None:
+        super().__init__(*args, **fields)
         # table[p, q] = g_p g_q: the pose of rho(g_p) applied to pose q
         self.register_buffer("_compose_table", self.group.cayley_table(), persistent=False)
         for name in generator_names(self.group):
@@ -141,12 +105,14 @@ class AdaptiveEquivariantSAE(EquivariantSAE):
             setattr(self, attr, nn.Parameter(start))
             self.register_buffer(f"{attr}_init", start.clone())
 
-    def config(self) -> dict[str, Any]:
-        return {
-            **super().config(),
-            "lambda_eq": self.lambda_eq,
-            "equivariance_bases": self.equivariance_bases,
-        }
+    @property
+    def lambda_eq(self) -> float:
+        return self.cfg.lambda_eq
+
+    @property
+    def equivariance_bases(self) -> str:
+        """``"canonical"`` or ``"all"`` (the config stores ``"auto"`` resolved by the group)."""
+        return self.cfg.equivariance_bases
 
     @property
     def n_fixed_params(self) -> int:

@@ -16,6 +16,13 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor, nn
 
+from equisae.sae.config import (  # noqa: F401  (the checks are imported from here too)
+    DTYPES,
+    SAEConfig,
+    _check_finite_nonnegative,
+    _check_positive_int,
+)
+
 __all__ = [
     "ARCHITECTURES",
     "LossOutput",
@@ -24,13 +31,6 @@ __all__ = [
     "get_architecture",
     "register_architecture",
 ]
-
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float64": torch.float64,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-}
 
 
 @dataclass
@@ -90,19 +90,6 @@ def get_architecture(name: str) -> type[SparseAutoencoder]:
         ) from None
 
 
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _check_finite_nonnegative(name: str, value: Any) -> float:
-    """``value`` as a float if it is a finite int or float >= 0 (ValueError otherwise)."""
-    if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
 def _check_orbit_batch(batch: Any, group_order: int, d_in: int, name: str = "batch") -> Tensor:
     """Validate an orbit batch ``(B, group_order, d_in)`` and return it."""
     if not isinstance(batch, Tensor):
@@ -118,27 +105,30 @@ def _check_orbit_batch(batch: Any, group_order: int, d_in: int, name: str = "bat
 class SparseAutoencoder(nn.Module):
     """Base class: ``z = act((h - b_dec) W_enc + b_enc)``, ``h_hat = z W_dec + b_dec``.
 
+    Every hyperparameter lives in one frozen config dataclass, the class's
+    :attr:`config_class` (see :mod:`equisae.sae.config`); ``sae.cfg`` is the instance it was
+    built from. Build with the config (``TopKSAE(TopKConfig(16, 64, k=4, seed=1))``) or with its
+    fields (``TopKSAE(16, 64, k=4, seed=1)``); an unknown field is a ValueError naming it.
     The decoder is initialised with random unit-norm rows (from ``seed``) and the encoder
     with the decoder's transpose. Inputs may have any leading dimensions: ``(..., d_in)``.
-    Subclasses implement :meth:`activation` and may add constructor arguments, which they
-    must also return from :meth:`config` so that ``cls.from_config(sae.config())`` rebuilds
-    the same model.
     """
 
-    #: traits read by the factory, evaluation and plots (one variant = one class)
+    #: the config dataclass of this class (one per class; its fields are the hyperparameters)
+    config_class: ClassVar[type[SAEConfig]] = SAEConfig
+
+    #: traits read by the factory and evaluation (one variant = one class; the plotting
+    #: traits, label and colour, live in equisae.plots.style)
     variant: ClassVar[str | None] = None  # the short name sweeps use; None: not a sweep variant
     takes_orbits: ClassVar[bool] = False  # loss takes (B, |G|, d) orbit batches
     is_equivariant: ClassVar[bool] = False  # invariant latents + a group representation
     learns_representation: ClassVar[bool] = False
-    label: ClassVar[str] = "SAE"
-    colour: ClassVar[str] = "tab:gray"
     #: how a single activation is evaluated without its pose (equisae.sae.evaluate)
     pose_convention: ClassVar[str] = "not needed"
     #: whether evaluation also reports the FVU with the true pose given (``fvu_oracle_pose``)
     reports_oracle_pose: ClassVar[bool] = False
 
     architecture: ClassVar[str] = "base"
-    #: cfg fields that are ours (not model constructor arguments) and ignored by from_config.
+    #: cfg.json fields that are ours (not config fields) and ignored by from_config.
     _NON_INIT_FIELDS: ClassVar[tuple[str, ...]] = (
         "architecture",
         "device",
@@ -153,30 +143,12 @@ class SparseAutoencoder(nn.Module):
         "rescale_acts_by_decoder_norm",
     )
 
-    def __init__(
-        self,
-        d_in: int,
-        d_sae: int,
-        *,
-        aux_k: int | None = None,
-        aux_coef: float = 1.0 / 32.0,
-        seed: int = 0,
-        dtype: str = "float32",
-    ) -> None:
+    def __init__(self, *args: Any, **fields: Any) -> None:
         super().__init__()
-        self.d_in = _check_positive_int("d_in", d_in)
-        self.d_sae = _check_positive_int("d_sae", d_sae)
-        if aux_k is not None:
-            _check_positive_int("aux_k", aux_k)
-        aux_coef = _check_finite_nonnegative("aux_coef", aux_coef)
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        self.aux_k = aux_k
-        self.aux_coef = aux_coef
-        self.seed = int(seed)
-        self.dtype_name = dtype
-        torch_dtype = DTYPES[dtype]
+        self.cfg = self._make_config(args, fields)
+        torch_dtype = DTYPES[self.cfg.dtype]
         gen = torch.Generator().manual_seed(self.seed)
+        d_sae, d_in = self.d_sae, self.d_in
         w_dec = torch.randn(d_sae, d_in, generator=gen, dtype=torch.float64)
         w_dec = w_dec / w_dec.norm(dim=1, keepdim=True)
         self.W_dec = nn.Parameter(w_dec.to(torch_dtype))
@@ -184,32 +156,71 @@ class SparseAutoencoder(nn.Module):
         self.b_enc = nn.Parameter(torch.zeros(d_sae, dtype=torch_dtype))
         self.b_dec = nn.Parameter(torch.zeros(d_in, dtype=torch_dtype))
 
+    @classmethod
+    def _make_config(cls, args: tuple[Any, ...], fields: dict[str, Any]) -> SAEConfig:
+        """The config from ``(config,)`` or from its fields (ValueError naming a bad one)."""
+        if len(args) == 1 and isinstance(args[0], SAEConfig):
+            if type(args[0]) is not cls.config_class:
+                raise ValueError(
+                    f"{cls.__name__} needs a {cls.config_class.__name__}, "
+                    f"got a {type(args[0]).__name__}"
+                )
+            if fields:
+                raise ValueError(
+                    f"give {cls.__name__} either a config or its fields, not both "
+                    f"(got the config and {sorted(fields)})"
+                )
+            return args[0]
+        return cls.config_class.create(*args, **fields)
+
     # ------------------------------------------------------------------ configuration
+    @property
+    def d_in(self) -> int:
+        return self.cfg.d_in
+
+    @property
+    def d_sae(self) -> int:
+        return self.cfg.d_sae
+
+    @property
+    def seed(self) -> int:
+        return self.cfg.seed
+
+    @property
+    def aux_k(self) -> int | None:
+        return self.cfg.aux_k
+
+    @property
+    def aux_coef(self) -> float:
+        return self.cfg.aux_coef
+
+    @property
+    def dtype_name(self) -> str:
+        return self.cfg.dtype
+
     def config(self) -> dict[str, Any]:
-        """JSON-able constructor arguments plus SAELens-style fields (see ``equisae.sae.io``)."""
+        """``architecture``, the config's fields and SAELens-style fields (``equisae.sae.io``)."""
         return {
             "architecture": self.architecture,
-            "d_in": self.d_in,
-            "d_sae": self.d_sae,
-            "dtype": self.dtype_name,
+            **self.cfg.to_dict(),
             "device": str(self.W_dec.device),
             "apply_b_dec_to_input": True,
             "normalize_activations": "none",
-            "aux_k": self.aux_k,
-            "aux_coef": self.aux_coef,
-            "seed": self.seed,
         }
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> SparseAutoencoder:
-        """Rebuild an (untrained) model of this class from :meth:`config`'s dictionary."""
+    def from_config(cls, cfg: SAEConfig | dict[str, Any], **tensors: Any) -> SparseAutoencoder:
+        """An untrained model of this class from its config or :meth:`config`'s dictionary
+        (also the cfg.json of older versions); ``tensors`` (e.g. ``M=``) go to the constructor."""
+        if isinstance(cfg, SAEConfig):
+            return cls(cfg, **tensors)
         if not isinstance(cfg, dict):
-            raise ValueError(f"cfg must be a dict, got {type(cfg).__name__}")
+            raise ValueError(f"cfg must be a {cls.config_class.__name__} or a dict, got {cfg!r}")
         arch = cfg.get("architecture", cls.architecture)
         if arch != cls.architecture:
             raise ValueError(f"cfg architecture {arch!r} does not match {cls.__name__}")
-        kwargs = {k: v for k, v in cfg.items() if k not in cls._NON_INIT_FIELDS}
-        return cls(**kwargs)
+        data = {k: v for k, v in cfg.items() if k not in cls._NON_INIT_FIELDS}
+        return cls(cls.config_class.from_dict(data), **tensors)
 
     @property
     def n_params(self) -> int:

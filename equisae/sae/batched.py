@@ -377,7 +377,9 @@ class _OrbitStack(_Stack):
         self.gen_attrs = [GENERATOR_ATTRS[name] for name in generator_names(first.group)]
         self.inverse_index = list(first._inverse_index)
         dtype = first.W_dec.dtype
-        self.lambda_inv = torch.tensor([sae.lambda_inv for sae in saes], dtype=dtype)
+        # the canonical-mean variant has no invariance term (and no lambda_inv field)
+        weights = [0.0 if self.encoder == "canonical_mean" else sae.lambda_inv for sae in saes]
+        self.lambda_inv = torch.tensor(weights, dtype=dtype)
         if self.learned:
             self.gens = [
                 torch.stack([getattr(sae, a).detach() for sae in saes]).requires_grad_(True)

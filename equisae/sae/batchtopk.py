@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from equisae.sae.base import register_architecture
+from equisae.sae.config import BatchTopKConfig
 from equisae.sae.topk import TopKSAE
 
 __all__ = ["BatchTopKSAE", "batch_topk_activation"]
@@ -33,24 +34,17 @@ def batch_topk_activation(pre_acts: Tensor, k: int) -> Tensor:
 class BatchTopKSAE(TopKSAE):
     """Batch-level top-k in training (``model.train()``), learned threshold in ``model.eval()``."""
 
+    config_class: ClassVar[type[BatchTopKConfig]] = BatchTopKConfig
     variant: ClassVar[str | None] = "batchtopk"
-    label: ClassVar[str] = "BatchTopK"
-    colour: ClassVar[str] = "tab:cyan"
 
-    def __init__(
-        self, d_in: int, d_sae: int, k: int, threshold_momentum: float = 0.01, **kwargs: Any
-    ) -> None:
-        super().__init__(d_in, d_sae, k, **kwargs)
-        if isinstance(threshold_momentum, bool) or not (
-            isinstance(threshold_momentum, (int, float)) and 0 < threshold_momentum <= 1
-        ):
-            raise ValueError(f"threshold_momentum must be in (0, 1], got {threshold_momentum!r}")
-        self.threshold_momentum = float(threshold_momentum)
+    def __init__(self, *args: Any, **fields: Any) -> None:
+        super().__init__(*args, **fields)
         self.register_buffer("threshold", torch.zeros((), dtype=self.W_dec.dtype))
         self.register_buffer("threshold_updates", torch.zeros((), dtype=torch.int64))
 
-    def config(self) -> dict[str, Any]:
-        return {**super().config(), "threshold_momentum": self.threshold_momentum}
+    @property
+    def threshold_momentum(self) -> float:
+        return self.cfg.threshold_momentum
 
     def activation(self, pre_acts: Tensor) -> Tensor:
         if self.training:

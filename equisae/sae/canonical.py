@@ -27,6 +27,7 @@ from torch import Tensor
 
 from equisae.sae.adaptive import AdaptiveEquivariantSAE
 from equisae.sae.base import LossOutput, register_architecture
+from equisae.sae.config import AdaptiveEquivariantConfig, GroupTopKConfig
 from equisae.sae.equivariant import EquivariantSAE, Pose, _apply_by_pose, _apply_per_pose
 
 __all__ = ["AdaptiveCanonicalSAE", "CanonicalEquivariantSAE"]
@@ -78,14 +79,12 @@ class _CanonicalEncoder(EquivariantSAE):
 class CanonicalEquivariantSAE(_CanonicalEncoder):
     """Fixed-representation SAE encoding the canonicalised orbit mean (one latent per orbit).
 
-    ``lambda_inv`` is accepted for a uniform signature but has no effect: training latents are
-    one vector per orbit, invariant by construction.
+    Its config (:class:`~equisae.sae.config.GroupTopKConfig`) has no ``lambda_inv``: training
+    latents are one vector per orbit, invariant by construction.
     """
 
+    config_class: ClassVar[type[GroupTopKConfig]] = GroupTopKConfig
     variant: ClassVar[str | None] = "equivariant_canonical"
-
-    label: ClassVar[str] = "equivariant, canonicalising (fixed M)"
-    colour: ClassVar[str] = "tab:olive"
 
     def loss(self, batch: Tensor, dead_mask: Tensor | None = None) -> LossOutput:
         """Per-element MSE of ``rho(g_p) W_dec z + b_dec`` against every ``h_p``, with one
@@ -103,10 +102,8 @@ class CanonicalEquivariantSAE(_CanonicalEncoder):
 class AdaptiveCanonicalSAE(_CanonicalEncoder, AdaptiveEquivariantSAE):
     """Adaptive SAE encoding every pose canonicalised by the learned ``rho(g_p^-1)``."""
 
+    config_class: ClassVar[type[AdaptiveEquivariantConfig]] = AdaptiveEquivariantConfig
     variant: ClassVar[str | None] = "adaptive_canonical"
-
-    label: ClassVar[str] = "adaptive equivariant, canonicalising"
-    colour: ClassVar[str] = "tab:pink"
 
     def loss(self, batch: Tensor, dead_mask: Tensor | None = None) -> LossOutput:
         """Reconstruction + ``lambda_inv`` invariance + ``lambda_eq`` equivariance on

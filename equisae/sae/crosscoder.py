@@ -21,9 +21,9 @@ from equisae.sae.base import (
     LossOutput,
     SAEOutput,
     _check_orbit_batch,
-    _check_positive_int,
     register_architecture,
 )
+from equisae.sae.config import CrosscoderConfig
 from equisae.sae.topk import TopKSAE
 
 __all__ = ["GroupCrosscoder"]
@@ -33,16 +33,15 @@ __all__ = ["GroupCrosscoder"]
 class GroupCrosscoder(TopKSAE):
     """TopK crosscoder from pose 0 to all ``group_order`` poses of an orbit."""
 
+    config_class: ClassVar[type[CrosscoderConfig]] = CrosscoderConfig
     variant: ClassVar[str | None] = "crosscoder"
     takes_orbits: ClassVar[bool] = True
-    label: ClassVar[str] = "group crosscoder"
-    colour: ClassVar[str] = "tab:green"
     pose_convention: ClassVar[str] = "each activation as pose 0"
     reports_oracle_pose: ClassVar[bool] = True
 
-    def __init__(self, d_in: int, d_sae: int, k: int, group_order: int = 4, **kwargs: Any) -> None:
-        super().__init__(d_in, d_sae, k, **kwargs)
-        self.group_order = _check_positive_int("group_order", group_order)
+    def __init__(self, *args: Any, **fields: Any) -> None:
+        super().__init__(*args, **fields)
+        d_sae, group_order, d_in = self.d_sae, self.group_order, self.d_in
         gen = torch.Generator().manual_seed(self.seed + 1)
         dtype = self.W_dec.dtype
         blocks = torch.randn(d_sae, group_order, d_in, generator=gen, dtype=torch.float64)
@@ -51,8 +50,9 @@ class GroupCrosscoder(TopKSAE):
         self.W_dec = nn.Parameter(blocks.reshape(d_sae, group_order * d_in).to(dtype))
         self.b_dec = nn.Parameter(torch.zeros(group_order * d_in, dtype=dtype))
 
-    def config(self) -> dict[str, Any]:
-        return {**super().config(), "group_order": self.group_order}
+    @property
+    def group_order(self) -> int:
+        return self.cfg.group_order
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, group_order={self.group_order}"

@@ -45,11 +45,11 @@ from equisae.groups import (
 from equisae.sae.base import (
     LossOutput,
     SAEOutput,
-    _check_finite_nonnegative,
     _check_orbit_batch,
     _check_positive_int,
     register_architecture,
 )
+from equisae.sae.config import EquivariantConfig, GroupTopKConfig
 from equisae.sae.topk import TopKSAE
 
 __all__ = ["COND_LIMIT", "GENERATOR_ATTRS", "POSE_MODES", "EquivariantSAE", "Pose", "resolve_group"]
@@ -124,17 +124,19 @@ class EquivariantSAE(TopKSAE):
     :attr:`n_params`, saved with the weights. ``loss`` takes orbit batches ``(B, |G|, d_in)``;
     ``encode``, ``decode`` and ``forward`` take single activations ``(..., d_in)`` with an
     optional pose (an element index of the group); :meth:`orbit_outputs` evaluates orbits.
-    ``sparse_training`` is accepted but unused: the orbit loss is dense (vmap-friendly).
+    The hyperparameters are an :class:`~equisae.sae.config.EquivariantConfig` (the group by
+    name); the generator matrices are tensors, given beside it. ``group`` may also be a
+    :class:`~equisae.groups.Group`, or ``group_order=n`` may name ``C_n``: both are turned into
+    the config's group name. The orbit loss is dense (vmap-friendly): there is no sparse path.
     """
 
+    config_class: ClassVar[type[GroupTopKConfig]] = EquivariantConfig
     variant: ClassVar[str | None] = "equivariant"
     pose_convention: ClassVar[str] = "inferred"
     reports_oracle_pose: ClassVar[bool] = True
 
     takes_orbits: ClassVar[bool] = True
     is_equivariant: ClassVar[bool] = True
-    label: ClassVar[str] = "equivariant (fixed M)"
-    colour: ClassVar[str] = "tab:orange"
     #: how a pose is encoded: "raw" (METHOD.md) or "canonical" (the named variant)
     encoder: ClassVar[str] = "raw"
     #: whether the generators are learned (nn.Parameter) or frozen buffers
@@ -142,21 +144,19 @@ class EquivariantSAE(TopKSAE):
 
     def __init__(
         self,
-        d_in: int,
-        d_sae: int,
-        k: int,
-        group_order: int | None = None,
+        *args: Any,
         M: Tensor | None = None,
-        lambda_inv: float = 1.0,
-        *,
-        group: Group | str | None = None,
         generators: Mapping[str, Tensor] | None = None,
-        **kwargs: Any,
+        group: Group | str | None = None,
+        group_order: int | None = None,
+        **fields: Any,
     ) -> None:
-        super().__init__(d_in, d_sae, k, **kwargs)
-        self.group = resolve_group(group, group_order)
-        self.group_order = self.group.order
-        self.lambda_inv = _check_finite_nonnegative("lambda_inv", lambda_inv)
+        if group is not None or group_order is not None:
+            if args and isinstance(args[0], GroupTopKConfig):
+                raise ValueError("the config names the group: do not also pass group=/group_order=")
+            fields["group"] = resolve_group(group, group_order).name
+        super().__init__(*args, **fields)
+        self.group = get_group(self.cfg.group)
         self._inverse_index = [self.group.inverse(a) for a in self.group.elements()]
         self._rep_cache: dict[str, tuple[tuple, Tensor]] = {}
         for name, mat in self._generator_inputs(M, generators).items():
@@ -311,13 +311,14 @@ class EquivariantSAE(TopKSAE):
         attrs = {GENERATOR_ATTRS[name] for name in generator_names(self.group)}
         return sum(b.numel() for name, b in self.named_buffers() if name in attrs)
 
-    def config(self) -> dict[str, Any]:
-        return {
-            **super().config(),
-            "group": self.group.name,
-            "group_order": self.group_order,
-            "lambda_inv": self.lambda_inv,
-        }
+    @property
+    def group_order(self) -> int:
+        return self.group.order
+
+    @property
+    def lambda_inv(self) -> float:
+        """The invariance weight (a field of the raw-encoder configs only)."""
+        return self.cfg.lambda_inv
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, group={self.group.name}, encoder={self.encoder}"

@@ -1,22 +1,35 @@
 """One factory over the SAE registry, used by every sweep.
 
 A *variant* is the short name a sweep uses (``"topk"``, ``"adaptive"``, ...). Each SAE class
-declares its own name as the class attribute ``variant`` next to its other traits
-(``takes_orbits``, ``is_equivariant``, ``label``, ``colour``), so adding a variant is one new
-file with a registered class and its test: :func:`build_sae` passes each class only the
-constructor arguments it accepts.
+declares its name as the class attribute ``variant`` and its hyperparameters as one config
+dataclass, ``config_class`` (:mod:`equisae.sae.config`). :func:`build_sae` builds a variant
+from its config, or from the config's fields, strictly: a field the variant's config does not
+have is a ValueError naming it and listing the valid ones, never dropped. Legends and colours
+live in :mod:`equisae.plots.style` (re-exported here as :func:`variant_label` and
+:func:`variant_colour`).
 """
 
 from __future__ import annotations
 
-import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor
 
+from equisae.plots.style import variant_colour, variant_label
 from equisae.sae.base import ARCHITECTURES, SparseAutoencoder
+from equisae.sae.config import SAEConfig
 
-__all__ = ["build_sae", "sae_class", "variant_label", "variant_colour", "variants"]
+__all__ = [
+    "build_sae",
+    "config_fields",
+    "sae_class",
+    "sae_config",
+    "shared_hyper",
+    "variant_colour",
+    "variant_label",
+    "variants",
+]
 
 
 def variants() -> dict[str, type[SparseAutoencoder]]:
@@ -39,57 +52,121 @@ def sae_class(variant: str) -> type[SparseAutoencoder]:
     return known[variant]
 
 
-def variant_label(variant: str) -> str:
-    """The human-readable name of ``variant`` (for legends and tables)."""
-    return getattr(sae_class(variant), "label", variant)
+def config_fields(variant: str) -> tuple[str, ...]:
+    """The hyperparameters ``variant`` has: the fields of its config class."""
+    return sae_class(variant).config_class.field_names()
 
 
-def variant_colour(variant: str) -> str:
-    """The matplotlib colour of ``variant``."""
-    return getattr(sae_class(variant), "colour", "tab:gray")
+def shared_hyper(variant: str, **settings: Any) -> dict[str, Any]:
+    """The sweep-wide ``settings`` that ``variant``'s config has (e.g. ``lambda_eq`` only for
+    the adaptive variants), for a sweep that trains many variants with one set of loss weights.
+
+    A name that is a field of no registered variant is a ValueError (a misspelling), so only
+    settings meant for other variants are left out.
+    """
+    every = {name for cls in variants().values() for name in cls.config_class.field_names()}
+    unknown = sorted(set(settings) - every)
+    if unknown:
+        raise ValueError(
+            f"{unknown} is a hyperparameter of no SAE variant; known ones: {sorted(every)}"
+        )
+    own = set(config_fields(variant))
+    return {name: value for name, value in settings.items() if name in own}
+
+
+def sae_config(
+    variant: str,
+    d_in: int,
+    d_sae: int,
+    k: int | None = None,
+    *,
+    seed: int = 0,
+    group: Any = "C4",
+    **hyper: Any,
+) -> SAEConfig:
+    """The config of ``variant`` from the convenience fields (see :func:`build_sae`)."""
+    from equisae.groups import get_group
+
+    cls = sae_class(variant)
+    config_class = cls.config_class
+    names = set(config_class.field_names())
+    config_class.check_names(hyper)  # unknown or misspelt hyperparameters name themselves
+    derived = sorted({"d_base", "group_order"} & set(hyper))
+    if derived:
+        raise ValueError(
+            f"{derived} of SAE variant {variant!r} come from d_sae and group=; do not pass them"
+        )
+    grp = get_group(group) if isinstance(group, str) else group
+    fields: dict[str, Any] = {"d_in": d_in, "seed": seed, **hyper}
+    if "d_base" in names:  # wide: d_sae is the base width, times |G| latents
+        fields["d_base"] = d_sae
+    else:
+        fields["d_sae"] = d_sae
+    if "k" in names:
+        if k is None:
+            raise ValueError(f"SAE variant {variant!r} needs k (its config has a k field)")
+        fields["k"] = k
+    if "group" in names:
+        fields["group"] = grp.name
+    elif "group_order" in names:
+        fields["group_order"] = grp.order
+    return config_class.create(**fields)
 
 
 def build_sae(
     variant: str,
-    d_in: int,
-    d_sae: int,
-    k: int,
+    config: SAEConfig | int,
+    d_sae: int | None = None,
+    k: int | None = None,
     *,
-    seed: int = 0,
-    group: Any = "C4",
+    seed: int | None = None,
+    group: Any = None,
     M: Tensor | None = None,
-    generators: dict[str, Tensor] | None = None,
+    generators: Mapping[str, Tensor] | None = None,
     **hyper: Any,
 ) -> SparseAutoencoder:
     """An untrained SAE of ``variant``.
 
-    ``k`` goes to the classes that take it (TopK family). ``group`` (a Group or a name) and the representation (``M`` for C_n, or ``generators``
-    ``{"r": ..., "s": ...}`` for D_n) go to the classes that take them; equivariant classes with
-    a fixed representation require one. ``hyper`` (e.g. ``lambda_inv``, ``lambda_eq``) go to the
-    classes whose constructor names them and are ignored by the others.
+    ``build_sae(variant, config)`` builds from the variant's config dataclass.
+    ``build_sae(variant, d_in, d_sae, k, seed=..., group=..., **hyper)`` builds that config from
+    exactly these fields: ``seed`` always reaches the model; ``group`` (a Group or a name) goes
+    to the configs with a group (or a ``group_order``: the crosscoder, the wide SAE, whose
+    ``d_sae`` is the base width times ``|G|``); ``k`` is required by every config with a ``k``
+    and ignored by those without one (the ReLU SAE), so one sweep grid of ``k`` serves every
+    variant; every ``hyper`` must be a field of the variant's config (else a ValueError naming
+    it and listing the valid fields). The representation is a tensor, not a config field:
+    ``M`` (C_n) or ``generators`` (``{"r": ..., "s": ...}``, D_n) go to the equivariant
+    classes, which require one when their representation is fixed.
     """
-    from equisae.groups import get_group
-
     cls = sae_class(variant)
-    grp = get_group(group) if isinstance(group, str) else group
-    if getattr(cls, "is_equivariant", False) and not getattr(cls, "learns_representation", False):
-        if M is None and generators is None:
+    if isinstance(config, SAEConfig):
+        extra = {"d_sae": d_sae, "k": k, "seed": seed, "group": group, **hyper}
+        given = sorted(name for name, value in extra.items() if value is not None)
+        if given:
             raise ValueError(
-                f"SAE variant {variant!r} needs the fitted representation: pass M= or generators="
+                f"build_sae({variant!r}, config) takes the config alone (its fields are set "
+                f"there), but also got {given}"
             )
-    params = inspect.signature(cls.__init__).parameters
-    offered: dict[str, Any] = {
-        "k": k,
-        "seed": seed,
-        "group": grp,
-        "group_order": grp.order,
-        "M": M,
-        "generators": generators,
-        **hyper,
-    }
-    if "group" in params:
-        offered.pop("group_order")
-    if generators is not None:
-        offered.pop("M")
-    kwargs = {name: value for name, value in offered.items() if name in params}
-    return cls(d_in, d_sae, **kwargs)
+    else:
+        if d_sae is None:
+            raise ValueError(f"build_sae({variant!r}, d_in, d_sae, k): d_sae is missing")
+        config = sae_config(
+            variant,
+            config,
+            d_sae,
+            k,
+            seed=0 if seed is None else seed,
+            group="C4" if group is None else group,
+            **hyper,
+        )
+    if not getattr(cls, "is_equivariant", False):
+        if M is not None or generators is not None:
+            raise ValueError(
+                f"SAE variant {variant!r} has no group representation: drop M= and generators="
+            )
+        return cls(config)
+    if M is None and generators is None and not getattr(cls, "learns_representation", False):
+        raise ValueError(
+            f"SAE variant {variant!r} needs the fitted representation: pass M= or generators="
+        )
+    return cls(config, M=M, generators=generators)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from torch import Tensor
 
-from equisae.sae.base import SparseAutoencoder, _check_finite_nonnegative, register_architecture
+from equisae.sae.base import SparseAutoencoder, register_architecture
+from equisae.sae.config import ReLUConfig
 
 __all__ = ["ReLUSAE"]
 
@@ -15,16 +16,12 @@ __all__ = ["ReLUSAE"]
 class ReLUSAE(SparseAutoencoder):
     """``z = ReLU(pre)``; the loss adds ``l1_coeff * sum_j |z_j| ||W_dec[j]||`` per example."""
 
+    config_class: ClassVar[type[ReLUConfig]] = ReLUConfig
     variant: ClassVar[str | None] = "relu"
-    label: ClassVar[str] = "ReLU + L1"
-    colour: ClassVar[str] = "tab:brown"
 
-    def __init__(self, d_in: int, d_sae: int, l1_coeff: float = 1e-3, **kwargs: Any) -> None:
-        super().__init__(d_in, d_sae, **kwargs)
-        self.l1_coeff = _check_finite_nonnegative("l1_coeff", l1_coeff)
-
-    def config(self) -> dict[str, Any]:
-        return {**super().config(), "l1_coeff": self.l1_coeff}
+    @property
+    def l1_coeff(self) -> float:
+        return self.cfg.l1_coeff
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, l1_coeff={self.l1_coeff:g}"

@@ -15,12 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from equisae.sae.base import (
-    LossOutput,
-    SparseAutoencoder,
-    _check_positive_int,
-    register_architecture,
-)
+from equisae.sae.base import LossOutput, SparseAutoencoder, register_architecture
+from equisae.sae.config import TopKConfig, _check_k  # noqa: F401  (_check_k: imported from here)
 
 __all__ = [
     "GatherPreacts",
@@ -104,13 +100,6 @@ def dead_topk(pre: Tensor, dead_mask: Tensor, k_aux: int) -> tuple[Tensor, Tenso
     dead_cols = dead_mask.nonzero().squeeze(1)
     vals, pos = pre.index_select(-1, dead_cols).topk(k_aux, dim=-1, sorted=False)
     return vals, dead_cols[pos]
-
-
-def _check_k(k: Any, d_sae: int) -> int:
-    _check_positive_int("k", k)
-    if k > d_sae:
-        raise ValueError(f"k must be at most d_sae={d_sae}, got k={k}")
-    return k
 
 
 class GatherPreacts(torch.autograd.Function):
@@ -205,25 +194,25 @@ def sparse_decode(idx: Tensor, vals: Tensor, W_dec: Tensor, b_dec: Tensor) -> Te
 
 @register_architecture("topk")
 class TopKSAE(SparseAutoencoder):
-    """The default SAE: at most ``k`` (non-negative) active latents per example.
+    """The default SAE: at most ``k`` (non-negative) active latents per example
+    (:class:`~equisae.sae.config.TopKConfig`).
 
     ``sparse_training`` selects the sparse training path of :meth:`loss` (default); the
     dense path (``False``) computes the same loss with dense matrix products.
     """
 
+    config_class: ClassVar[type[TopKConfig]] = TopKConfig
     variant: ClassVar[str | None] = "topk"
-    label: ClassVar[str] = "TopK"
-    colour: ClassVar[str] = "tab:blue"
 
-    def __init__(
-        self, d_in: int, d_sae: int, k: int, sparse_training: bool = True, **kwargs: Any
-    ) -> None:
-        super().__init__(d_in, d_sae, **kwargs)
-        self.k = _check_k(k, self.d_sae)
-        self.sparse_training = bool(sparse_training)
+    @property
+    def k(self) -> int:
+        return self.cfg.k
 
-    def config(self) -> dict[str, Any]:
-        return {**super().config(), "k": self.k, "sparse_training": self.sparse_training}
+    @property
+    def sparse_training(self) -> bool:
+        """Whether :meth:`loss` takes the sparse path: a config field of TopK and wide TopK;
+        subclasses whose config has no such field define their own loss or activation."""
+        return bool(getattr(self.cfg, "sparse_training", False))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, k={self.k}"

@@ -7,9 +7,10 @@ SAE. It is trained like the regular SAE, on flattened orbits ``(B |G|, d)``.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from equisae.sae.base import SparseAutoencoder, _check_positive_int, register_architecture
+from equisae.sae.base import register_architecture
+from equisae.sae.config import WideConfig
 from equisae.sae.topk import TopKSAE
 
 __all__ = ["WideSAE"]
@@ -17,21 +18,19 @@ __all__ = ["WideSAE"]
 
 @register_architecture("wide_topk")
 class WideSAE(TopKSAE):
-    """A :class:`TopKSAE` with ``d_sae = d_base * group_order`` latents and the same ``k``."""
+    """A :class:`TopKSAE` with ``d_sae = d_base * group_order`` latents and the same ``k``
+    (:class:`~equisae.sae.config.WideConfig`: ``WideSAE(d_in, d_base, k, group_order=4)``)."""
 
+    config_class: ClassVar[type[WideConfig]] = WideConfig
     variant: ClassVar[str | None] = "wide"
-    label: ClassVar[str] = "wide TopK (|G| x latents)"
-    colour: ClassVar[str] = "tab:purple"
 
-    _NON_INIT_FIELDS: ClassVar[tuple[str, ...]] = (*SparseAutoencoder._NON_INIT_FIELDS, "d_sae")
+    @property
+    def d_base(self) -> int:
+        return self.cfg.d_base
 
-    def __init__(self, d_in: int, d_base: int, k: int, group_order: int = 4, **kwargs: Any) -> None:
-        self.d_base = _check_positive_int("d_base", d_base)
-        self.group_order = _check_positive_int("group_order", group_order)
-        super().__init__(d_in, d_base * group_order, k, **kwargs)
-
-    def config(self) -> dict[str, Any]:
-        return {**super().config(), "d_base": self.d_base, "group_order": self.group_order}
+    @property
+    def group_order(self) -> int:
+        return self.cfg.group_order
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, d_base={self.d_base}, group_order={self.group_order}"

@@ -181,7 +181,7 @@ def build_planted_sae(
     from the identity and learn them (under D_n with every pose as a base of the equivariance
     term, see the module doc).
     """
-    from equisae.sae.factory import build_sae, sae_class
+    from equisae.sae.factory import build_sae, sae_class, shared_hyper
 
     cls = sae_class(model)
     gens = None
@@ -195,8 +195,7 @@ def build_planted_sae(
         seed=seed,
         group=problem.group,
         generators=gens,
-        lambda_inv=lambda_inv,
-        lambda_eq=lambda_eq,
+        **shared_hyper(model, lambda_inv=lambda_inv, lambda_eq=lambda_eq),
     )
 
 
@@ -205,7 +204,8 @@ class PlantedJob(Job):
     """Train one model on one planted problem and score it against the ground truth."""
 
     kind: ClassVar[str] = "planted"
-    version: ClassVar[int] = 1
+    #: 2: the seed reaches the SAE's initial weights (before, every seed started from seed 0)
+    version: ClassVar[int] = 2
     model: str
     toy: ToyConfig
     seed: int

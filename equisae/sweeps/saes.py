@@ -108,7 +108,7 @@ def train_sweep_saes(
     Equivariant variants get the representation: ``M`` (C_n) or ``generators`` (``{"r", "s"}``
     for D_n; give one of the two), fixed or as the adaptive model's start."""
     from equisae.sae.batched import train_many
-    from equisae.sae.factory import build_sae, sae_class
+    from equisae.sae.factory import build_sae, sae_class, shared_hyper
     from equisae.sae.train import orbit_training_data
 
     if train_acts.ndim != 3:
@@ -131,8 +131,7 @@ def train_sweep_saes(
             group=group,
             M=M if equivariant else None,
             generators=generators if equivariant else None,
-            lambda_inv=training.lambda_inv,
-            lambda_eq=training.lambda_eq,
+            **shared_hyper(variant, lambda_inv=training.lambda_inv, lambda_eq=training.lambda_eq),
         )
         for seed in seeds
     ]
@@ -149,7 +148,8 @@ class SAEJob(ReadsInputs):
     """Train one SAE per seed on a base model's orbit activations; frontier metrics per seed."""
 
     kind: ClassVar[str] = "sweep-sae"
-    version: ClassVar[int] = 3
+    #: 4: the seed reaches the SAE's initial weights (before, every seed started from seed 0)
+    version: ClassVar[int] = 4
     model_name: str
     layer: str
     sae_type: str
