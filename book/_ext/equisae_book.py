@@ -324,7 +324,7 @@ class BuildInfoDirective(_MarkdownDirective):
 # ---------------------------------------------------------------------------------------------
 # the claims ledger
 
-CLAIMS_PARTS = ("summary", "design", "details", "extended")
+CLAIMS_PARTS = ("summary", "design", "calibration", "details", "extended")
 
 
 def claims_source(root: Path, mode: str | None) -> tuple[Any, str]:
@@ -358,7 +358,7 @@ def claims_source(root: Path, mode: str | None) -> tuple[Any, str]:
 def claims_markdown(root: Path, part: str, mode: str | None, pages: Any = True) -> str:
     """MyST for one part of the ledger page (see :data:`CLAIMS_PARTS`); ``pages``: the notebook
     stems that have a page in this book (others are named, not linked), or True for all."""
-    from equisae.ledger import claim_details, claims_table, design_table
+    from equisae.ledger import calibration_table, claim_details, claims_table, design_table
 
     if part not in CLAIMS_PARTS:
         raise ValueError(
@@ -381,6 +381,8 @@ def claims_markdown(root: Path, part: str, mode: str | None, pages: Any = True) 
         out += [f"Numbers from {source}.", "", claims_table(ledger, pages)]
     elif part == "design":
         out.append(design_table(ledger))
+    elif part == "calibration":
+        out.append(calibration_table(ledger))
     else:
         out += ["\n\n".join(claim_details(c, pages) for c in ledger["claims"])]
     return "\n".join(out)
