@@ -16,7 +16,6 @@ from equisae.verdicts import (
     CONTRADICTED,
     HOLDS,
     MIXED,
-    NOT_HOLDS,
     NOT_RUN,
     UNDECIDED,
     claim_label,
