@@ -99,7 +99,6 @@ def one_matrix(spec: Spec, x: Inputs) -> dict[str, Any]:
         "orbits, one fit (no seeds)",
         number=f"min over p of held-out R² of M^p (threshold {verdict.r2_threshold:g}): "
         + "; ".join(f"{p['value']:.3f} at {p['where']}" for p in points),
-        sentence=verdict.sentence(),
         probe_type="none (held-out R² of M^p)",
     )
 
@@ -250,7 +249,6 @@ def probing(spec: Spec, x: Inputs) -> dict[str, Any]:
         points,
         setting=_setting_06(x),
         number=number_text(points, f"invariant-factor F1 ({factors}), adaptive minus TopK"),
-        sentence=v.get("sentence", ""),
         probe_type=v.get("probe_type", probe_type(v.get("probe_k"))),
         encoder=ENCODERS["raw"],
         variants=variants,
@@ -302,7 +300,6 @@ def frontier(spec: Spec, x: Inputs) -> dict[str, Any]:
         points,
         setting=setting,
         number=number,
-        sentence=v.get("sentence", ""),
         probe_type="none (test FVU at matched k)",
         encoder=ENCODERS["raw"],
         variants=variants,
@@ -349,7 +346,6 @@ def planted(spec: Spec, x: Inputs) -> dict[str, Any]:
                 f"{ENCODERS['canonical']} encoder",
                 _planted_points(x["canonical"]),
                 f"{metric}, best minus best",
-                x["canonical"].get("sentence", ""),
             )
         )
     return entry(
@@ -359,7 +355,6 @@ def planted(spec: Spec, x: Inputs) -> dict[str, Any]:
         f"k = {s.get('k')}, {s.get('n_steps')} steps, {len(s.get('seeds', []))} seeds, pose "
         "inferred",
         number=number_text(points, f"{metric}, best equivariant minus best baseline"),
-        sentence=v.get("sentence", ""),
         probe_type=f"none ({metric})",
         encoder=ENCODERS["raw"],
         variants=variants,
@@ -385,7 +380,6 @@ def digits_frontier(spec: Spec, x: Inputs) -> dict[str, Any]:
         points,
         setting=_digits_setting(x),
         number=number_text(points, "test FVU, adaptive minus TopK"),
-        sentence=v.get("sentence", ""),
         probe_type="none (test FVU at matched k)",
         encoder=ENCODERS["raw"],
     )
@@ -409,7 +403,6 @@ def digits_probing(spec: Spec, x: Inputs) -> dict[str, Any]:
         points,
         setting=_digits_setting(x),
         number=number_text(points, "digit-class F1, adaptive minus TopK"),
-        sentence=v.get("sentence", ""),
         probe_type=v.get("probe_type", ""),
         encoder=ENCODERS["raw"],
         variants=variants,
@@ -435,7 +428,6 @@ def digits_one_matrix(spec: Spec, x: Inputs) -> dict[str, Any]:
         setting=_digits_setting(x),
         number=f"min over p of held-out R² of M^p (threshold {verdict.r2_threshold:g}): "
         + "; ".join(f"{p['value']:.3f} at {p['where']}" for p in points),
-        sentence=verdict.sentence(),
         probe_type="none (held-out R² of M^p)",
     )
 
@@ -450,7 +442,6 @@ def dihedral_probing(spec: Spec, x: Inputs) -> dict[str, Any]:
         points,
         setting="the adaptive SAE (raw encoder) under D4 and under C4 on the key bottlenecks",
         number=number_text(points, "invariant-factor F1, D4 minus C4"),
-        sentence=v.get("sentence", ""),
         probe_type=v.get("probe_type", ""),
         encoder=ENCODERS["raw"],
     )
@@ -469,7 +460,6 @@ def dihedral_planted(spec: Spec, x: Inputs) -> dict[str, Any]:
         number=number_text(
             points, f"{v.get('label', 'recovery')}, best equivariant minus best baseline"
         ),
-        sentence=v.get("sentence", ""),
         probe_type=f"none ({v.get('label', 'recovery')})",
         encoder=ENCODERS["raw"],
     )

@@ -187,6 +187,29 @@ def spread_summary(points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+def tally(points: Sequence[Mapping[str, Any]]) -> str:
+    """The sentence of a claim from its points alone: how many go the paper's way, against it,
+    within the spread, and the label."""
+    from equisae.verdicts import orient
+
+    if not points:
+        return ""
+    sides = [orient(p["status"], p["direction"]) for p in points]
+    rules = {p["rule"] for p in points}
+    how = (
+        "against a fixed threshold, one fit each"
+        if rules == {THRESHOLD}
+        else "both halves beyond the seed spread"
+        if rules == {BOTH}
+        else "beyond the seed spread (two-sided paired t-test, Holm-adjusted, 5 %)"
+    )
+    return (
+        f"{sides.count('for')} of {len(points)} points go the paper's way and "
+        f"{sides.count('against')} against it, {how}; {sides.count('neither')} within the "
+        f"spread and {sides.count(TOO_FEW)} with too few seeds. Label: {label(points)}."
+    )
+
+
 def entry(spec: Spec, points: Sequence[Mapping[str, Any]], **fields: Any) -> dict[str, Any]:
     """The ledger entry of ``spec``: its points, the label computed from them, and ``fields``
     (``setting``, ``number``, ``sentence``, ``probe_type``, ``encoder``, ``variants``, ...)."""
@@ -204,12 +227,14 @@ def entry(spec: Spec, points: Sequence[Mapping[str, Any]], **fields: Any) -> dic
         "points": [dict(p) for p in points],
         "verdict": label(points),
         "summary": spread_summary(points),
-        "sentence": "",
+        "sentence": tally(points),
         "probe_type": "none (not a probing claim)",
         "encoder": None,
         "variants": [],
     }
     out.update(fields)
+    if fields.get("sentence") and points:
+        out["sentence"] = f"{fields['sentence']} {tally(points)}"
     return out
 
 
