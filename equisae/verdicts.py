@@ -41,8 +41,9 @@ rejection, so a claim is called anything but "does not hold" with probability at
 
 **The smallest detectable difference** (:func:`min_detectable_effect`): the difference a
 two-sided paired t-test at level ``ALPHA / N`` (Holm's first step) detects with 80 % power, from
-the observed sd and ``n`` (noncentral t). With 3 seeds it is about 8 sd at ``N = 5``: a claim
-whose differences are small against the seed spread cannot be decided, and says so.
+the observed sd and ``n`` (noncentral t). With 3 seeds it is about 7.3 seed sd at ``N = 5``
+(3.3 sd for one point): a claim whose differences are small against the seed spread cannot
+be decided, and says so.
 
 Record keys (missing keys raise a KeyError naming them):
 
