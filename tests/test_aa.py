@@ -99,3 +99,19 @@ def test_aa_false_positive_rate_over_many_simulated_sweeps() -> None:
         flagged += sum(r["point_false"] for r in out["rows"])
         total += out["n_points"]
     assert flagged / total <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / total)
+
+
+def test_plot_aa_draws_one_column_per_comparison() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from equisae.plots.aa import plot_aa
+
+    s = sweep_settings("full")
+    summary = aa_summary(*_records(s, np.random.default_rng(2)), s)
+    fig = plot_aa(summary)
+    ax = fig.axes[0]
+    assert len(ax.get_xticks()) == summary["n_claims"]
+    assert sum(len(c.get_offsets()) for c in ax.collections) == summary["n_points"]
+    with pytest.raises(ValueError, match="no rows"):
+        plot_aa({"rows": []})

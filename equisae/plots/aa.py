@@ -21,7 +21,7 @@ def plot_aa(summary: Mapping[str, Any]) -> Figure:
     rows = summary.get("rows") or []
     if not rows:
         raise ValueError("summary has no rows: run equisae.sweeps.aa.aa_summary first")
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows)), 3.6), layout="constrained")
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(rows)), 3.6), layout="constrained")
     rng = np.random.default_rng(0)
     floor = 1e-4
     for i, row in enumerate(rows):
@@ -33,7 +33,7 @@ def plot_aa(summary: Mapping[str, Any]) -> Figure:
     ax.set_ylim(floor / 2, 1.5)
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels(
-        [f"{r['quantity'].replace(', ', chr(10))}\n{label_of(r['sae'])}" for r in rows],
+        [f"{r['short']}\n{label_of(r['sae']).replace(' ', chr(10), 1)}" for r in rows],
         fontsize=7,
     )
     ax.set_ylabel("p-value, set A vs set B")

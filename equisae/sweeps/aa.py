@@ -76,9 +76,12 @@ def _as_sets(
     return out
 
 
-def _row(quantity: str, sae_type: str, points: Sequence[Point], label: str, n: int) -> dict:
+def _row(
+    quantity: str, short: str, sae_type: str, points: Sequence[Point], label: str, n: int
+) -> dict:
     return {
         "quantity": quantity,
+        "short": short,
         "sae": sae_type,
         "n_points": len(points),
         "n_seeds": n,
@@ -108,10 +111,13 @@ def aa_summary(
         probes = _as_sets(probe_rows, sae_type, seeds_a, seeds_b)
         for pk in probe_ks:
             v = probing_verdict(probes, probe_k=pk, sae=A, baseline=B, factors=factors)
-            rows.append(_row(f"invariant F1, {probe_type(pk)}", sae_type, v.points, v.outcome, n))
+            short = "F1, dense" if pk == "all" else f"F1, {pk[1:]}-sparse"
+            quantity = f"invariant F1, {probe_type(pk)}"
+            rows.append(_row(quantity, short, sae_type, v.points, v.outcome, n))
         saes = _as_sets(sae_rows, sae_type, seeds_a, seeds_b)
         f = frontier_verdict(saes, sae=A, baseline=B, k=settings.probe_k)
-        rows.append(_row(f"test FVU at k = {settings.probe_k}", sae_type, f.points, f.outcome, n))
+        quantity = f"test FVU at k = {settings.probe_k}"
+        rows.append(_row(quantity, "FVU", sae_type, f.points, f.outcome, n))
     n_points = sum(r["n_points"] for r in rows)
     return {
         "seeds_a": list(seeds_a),
