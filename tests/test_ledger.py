@@ -304,6 +304,20 @@ def test_published_reference_relabels(source: str) -> None:
             assert ledger.relabel(claim["points"])[1] == claim["verdict"], claim["id"]
 
 
+@pytest.mark.parametrize("source", ["full", "quick"])
+def test_committed_claims_json_relabels(source: str) -> None:
+    """Every label of the committed claims.json equals the label function of its points."""
+    path = ROOT / "reference" / source / "claims.json"
+    if not path.is_file():
+        pytest.skip(f"reference/{source}/claims.json is not published")
+    data = json.loads(path.read_text())
+    if data.get("schema") != ledger.SCHEMA:
+        pytest.skip(f"{path} predates ledger schema {ledger.SCHEMA}: republish it")
+    for claim in data["claims"]:
+        if claim["points"]:
+            assert ledger.relabel(claim["points"])[1] == claim["verdict"], claim["id"]
+
+
 def test_a_flipped_status_changes_the_recomputed_label(tmp_path: Path) -> None:
     built = ledger.build_ledger(_results(tmp_path / "full"))
     claim = _by_id(built)["claim-3a-sparse"]
