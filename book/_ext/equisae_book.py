@@ -18,7 +18,8 @@
 * Directive ``{equisae-claims}`` (the claims ledger of :mod:`equisae.ledger`, read from
   ``reference/full`` so that the page does not change with the build mode; when the full
   reference predates the current schema, this build's own results, under a labelled notice).
-  Its argument picks the part: ``summary`` (with the notice), ``design`` or ``details``.
+  Its argument picks the part: ``summary`` (with the notice), ``design``, ``calibration`` (the
+  A/A test of the verdict rule), ``details`` or ``extended``.
 """
 
 from __future__ import annotations
@@ -389,7 +390,8 @@ def claims_markdown(root: Path, part: str, mode: str | None, pages: Any = True) 
 
 
 class ClaimsDirective(_MarkdownDirective):
-    """``{equisae-claims} summary|design|details``: the claims ledger (reference/full)."""
+    """``{equisae-claims} summary|design|calibration|details|extended``: the claims ledger
+    (reference/full)."""
 
     required_arguments = 1
 
