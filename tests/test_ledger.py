@@ -444,3 +444,34 @@ def test_book_directive_falls_back_when_reference_is_old(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="summary"):
         ext.claims_markdown(tmp_path, "everything", "quick")
     assert "has not been published yet" in ext.claims_markdown(tmp_path, "extended", "quick")
+
+
+def test_calibration_section_reads_the_aa_key_of_notebook_06(tmp_path: Path) -> None:
+    from equisae.sweeps import sweep_settings
+    from equisae.sweeps.aa import aa_summary
+
+    s = sweep_settings("quick")
+    probes = [
+        dict(model=m, layer=la, sae_type=t, seed=seed, factor=f, probe_k=pk, f1=0.5 + 0.01 * seed)
+        for m, la in s.aa_targets
+        for t in s.aa_types
+        for seed in (*s.aa_seeds_a, *s.aa_seeds_b)
+        for f in ("shape", "colour", "scale")
+        for pk in ("all", "k5")
+    ]
+    saes = [
+        dict(model=m, layer=la, sae_type=t, seed=seed, k=s.probe_k, fvu=0.1 + 0.001 * seed)
+        for m, la in s.aa_targets
+        for t in s.aa_types
+        for seed in (*s.aa_seeds_a, *s.aa_seeds_b)
+    ]
+    aa = aa_summary(probes, saes, s)
+    folder = _results(tmp_path / "full")
+    data = json.loads((folder / "06_probing.json").read_text())
+    data["aa"] = aa
+    (folder / "06_probing.json").write_text(json.dumps(data))
+    built = ledger.build_ledger(folder)
+    assert built["calibration"]["n_claims"] == 3 * len(s.aa_types)
+    text = ledger.calibration_table(built)
+    assert "| invariant F1, dense probe (all latents) | topk |" in text
+    assert f"of {aa['n_points']} points" in text and "comparisons" in text

@@ -130,7 +130,17 @@ def calibration_table(ledger: Mapping[str, Any]) -> str:
         }
         for r in aa["rows"]
     ]
-    return markdown_table(rows)
+    n_points, n_claims = aa["n_points"], aa["n_claims"]
+    pooled = (
+        f"Seeds {', '.join(map(str, aa['seeds_a']))} against "
+        f"{', '.join(map(str, aa['seeds_b']))}: "
+        f"{round(aa['point_false_rate'] * n_points)} of {n_points} points "
+        f"({aa['point_false_rate']:.1%}) reject at 5 % alone, "
+        f"{round(aa['holm_false_rate'] * n_points)} after Holm; "
+        f"{round(aa['claim_false_rate'] * n_claims)} of {n_claims} comparisons "
+        f"({aa['claim_false_rate']:.1%}) get a label other than 'does not hold'."
+    )
+    return markdown_table(rows) + "\n\n" + pooled
 
 
 def claim_details(claim: Mapping[str, Any], link: Links = True) -> str:
