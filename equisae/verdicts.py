@@ -417,6 +417,8 @@ class LayerComparison:
 
     @property
     def status(self) -> str:
+        """The difference tested alone (no Holm); a verdict's ``points`` hold the status
+        adjusted over the claim's points, which the labels use."""
         return self.delta.status
 
 
