@@ -553,6 +553,14 @@ def probing_verdict(
 
 
 # --------------------------------------------------------------------------- claim 3: frontier
+_LAG_WORDS = {
+    HOLDS: "lags",
+    MIXED: "lags at some points",
+    NOT_HOLDS: "does not lag",
+    CONTRADICTED: "leads",
+}
+
+
 @dataclass(frozen=True)
 class FrontierVerdict:
     """Claim 3: does ``sae`` lag ``baseline`` on the frontier (higher test FVU at the same k)?
@@ -609,13 +617,13 @@ class FrontierVerdict:
                 f"{self.median_ratio:.2f} over {n} (model, layer, k) points; lower FVU is better)."
             )
         return (
-            f"The {_label(self.sae)} SAE {'lags' if self.lags else 'does not lag'} the "
+            f"The {_label(self.sae)} SAE {_LAG_WORDS[self.outcome]} the "
             f"{_label(self.baseline)} SAE on the frontier: its test FVU is higher (worse) beyond "
             f"the seed spread (paired t-test, Holm-adjusted, 5 %) at {self.n_lags} of {n} "
             f"(model, layer, k) points, lower (better) "
             f"at {self.n_leads}, and within the spread at {n - self.n_lags - self.n_leads}; "
             f"median FVU ratio {_label(self.sae)}/{_label(self.baseline)} "
-            f"{self.median_ratio:.2f} (lower FVU is better)."
+            f"{self.median_ratio:.2f} (lower FVU is better); label: {self.outcome}."
         )
 
     def markdown(self, digits: int = 3) -> str:

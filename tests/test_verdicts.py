@@ -109,7 +109,8 @@ def test_frontier_verdict_higher_fvu_is_a_lag():
     assert "| higher |" in lagging.markdown()
     leading = frontier_verdict(_frontier_records(0.10, 0.20, ks=(4, 8)), k=8)
     assert not leading.lags and leading.n_leads == 1 and len(leading.rows) == 1
-    assert "does not lag" in leading.sentence()
+    assert "leads the TopK SAE" in leading.sentence()  # lower FVU everywhere: contradicted
+    assert leading.sentence().endswith("label: contradicted.")
 
 
 def test_claim_verdict_needs_both_halves():
