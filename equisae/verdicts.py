@@ -4,15 +4,46 @@ Every function takes plain records (a list of dicts, one per trained SAE / probe
 returns a small frozen dataclass holding the numbers, with ``.sentence()`` (one paragraph of
 Markdown), ``.markdown()`` (a table) and ``.to_dict()`` (JSON-ready).
 
-The decision rule (one rule for every claim), on paired per-seed differences
-``delta_s = value(SAE, seed s) - value(baseline, seed s)`` over the seeds both have:
+**The rule** (one rule for every claim). A claim is tested at one or more *points* (a base
+model and layer, a k, a number of features). At each point the per-seed paired differences
+``delta_s = value(SAE, seed s) - value(baseline, seed s)`` give a mean ``m``, a sample sd ``s``
+(ddof 1) and ``n`` seeds. Each point gets a two-sided paired t-test (``t = m / (s / sqrt(n))``,
+``n - 1`` degrees of freedom, :func:`paired_t_pvalue`); within a claim the p-values are
+Holm-adjusted (:func:`holm_adjust`), and a point's status is
 
-- mean ``m``, sample sd ``s`` (ddof 1), ``n`` seeds, standard error ``se = s / sqrt(n)``;
-- ``"positive"`` if ``m - 2 se > 0``, ``"negative"`` if ``m + 2 se < 0``, ``"within spread"``
-  otherwise, and ``"too few seeds"`` for ``n < 2`` (no spread to judge by).
+- ``"positive"`` / ``"negative"``: adjusted p-value below :data:`ALPHA` (5 %), by the sign of
+  ``m``;
+- ``"within spread"``: not separated from zero at that level;
+- ``"too few seeds"``: ``n < 2`` (no spread to judge by).
 
-It is a descriptive rule (about a 2-sigma band on the paired mean), not a significance test;
-with 3 seeds it is looser than a one-sided t-test at 5 % (t = 2.92).
+A point alone (one-point claims, and the unadjusted ``"status"`` of a :class:`PairedDelta`) has
+a false-positive rate of at most 5 % when the paired differences are normal; Holm keeps the
+probability that *any* point of a claim is called positive or negative when no point differs
+(the per-claim false-positive rate) at most 5 % as well. The test is exact for normal
+differences; ``tests/test_verdicts.py`` measures both rates on simulated null differences at
+n = 3 and n = 5.
+
+**The label** of a claim (:func:`claim_label`, the only place that maps statuses to a label):
+each point also carries the *direction* that supports the paper (``"higher"``: a positive
+difference is in the paper's favour; ``"lower"``: a negative one is). With ``for`` the points
+separated in the paper's direction, ``against`` those separated the other way and ``N`` all
+points:
+
+- ``"not run"``: no points;
+- ``"undecided (one seed)"``: no point has two seeds;
+- ``"holds"``: ``for > N / 2`` and ``against == 0``;
+- ``"contradicted"``: ``against > N / 2`` and ``for == 0``;
+- ``"does not hold"``: ``for == 0`` (and not contradicted);
+- ``"mixed"``: anything else (some points for, but not a majority, or points both ways).
+
+Under no difference at any point, every label other than "does not hold" needs a Holm
+rejection, so a claim is called anything but "does not hold" with probability at most 5 %.
+
+**The smallest detectable difference** (:func:`min_detectable_effect`): the difference a
+two-sided paired t-test at level ``ALPHA / N`` (Holm's first step) detects with 80 % power, from
+the observed sd and ``n`` (noncentral t). With 3 seeds it is about 7.3 seed sd at ``N = 5``
+(3.3 sd for one point): a claim whose differences are small against the seed spread cannot
+be decided, and says so.
 
 Record keys (missing keys raise a KeyError naming them):
 
@@ -26,17 +57,30 @@ Record keys (missing keys raise a KeyError naming them):
 
 from __future__ import annotations
 
+import functools
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from scipy import integrate, optimize, stats
 
 from equisae.tables import format_number, markdown_table
 
 POSITIVE, NEGATIVE, WITHIN, TOO_FEW = "positive", "negative", "within spread", "too few seeds"
-SPREAD_FACTOR = 2.0
+STATUSES: tuple[str, ...] = (POSITIVE, NEGATIVE, WITHIN, TOO_FEW)
+HIGHER, LOWER = "higher", "lower"
+DIRECTIONS: tuple[str, ...] = (HIGHER, LOWER)
+HOLDS, CONTRADICTED, NOT_HOLDS, MIXED = "holds", "contradicted", "does not hold", "mixed"
+UNDECIDED, NOT_RUN = "undecided (one seed)", "not run"
+LABELS: tuple[str, ...] = (HOLDS, CONTRADICTED, NOT_HOLDS, MIXED, UNDECIDED, NOT_RUN)
+#: the significance level of every test (per point alone, and per claim after Holm)
+ALPHA = 0.05
+#: the power at which :func:`min_detectable_effect` is quoted
+POWER = 0.8
+RULE = "two-sided paired t-test per point, Holm-adjusted within the claim, level 0.05"
 INVARIANT_FACTORS: tuple[str, ...] = ("shape", "colour", "scale")
 EQUIVARIANT_PLANTED: tuple[str, ...] = ("equivariant", "adaptive")
 BASELINE_PLANTED: tuple[str, ...] = ("topk", "wide", "crosscoder")
@@ -66,6 +110,188 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+# --------------------------------------------------------------------------- the rule
+def paired_t_pvalue(mean: float, sd: float, n: int) -> float:
+    """Two-sided p-value of the paired t-test of mean difference 0 (nan for ``n < 2``).
+
+    ``sd == 0`` (identical differences): 0 when ``mean != 0``, 1 when it is 0.
+    """
+    if n < 2 or not math.isfinite(mean) or not math.isfinite(sd):
+        return float("nan")
+    if sd <= 0.0:
+        return 0.0 if mean != 0.0 else 1.0
+    t = mean / (sd / math.sqrt(n))
+    return float(2.0 * stats.t.sf(abs(t), df=n - 1))
+
+
+def holm_adjust(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (nan entries stay nan and do not count in m)."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = ok.size
+    if m == 0:
+        return out.tolist()
+    order = ok[np.argsort(p[ok], kind="stable")]
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out.tolist()
+
+
+def status_of(mean: float, p_value: float, alpha: float = ALPHA) -> str:
+    """:data:`POSITIVE` / :data:`NEGATIVE` when ``p_value < alpha`` (by the sign of
+    ``mean``), :data:`WITHIN` otherwise, :data:`TOO_FEW` when ``p_value`` is nan."""
+    if not math.isfinite(p_value):
+        return TOO_FEW
+    if p_value < alpha:
+        return POSITIVE if mean > 0 else NEGATIVE
+    return WITHIN
+
+
+def min_detectable_effect(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest absolute mean difference a two-sided paired t-test at level ``alpha``
+    detects with probability ``power``, for ``n`` seeds and per-seed sd ``sd`` (nan for
+    ``n < 2``)."""
+    if not (0.0 < alpha < 1.0 and 0.0 < power < 1.0):
+        raise ValueError(f"alpha and power must lie in (0, 1), got alpha={alpha}, power={power}")
+    if n < 2 or not math.isfinite(sd):
+        return float("nan")
+    return float(_ncp_for_power(n - 1, alpha, power) * sd / math.sqrt(n))
+
+
+@functools.lru_cache(maxsize=256)
+def _ncp_for_power(df: int, alpha: float, power: float) -> float:
+    """The noncentrality at which a two-sided t-test with ``df`` degrees of freedom at level
+    ``alpha`` rejects with probability ``power``."""
+    crit = float(stats.t.ppf(1.0 - alpha / 2.0, df))
+
+    def shortfall(ncp: float) -> float:
+        # power of |T| > crit for T noncentral t: integrate the normal tail over s^2 ~ chi2/df
+        def tail(v: float) -> float:
+            c = crit * math.sqrt(v / df)
+            return float(
+                stats.chi2.pdf(v, df) * (stats.norm.sf(c - ncp) + stats.norm.cdf(-c - ncp))
+            )
+
+        return integrate.quad(tail, 0.0, np.inf, limit=200)[0] - power
+
+    hi = crit + 10.0
+    while shortfall(hi) < 0:
+        hi *= 2.0
+    ncp = optimize.brentq(shortfall, 0.0, hi, xtol=1e-6)
+    return float(ncp)
+
+
+def check_direction(direction: str) -> str:
+    """``direction`` if it is ``"higher"`` or ``"lower"``; a ValueError otherwise."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    return direction
+
+
+def orient(status: str, direction: str) -> str:
+    """``"for"``, ``"against"``, ``"neither"`` (within spread) or ``"too few seeds"``: a
+    status read in the paper's ``direction``."""
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+    check_direction(direction)
+    if status in (WITHIN, TOO_FEW):
+        return "neither" if status == WITHIN else TOO_FEW
+    good = POSITIVE if direction == HIGHER else NEGATIVE
+    return "for" if status == good else "against"
+
+
+def claim_label(statuses: Sequence[str], directions: Sequence[str]) -> str:
+    """The label of a claim from its points' (Holm-adjusted) statuses and the direction that
+    supports the paper at each point: the one rule of the module docstring."""
+    if len(statuses) != len(directions):
+        raise ValueError(
+            f"statuses and directions must have the same length, got {len(statuses)} and "
+            f"{len(directions)}"
+        )
+    if not statuses:
+        return NOT_RUN
+    sides = [orient(s, d) for s, d in zip(statuses, directions, strict=True)]
+    if all(s == TOO_FEW for s in sides):
+        return UNDECIDED
+    n, n_for, n_against = len(sides), sides.count("for"), sides.count("against")
+    if n_for > n / 2 and n_against == 0:
+        return HOLDS
+    if n_against > n / 2 and n_for == 0:
+        return CONTRADICTED
+    if n_for == 0:
+        return NOT_HOLDS
+    return MIXED
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of a claim, judged: the paired difference, its test, its Holm-adjusted status
+    and the direction that supports the paper. ``to_dict`` is what ``claims.json`` stores."""
+
+    where: str
+    mean: float
+    sd: float
+    n: int
+    direction: str
+    p_value: float
+    p_holm: float
+    status: str
+    mde: float
+
+    @property
+    def side(self) -> str:
+        """``"for"``, ``"against"``, ``"neither"`` or ``"too few seeds"``."""
+        return orient(self.status, self.direction)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("sd", "p_value", "p_holm", "mde"):
+            if not math.isfinite(out[key]):
+                out[key] = None
+        return out
+
+
+def judge_points(
+    points: Sequence[tuple[str, float, float, int]], direction: str | Sequence[str]
+) -> tuple[Point, ...]:
+    """Judge a claim's points ``(where, mean, sd, n)`` together: t-test, Holm over the
+    claim's points, status and the smallest detectable difference at level ``ALPHA / N``."""
+    directions = [direction] * len(points) if isinstance(direction, str) else list(direction)
+    if len(directions) != len(points):
+        raise ValueError(f"{len(points)} points need as many directions, got {len(directions)}")
+    pvals = [paired_t_pvalue(float(m), float(s), int(n)) for _, m, s, n in points]
+    adjusted = holm_adjust(pvals)
+    m = sum(math.isfinite(p) for p in pvals) or 1
+    return tuple(
+        Point(
+            where=str(where),
+            mean=float(mean),
+            sd=float(sd),
+            n=int(n),
+            direction=check_direction(d),
+            p_value=p,
+            p_holm=q,
+            status=status_of(float(mean), q),
+            mde=min_detectable_effect(float(sd), int(n), ALPHA / m),
+        )
+        for (where, mean, sd, n), d, p, q in zip(points, directions, pvals, adjusted, strict=True)
+    )
+
+
+def label_of(points: Sequence[Point]) -> str:
+    """:func:`claim_label` of judged points."""
+    return claim_label([p.status for p in points], [p.direction for p in points])
+
+
+def median_mde(points: Sequence[Point]) -> float:
+    """The median over a claim's points of the smallest detectable difference (nan if none)."""
+    finite = [p.mde for p in points if math.isfinite(p.mde)]
+    return float(np.median(finite)) if finite else float("nan")
+
+
 # --------------------------------------------------------------------------- paired deltas
 @dataclass(frozen=True)
 class PairedDelta:
@@ -83,16 +309,14 @@ class PairedDelta:
         return self.sd / np.sqrt(self.n) if self.n else float("nan")
 
     @property
+    def p_value(self) -> float:
+        """Two-sided paired t-test p-value (nan for one seed)."""
+        return paired_t_pvalue(self.mean, self.sd, self.n)
+
+    @property
     def status(self) -> str:
-        """:data:`POSITIVE`, :data:`NEGATIVE`, :data:`WITHIN` or :data:`TOO_FEW` (module rule)."""
-        if self.n < 2:
-            return TOO_FEW
-        band = SPREAD_FACTOR * self.se
-        if self.mean - band > 0:
-            return POSITIVE
-        if self.mean + band < 0:
-            return NEGATIVE
-        return WITHIN
+        """The status of this difference tested alone (level :data:`ALPHA`, no Holm)."""
+        return status_of(self.mean, self.p_value)
 
     def cell(self, digits: int = 3) -> str:
         """``"+0.041 ± 0.007 (n=3)"`` (sd, not se); ``"+0.041 (n=1)"`` with one seed."""
@@ -115,6 +339,31 @@ def paired_delta(values: Mapping[Any, float], baseline: Mapping[Any, float]) -> 
     d = np.array([float(values[s]) - float(baseline[s]) for s in seeds])
     sd = float(d.std(ddof=1)) if d.size > 1 else 0.0
     return PairedDelta(float(d.mean()), sd, int(d.size), int((d > 0).sum()), tuple(seeds))
+
+
+def judge_deltas(
+    deltas: Sequence[tuple[str, PairedDelta]], direction: str | Sequence[str]
+) -> tuple[Point, ...]:
+    """:func:`judge_points` of ``(where, PairedDelta)`` pairs."""
+    return judge_points([(w, d.mean, d.sd, d.n) for w, d in deltas], direction)
+
+
+def _p_cell(p: float) -> str:
+    return "—" if not math.isfinite(p) else f"{p:.3f}"
+
+
+def _judged(points: Sequence[Point]) -> dict[str, Any]:
+    """The judged points, the label and the rule, for a verdict's ``to_dict``."""
+    return {
+        "points": [p.to_dict() for p in points],
+        "outcome": label_of(points),
+        "rule": RULE,
+        "mde_median": _finite_or_none(median_mde(points)),
+    }
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def _require(records: Sequence[Record], keys: Sequence[str], what: str) -> None:
@@ -168,6 +417,8 @@ class LayerComparison:
 
     @property
     def status(self) -> str:
+        """The difference tested alone (no Holm); a verdict's ``points`` hold the status
+        adjusted over the claim's points, which the labels use."""
         return self.delta.status
 
 
@@ -183,22 +434,32 @@ class ProbingVerdict:
     rows: tuple[LayerComparison, ...]
 
     @property
+    def points(self) -> tuple[Point, ...]:
+        """The (model, layer) pairs judged together (higher F1 supports the paper)."""
+        return judge_deltas([(f"{r.model}/{r.layer}", r.delta) for r in self.rows], HIGHER)
+
+    @property
+    def outcome(self) -> str:
+        """The claim's label on this probe type (:func:`claim_label`)."""
+        return label_of(self.points)
+
+    @property
     def n_better(self) -> int:
-        return sum(r.status == POSITIVE for r in self.rows)
+        return sum(p.side == "for" for p in self.points)
 
     @property
     def n_worse(self) -> int:
-        return sum(r.status == NEGATIVE for r in self.rows)
+        return sum(p.side == "against" for p in self.points)
 
     @property
     def holds(self) -> bool:
-        """True when the SAE is better beyond the spread on a majority of the layers."""
-        return self.n_better > len(self.rows) / 2
+        """True when the label is ``"holds"``."""
+        return self.outcome == HOLDS
 
     @property
     def decidable(self) -> bool:
         """False when no pair has two or more seeds (no spread to judge by)."""
-        return any(r.status != TOO_FEW for r in self.rows)
+        return self.outcome != UNDECIDED
 
     def sentence(self) -> str:
         n = len(self.rows)
@@ -213,10 +474,10 @@ class ProbingVerdict:
         return (
             f"On a {probe_type(self.probe_k)}, F1 averaged over {', '.join(self.factors)}: the "
             f"{_label(self.sae)} SAE probes better than the {_label(self.baseline)} SAE beyond "
-            f"the seed spread (mean paired difference > 2 standard errors) on "
+            f"the seed spread (paired t-test, Holm-adjusted over the pairs, 5 %) on "
             f"{self.n_better} of {n} (model, layer) pairs, worse on {self.n_worse}, and within "
-            f"the spread on {rest}; the claim {'holds' if self.holds else 'does not hold'} "
-            f"for this probe type."
+            f"the spread on {rest} (smallest detectable difference about "
+            f"{median_mde(self.points):.3f}); label for this probe type: {self.outcome}."
         )
 
     def markdown(self, digits: int = 3) -> str:
@@ -226,9 +487,10 @@ class ProbingVerdict:
                 f"F1 {_label(self.sae)}": r.sae_mean,
                 f"F1 {_label(self.baseline)}": r.baseline_mean,
                 "difference (mean ± sd, n)": r.delta.cell(digits),
-                "verdict": r.status,
+                "p (Holm)": _p_cell(p.p_holm),
+                "verdict": p.status,
             }
-            for r in self.rows
+            for r, p in zip(self.rows, self.points, strict=True)
         ]
         return markdown_table(rows, digits=digits)
 
@@ -236,6 +498,7 @@ class ProbingVerdict:
         out = asdict(self)
         out.update(probe_type=probe_type(self.probe_k), n_better=self.n_better)
         out.update(n_worse=self.n_worse, holds=self.holds, sentence=self.sentence())
+        out.update(_judged(self.points))
         return out
 
 
@@ -290,6 +553,14 @@ def probing_verdict(
 
 
 # --------------------------------------------------------------------------- claim 3: frontier
+_LAG_WORDS = {
+    HOLDS: "lags",
+    MIXED: "lags at some points",
+    NOT_HOLDS: "does not lag",
+    CONTRADICTED: "leads",
+}
+
+
 @dataclass(frozen=True)
 class FrontierVerdict:
     """Claim 3: does ``sae`` lag ``baseline`` on the frontier (higher test FVU at the same k)?
@@ -304,14 +575,24 @@ class FrontierVerdict:
     l0: tuple[tuple[float, float], ...] = ()
 
     @property
+    def points(self) -> tuple[Point, ...]:
+        """The (model, layer, k) points judged together (a higher FVU supports the paper)."""
+        return judge_deltas([(f"{r.model}/{r.layer}, k={r.k}", r.delta) for r in self.rows], HIGHER)
+
+    @property
+    def outcome(self) -> str:
+        """The claim's label (:func:`claim_label`)."""
+        return label_of(self.points)
+
+    @property
     def n_lags(self) -> int:
         """Points where the SAE's FVU is higher (worse) beyond the spread."""
-        return sum(r.status == POSITIVE for r in self.rows)
+        return sum(p.status == POSITIVE for p in self.points)
 
     @property
     def n_leads(self) -> int:
         """Points where the SAE's FVU is lower (better) beyond the spread."""
-        return sum(r.status == NEGATIVE for r in self.rows)
+        return sum(p.status == NEGATIVE for p in self.points)
 
     @property
     def median_ratio(self) -> float:
@@ -319,13 +600,13 @@ class FrontierVerdict:
 
     @property
     def lags(self) -> bool:
-        """True when the SAE's FVU is higher beyond the spread at a majority of the points."""
-        return self.n_lags > len(self.rows) / 2
+        """True when the label is ``"holds"`` (higher FVU beyond the spread at a majority)."""
+        return self.outcome == HOLDS
 
     @property
     def decidable(self) -> bool:
         """False when no point has two or more seeds (no spread to judge by)."""
-        return any(r.status != TOO_FEW for r in self.rows)
+        return self.outcome != UNDECIDED
 
     def sentence(self) -> str:
         n = len(self.rows)
@@ -336,12 +617,13 @@ class FrontierVerdict:
                 f"{self.median_ratio:.2f} over {n} (model, layer, k) points; lower FVU is better)."
             )
         return (
-            f"The {_label(self.sae)} SAE {'lags' if self.lags else 'does not lag'} the "
+            f"The {_label(self.sae)} SAE {_LAG_WORDS[self.outcome]} the "
             f"{_label(self.baseline)} SAE on the frontier: its test FVU is higher (worse) beyond "
-            f"the seed spread at {self.n_lags} of {n} (model, layer, k) points, lower (better) "
+            f"the seed spread (paired t-test, Holm-adjusted, 5 %) at {self.n_lags} of {n} "
+            f"(model, layer, k) points, lower (better) "
             f"at {self.n_leads}, and within the spread at {n - self.n_lags - self.n_leads}; "
             f"median FVU ratio {_label(self.sae)}/{_label(self.baseline)} "
-            f"{self.median_ratio:.2f} (lower FVU is better)."
+            f"{self.median_ratio:.2f} (lower FVU is better); label: {self.outcome}."
         )
 
     def markdown(self, digits: int = 3) -> str:
@@ -352,9 +634,10 @@ class FrontierVerdict:
                 f"FVU {_label(self.sae)}": r.sae_mean,
                 f"FVU {_label(self.baseline)}": r.baseline_mean,
                 "difference (mean ± sd, n)": r.delta.cell(digits),
-                "SAE's FVU is": {POSITIVE: "higher", NEGATIVE: "lower"}.get(r.status, r.status),
+                "p (Holm)": _p_cell(p.p_holm),
+                "SAE's FVU is": {POSITIVE: "higher", NEGATIVE: "lower"}.get(p.status, p.status),
             }
-            for r in self.rows
+            for r, p in zip(self.rows, self.points, strict=True)
         ]
         return markdown_table(rows, digits=digits)
 
@@ -362,6 +645,7 @@ class FrontierVerdict:
         out = asdict(self)
         out.update(n_lags=self.n_lags, n_leads=self.n_leads, lags=self.lags)
         out.update(median_ratio=self.median_ratio, sentence=self.sentence())
+        out.update(_judged(self.points))
         return out
 
 
@@ -421,11 +705,11 @@ def claim_verdict(probing: ProbingVerdict, frontier: FrontierVerdict) -> ClaimVe
     """Combine claims 2 and 3 per (model, layer) (frontier: any k of that layer lagging counts
     only if every k there lags; pass ``frontier_verdict(..., k=...)`` to fix one k)."""
     lag: dict[tuple[str, str], list[bool]] = defaultdict(list)
-    for r in frontier.rows:
-        lag[r.model, r.layer].append(r.status == POSITIVE)
+    for r, p in zip(frontier.rows, frontier.points, strict=True):
+        lag[r.model, r.layer].append(p.status == POSITIVE)
     holds = tuple(
-        (r.model, r.layer, r.status == POSITIVE and all(lag.get((r.model, r.layer), [False])))
-        for r in probing.rows
+        (r.model, r.layer, p.status == POSITIVE and all(lag.get((r.model, r.layer), [False])))
+        for r, p in zip(probing.rows, probing.points, strict=True)
     )
     return ClaimVerdict(probing, frontier, holds)
 
@@ -452,10 +736,21 @@ class PlantedVerdict:
     higher_is_better: bool
     rows: tuple[PlantedRow, ...]
 
+    @property
+    def points(self) -> tuple[Point, ...]:
+        """The numbers of features judged together (the metric's better side supports v2)."""
+        direction = HIGHER if self.higher_is_better else LOWER
+        return judge_deltas([(f"{r.n_features} features", r.delta) for r in self.rows], direction)
+
+    @property
+    def outcome(self) -> str:
+        """The claim's label on this metric (:func:`claim_label`)."""
+        return label_of(self.points)
+
     def _better(self, row: PlantedRow) -> bool | None:
         """True/False when the gap is beyond the spread in the SAE's favour/against, else None."""
-        good, bad = (POSITIVE, NEGATIVE) if self.higher_is_better else (NEGATIVE, POSITIVE)
-        return {good: True, bad: False}.get(row.delta.status)
+        side = self.points[self.rows.index(row)].side
+        return {"for": True, "against": False}.get(side)
 
     @property
     def n_better(self) -> int:
@@ -482,7 +777,8 @@ class PlantedVerdict:
         return (
             f"On {self.label} ({direction} is better), the best equivariant SAE is better than "
             f"the best baseline beyond the seed spread at {self.n_better} of {len(self.rows)} "
-            f"numbers of features and worse at {self.n_worse}: {parts}."
+            f"numbers of features and worse at {self.n_worse} (paired t-test, Holm-adjusted, "
+            f"5 %; label: {self.outcome}): {parts}."
         )
 
     def markdown(self, digits: int = 3) -> str:
@@ -503,6 +799,7 @@ class PlantedVerdict:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.update(n_better=self.n_better, n_worse=self.n_worse, sentence=self.sentence())
+        out.update(_judged(self.points))
         return out
 
 

@@ -1,4 +1,5 @@
-"""The claims ledger: verdicts from small synthetic results, missing notebooks, old schema."""
+"""The claims ledger: labels from small synthetic results (recomputable from the JSON alone),
+the registry, missing notebooks, old schema, the book directive."""
 
 from __future__ import annotations
 
@@ -9,6 +10,16 @@ from pathlib import Path
 import pytest
 
 from equisae import ledger
+from equisae.ledger.registry import CLAIMS, ClaimSpec
+from equisae.ledger.results import Read
+from equisae.verdicts import (
+    CONTRADICTED,
+    HOLDS,
+    MIXED,
+    NOT_RUN,
+    UNDECIDED,
+    claim_label,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,8 +65,15 @@ def _results(folder: Path) -> Path:
             "mode": "full",
             "group": "C4",
             "models": {
-                "gcnn": {"bottleneck": {**r2, **identity}},
-                "cnn": {"x": {**r2_bad, **identity}},
+                "gcnn": {
+                    "bottleneck": {
+                        **r2,
+                        **identity,
+                        "group_error": 1e-9,
+                        "root_distance_max": 1e-9,
+                    }
+                },
+                "cnn": {"x": {**r2_bad, **identity, "group_error": 0.8, "root_distance_max": 0.9}},
             },
         },
     )
@@ -140,6 +158,7 @@ def _results(folder: Path) -> Path:
                     "sae_type": "adaptive",
                     "prediction_fvu": 0.2 + 0.01 * seed,
                     "prediction_fvu_fit": 0.1,
+                    "seed": seed,
                     "group_error_weighted": 0.5 + 0.1 * seed,
                     "distance_weighted": 0.3,
                 }
@@ -175,6 +194,12 @@ def _results(folder: Path) -> Path:
                 "adaptive/k5": _probing_verdict(
                     {"gcnn/b": [0.3, 0.31, 0.29], "cnn/b": [0.2, 0.19, 0.21]}, "k5"
                 ),
+            },
+            "frontier_at_probe_k": {
+                "rows": [
+                    {"model": m, "layer": "b", "k": 8, "delta": _delta([0.05, 0.06, 0.055])}
+                    for m in ("gcnn", "cnn")
+                ]
             },
             "claim": {
                 "all": {"holds_layers": 0, "n_layers": 2, "sentence": "dense: 0 of 2"},
@@ -223,33 +248,84 @@ def _by_id(built: dict) -> dict[str, dict]:
     return {c["id"]: c for c in built["claims"]}
 
 
-def test_verdicts_follow_the_two_standard_error_rule(tmp_path: Path) -> None:
+def test_labels_follow_the_calibrated_rule(tmp_path: Path) -> None:
     claims = _by_id(ledger.build_ledger(_results(tmp_path / "full")))
-    assert claims["claim1"]["verdict"] == ledger.MIXED  # gcnn one matrix, cnn not
-    assert claims["claim2"]["verdict"] == ledger.HOLDS  # M moves from 1.41 to ~0.5 at every n
-    assert claims["claim3_probing/all"]["verdict"] == ledger.CONTRADICTED
-    assert claims["claim3_probing/all"]["probe_type"] == "dense probe (all latents)"
-    assert claims["claim3_probing/k5"]["verdict"] == ledger.HOLDS
-    assert claims["claim3_probing/k5"]["probe_type"] == "5-sparse probe"
-    assert claims["claim3_frontier"]["verdict"] == ledger.HOLDS  # higher FVU = lags, as claimed
-    assert claims["claim3_both/all"]["verdict"] == ledger.NOT_HOLDS
-    assert claims["claim3_both/k5"]["verdict"] == ledger.HOLDS
-    assert claims["planted/detection_f1"]["verdict"] == ledger.HOLDS
-    # recovery uses the same deltas but lower-is-better is only for FVU: here higher is better
-    assert claims["planted/recovery"]["verdict"] == ledger.HOLDS
-    probing = claims["claim3_probing/k5"]
+    assert claims["claim-1"]["verdict"] == MIXED  # gcnn one matrix, cnn not
+    rep = claims["claim-1-representation"]
+    assert rep["verdict"] == MIXED and [p["status"] for p in rep["points"]] == [
+        "negative",  # gcnn: ||M^4 - I|| below the threshold, a representation
+        "positive",
+    ]
+    assert claims["claim-2-planted"]["verdict"] == HOLDS  # M moves from 1.41 to ~0.5
+    # the learned M predicts poses worse than the fit (0.21 vs 0.1): against the claim
+    assert claims["claim-2-base-models"]["verdict"] == CONTRADICTED
+    assert claims["claim-3a-dense"]["verdict"] == CONTRADICTED
+    assert claims["claim-3a-dense"]["probe_type"] == "dense probe (all latents)"
+    assert claims["claim-3a-sparse"]["verdict"] == HOLDS
+    assert claims["claim-3a-sparse"]["probe_type"] == "5-sparse probe"
+    assert claims["claim-3b"]["verdict"] == HOLDS  # higher FVU = lags, as claimed
+    assert claims["claim-3-dense"]["verdict"] == CONTRADICTED  # probes worse at both
+    assert claims["claim-3-sparse"]["verdict"] == HOLDS
+    assert claims["planted-detection"]["verdict"] == HOLDS
+    assert claims["planted-recovery"]["verdict"] == HOLDS
+    probing = claims["claim-3a-sparse"]
     assert probing["notebook"] == "06_probing" and probing["paper"] == "v1"
     assert "+0.300 ± 0.010 (n=3) at gcnn/b" in probing["number"]
-    assert probing["values"][0]["n_seeds"] == 3
+    point = probing["points"][0]
+    assert point["n"] == 3 and point["direction"] == "higher" and point["rule"].startswith("paired")
+    assert 0 < point["p_value"] <= point["p_holm"] < 0.05 and point["mde"] > 0
+    assert probing["reads"][0] == "06_probing.json: verdicts → adaptive/k5"
 
 
-def test_lower_is_better_metrics_are_oriented() -> None:
-    verdict = {
-        "higher_is_better": False,
-        "rows": [{"n_features": 8, "delta": _delta([0.2, 0.21, 0.19])}],
-    }
-    values = ledger._planted_values(verdict)
-    assert values[0]["status"] == "negative"  # a higher FVU is worse for the equivariant SAE
+def test_every_label_is_recomputed_from_the_json_alone(tmp_path: Path) -> None:
+    """Write the ledger, read the JSON back, recompute each point's status and each label."""
+    folder = _results(tmp_path / "full")
+    loaded = json.loads(ledger.write_ledger(folder, tmp_path / "claims.json").read_text())
+    checked = 0
+    for claim in loaded["claims"]:
+        statuses, label = ledger.relabel(claim["points"])
+        assert statuses == [p["status"] for p in claim["points"]], claim["id"]
+        assert label == claim["verdict"] or claim["verdict"] == NOT_RUN, claim["id"]
+        checked += bool(claim["points"])
+        for variant in claim["variants"]:
+            if variant["points"]:
+                assert ledger.relabel(variant["points"])[1] == variant["verdict"]
+    assert checked >= 9
+
+
+@pytest.mark.parametrize("source", ["full", "quick"])
+def test_published_reference_relabels(source: str) -> None:
+    """The ledger rebuilt from the committed reference obeys the one label function."""
+    folder = ROOT / "reference" / source
+    if not (folder / "06_probing.json").is_file():
+        pytest.skip(f"reference/{source} is not published")
+    for claim in ledger.build_ledger(folder)["claims"]:
+        if claim["points"]:
+            assert ledger.relabel(claim["points"])[1] == claim["verdict"], claim["id"]
+
+
+@pytest.mark.parametrize("source", ["full", "quick"])
+def test_committed_claims_json_relabels(source: str) -> None:
+    """Every label of the committed claims.json equals the label function of its points."""
+    path = ROOT / "reference" / source / "claims.json"
+    if not path.is_file():
+        pytest.skip(f"reference/{source}/claims.json is not published")
+    data = json.loads(path.read_text())
+    if data.get("schema") != ledger.SCHEMA:
+        pytest.skip(f"{path} predates ledger schema {ledger.SCHEMA}: republish it")
+    for claim in data["claims"]:
+        if claim["points"]:
+            assert ledger.relabel(claim["points"])[1] == claim["verdict"], claim["id"]
+
+
+def test_a_flipped_status_changes_the_recomputed_label(tmp_path: Path) -> None:
+    built = ledger.build_ledger(_results(tmp_path / "full"))
+    claim = _by_id(built)["claim-3a-sparse"]
+    points = [dict(p) for p in claim["points"]]
+    points[0]["mean"] = -points[0]["mean"]  # a point against the claim now
+    statuses, label = ledger.relabel(points)
+    assert statuses[0] == "negative" and label == MIXED
+    assert claim_label(statuses, [p["direction"] for p in points]) == label
 
 
 def test_one_seed_is_undecided(tmp_path: Path) -> None:
@@ -258,33 +334,49 @@ def test_one_seed_is_undecided(tmp_path: Path) -> None:
     data["verdicts"]["adaptive/k5"] = _probing_verdict({"gcnn/b": [0.3]}, "k5")
     (folder / "06_probing.json").write_text(json.dumps(data))
     claims = _by_id(ledger.build_ledger(folder))
-    assert claims["claim3_probing/k5"]["verdict"] == ledger.UNDECIDED
-    assert claims["claim3_both/k5"]["verdict"] == ledger.UNDECIDED
+    assert claims["claim-3a-sparse"]["verdict"] == UNDECIDED
+    assert claims["claim-3-sparse"]["verdict"] == UNDECIDED
 
 
-def test_missing_notebooks_are_not_run(tmp_path: Path) -> None:
+def test_missing_notebooks_and_keys_are_not_run(tmp_path: Path) -> None:
     folder = _results(tmp_path / "full")
     (folder / "05_frontier.json").unlink()
     built = ledger.build_ledger(folder)
     claims = _by_id(built)
-    assert claims["claim3_frontier"]["verdict"] == ledger.NOT_RUN
-    assert claims["digits"]["verdict"] == ledger.NOT_RUN
-    assert claims["dihedral"]["verdict"] == ledger.NOT_RUN
+    assert claims["claim-3b"]["verdict"] == NOT_RUN
+    assert "05_frontier.json: verdicts → adaptive_vs_topk" in claims["claim-3b"]["sentence"]
+    assert claims["digits-frontier"]["verdict"] == NOT_RUN
+    assert claims["d4-planted"]["verdict"] == NOT_RUN
     assert "05_frontier" not in built["notebooks_run"]
-    assert claims["claim3_probing/k5"]["verdict"] == ledger.HOLDS  # the rest still there
+    assert claims["claim-3a-sparse"]["verdict"] == HOLDS  # the rest still there
 
 
-def test_optional_notebook_results_are_listed(tmp_path: Path) -> None:
+def test_d4_planted_verdict_is_read_by_its_key(tmp_path: Path) -> None:
     folder = _results(tmp_path / "full")
-    _write(
-        folder,
-        "08_dihedral",
-        {"mode": "full", "verdicts": {"d4_vs_c4": {"holds": True, "sentence": "D4 wins."}}},
-    )
+    verdict = {
+        "higher_is_better": True,
+        "label": "feature recovery",
+        "rows": [{"n_features": n, "delta": _delta([0.1, 0.11, 0.09])} for n in (8, 16)],
+        "sentence": "D4 planted.",
+    }
+    _write(folder, "08_dihedral", {"mode": "full", "planted": {"verdict": verdict}})
     claims = _by_id(ledger.build_ledger(folder))
-    assert claims["dihedral/verdicts/d4_vs_c4"]["verdict"] == ledger.HOLDS
-    assert claims["dihedral/verdicts/d4_vs_c4"]["sentence"] == "D4 wins."
-    assert claims["dihedral/verdicts/d4_vs_c4"]["variant_label"] == "d4 vs c4"
+    assert claims["d4-planted"]["verdict"] == HOLDS
+    assert claims["d4-planted"]["sentence"].startswith("2 of 2 points go the paper's way")
+    assert claims["d4-probing-dense"]["verdict"] == NOT_RUN  # its key is absent
+
+
+def test_registry_entries_are_typed_and_unique() -> None:
+    ids = [c.id for c in CLAIMS]
+    assert len(set(ids)) == len(ids)
+    assert all(c.reads and c.scope and c.paper in ("v1", "v2") for c in CLAIMS)
+    assert ledger.claim_spec("claim-1").notebook == "03_linear_representation"
+    with pytest.raises(KeyError, match="known"):
+        ledger.claim_spec("claim-9")
+    with pytest.raises(ValueError, match="stem"):
+        Read("x", "09_nothing", ("a",))
+    with pytest.raises(ValueError, match="paper"):
+        ClaimSpec("x", "t", "v3", "s", "06_probing", "scope", (), lambda s, x: {})
 
 
 def test_old_schema_is_refused_with_the_command_to_rewrite_it(tmp_path: Path) -> None:
@@ -321,25 +413,15 @@ def test_write_ledger_round_trips_and_renders(tmp_path: Path) -> None:
     assert loaded["schema"] == ledger.SCHEMA and loaded["mode"] == "full"
     assert loaded["source"] == f"{tmp_path.name}/full"
     text = ledger.ledger_markdown(loaded)
-    assert "| Claim 3a: better probing, 5-sparse | v1 | **holds** | 5-sparse probe |" in text
+    row = "| {ref}`Claim 3a: better probing, sparse probe <claim-3a-sparse>` | v1 | **holds** |"
+    assert row in text and "n = 3 seeds" in text
+    assert "(claim-3a-sparse)=" in text  # the stable anchor of the details
     assert "{doc}`notebook 06 <notebooks/06_probing>`" in text
-    assert "| Claim 1: one matrix M | v1 | **mixed** | held-out R² of M^p |" in text
     assert "| encoder | dense |" in text
     doubled = "*Variant, trained 4000 steps instead of 2000 (seed 0)*: FVU ratio adaptive/TopK"
     assert f"{doubled} gcnn/b 1.50 → 1.75" in text
-    base = "*Variant, base models (notebook 05, no verdict)*: the learned M predicts held-out"
-    assert f"{base} poses worse than the fit it started from on 1 of 1 targets" in text
-    assert "group error 0.50 to 0.70" in text
+    assert "No A/A calibration in these results" in text
     assert ledger.write_ledger(folder) == folder / "claims.json"
-
-
-def test_verdict_word() -> None:
-    assert ledger.verdict_word(2, 0, 3, True) == ledger.HOLDS
-    assert ledger.verdict_word(0, 2, 3, True) == ledger.CONTRADICTED
-    assert ledger.verdict_word(0, 1, 3, True) == ledger.NOT_HOLDS
-    assert ledger.verdict_word(1, 1, 3, True) == ledger.MIXED
-    assert ledger.verdict_word(0, 0, 3, False) == ledger.UNDECIDED
-    assert ledger.verdict_word(0, 0, 0, True) == ledger.NOT_RUN
 
 
 def test_book_directive_falls_back_when_reference_is_old(tmp_path: Path) -> None:
@@ -353,11 +435,43 @@ def test_book_directive_falls_back_when_reference_is_old(tmp_path: Path) -> None
     text = ext.claims_markdown(tmp_path, "summary", "quick")
     assert "`reference/full` has not been republished under the current method yet" in text
     assert "showing this build's quick numbers" in text
-    assert "| Claim 3a: better probing, 5-sparse |" in text
+    assert "better probing, sparse probe <claim-3a-sparse>`" in text
     _results(tmp_path / "reference" / "full")  # republished: no notice
     text = ext.claims_markdown(tmp_path, "summary", "quick")
     assert "republished" not in text and "`reference/full`" in text
     assert "| encoder | dense |" in ext.claims_markdown(tmp_path, "design", "quick")
+    assert "No A/A calibration" in ext.claims_markdown(tmp_path, "calibration", "quick")
     with pytest.raises(ValueError, match="summary"):
         ext.claims_markdown(tmp_path, "everything", "quick")
     assert "has not been published yet" in ext.claims_markdown(tmp_path, "extended", "quick")
+
+
+def test_calibration_section_reads_the_aa_key_of_notebook_06(tmp_path: Path) -> None:
+    from equisae.sweeps import sweep_settings
+    from equisae.sweeps.aa import aa_summary
+
+    s = sweep_settings("quick")
+    probes = [
+        dict(model=m, layer=la, sae_type=t, seed=seed, factor=f, probe_k=pk, f1=0.5 + 0.01 * seed)
+        for m, la in s.aa_targets
+        for t in s.aa_types
+        for seed in (*s.aa_seeds_a, *s.aa_seeds_b)
+        for f in ("shape", "colour", "scale")
+        for pk in ("all", "k5")
+    ]
+    saes = [
+        dict(model=m, layer=la, sae_type=t, seed=seed, k=s.probe_k, fvu=0.1 + 0.001 * seed)
+        for m, la in s.aa_targets
+        for t in s.aa_types
+        for seed in (*s.aa_seeds_a, *s.aa_seeds_b)
+    ]
+    aa = aa_summary(probes, saes, s)
+    folder = _results(tmp_path / "full")
+    data = json.loads((folder / "06_probing.json").read_text())
+    data["aa"] = aa
+    (folder / "06_probing.json").write_text(json.dumps(data))
+    built = ledger.build_ledger(folder)
+    assert built["calibration"]["n_claims"] == 3 * len(s.aa_types)
+    text = ledger.calibration_table(built)
+    assert "| invariant F1, dense probe (all latents) | topk |" in text
+    assert f"of {aa['n_points']} points" in text and "comparisons" in text

@@ -18,7 +18,8 @@
 * Directive ``{equisae-claims}`` (the claims ledger of :mod:`equisae.ledger`, read from
   ``reference/full`` so that the page does not change with the build mode; when the full
   reference predates the current schema, this build's own results, under a labelled notice).
-  Its argument picks the part: ``summary`` (with the notice), ``design`` or ``details``.
+  Its argument picks the part: ``summary`` (with the notice), ``design``, ``calibration`` (the
+  A/A test of the verdict rule), ``details`` or ``extended``.
 """
 
 from __future__ import annotations
@@ -326,7 +327,7 @@ class BuildInfoDirective(_MarkdownDirective):
 # ---------------------------------------------------------------------------------------------
 # the claims ledger
 
-CLAIMS_PARTS = ("summary", "design", "details", "extended")
+CLAIMS_PARTS = ("summary", "design", "calibration", "details", "extended")
 
 
 def claims_source(root: Path, mode: str | None) -> tuple[Any, str]:
@@ -360,7 +361,7 @@ def claims_source(root: Path, mode: str | None) -> tuple[Any, str]:
 def claims_markdown(root: Path, part: str, mode: str | None, pages: Any = True) -> str:
     """MyST for one part of the ledger page (see :data:`CLAIMS_PARTS`); ``pages``: the notebook
     stems that have a page in this book (others are named, not linked), or True for all."""
-    from equisae.ledger import claim_details, claims_table, design_table
+    from equisae.ledger import calibration_table, claim_details, claims_table, design_table
 
     if part not in CLAIMS_PARTS:
         raise ValueError(
@@ -383,13 +384,16 @@ def claims_markdown(root: Path, part: str, mode: str | None, pages: Any = True) 
         out += [f"Numbers from {source}.", "", claims_table(ledger, pages)]
     elif part == "design":
         out.append(design_table(ledger))
+    elif part == "calibration":
+        out.append(calibration_table(ledger))
     else:
         out += ["\n\n".join(claim_details(c, pages) for c in ledger["claims"])]
     return "\n".join(out)
 
 
 class ClaimsDirective(_MarkdownDirective):
-    """``{equisae-claims} summary|design|details``: the claims ledger (reference/full)."""
+    """``{equisae-claims} summary|design|calibration|details|extended``: the claims ledger
+    (reference/full)."""
 
     required_arguments = 1
 

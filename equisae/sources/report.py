@@ -16,8 +16,6 @@ import numpy as np
 from equisae.plots.findings import label_of as _label
 from equisae.tables import markdown_table, mean_sd_cell
 from equisae.verdicts import (
-    POSITIVE,
-    TOO_FEW,
     paired_delta,
     probe_type,
     probing_verdict,
@@ -194,10 +192,9 @@ def probing_verdicts(
 
 def probing_verdict_table(verdicts: Mapping[tuple[str, str, str], Any]) -> str:
     """One row per (SAE, probe type, factor): base models where the SAE probes better / worse
-    than the baseline beyond the seed spread, the mean difference and whether the claim holds."""
+    than the baseline beyond the seed spread, the mean difference and the claim's label."""
     rows = []
     for (sae, pk, factor), v in verdicts.items():
-        undecided = all(r.status == TOO_FEW for r in v.rows)
         rows.append(
             {
                 f"SAE (vs {_label(v.baseline)})": _label(sae),
@@ -207,7 +204,7 @@ def probing_verdict_table(verdicts: Mapping[tuple[str, str, str], Any]) -> str:
                 "worse": v.n_worse,
                 "within spread": len(v.rows) - v.n_better - v.n_worse,
                 "mean difference": float(np.mean([r.delta.mean for r in v.rows])),
-                "claim holds": "undecided (1 seed)" if undecided else ("yes" if v.holds else "no"),
+                "label": v.outcome,
             }
         )
     return markdown_table(rows)
@@ -215,4 +212,4 @@ def probing_verdict_table(verdicts: Mapping[tuple[str, str, str], Any]) -> str:
 
 def count_better(verdict: Any) -> tuple[int, int]:
     """(base models where the SAE is better beyond the spread, number of base models)."""
-    return sum(r.status == POSITIVE for r in verdict.rows), len(verdict.rows)
+    return verdict.n_better, len(verdict.rows)

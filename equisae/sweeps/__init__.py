@@ -16,6 +16,8 @@ Named sweeps (:data:`SWEEPS`, ``equisae sweep NAME --mode quick|full``):
 * ``setting``: the random canonical representative next to the fixed one (notebook 06);
 * ``lambda_inv``: the adaptive SAE over the invariance weight (notebooks 05 and 06);
 * ``group``: topk, equivariant and adaptive SAEs under C4 and under D4 (notebook 08);
+* ``aa``: the A/A test of the verdict rule, one SAE type against itself under two disjoint
+  seed sets (notebook 06), :mod:`equisae.sweeps.aa`;
 * ``extended``: the intermediate layers outside the published grid (``equisae extended``,
   :mod:`equisae.sweeps.extended`).
 """
@@ -198,6 +200,12 @@ def _extended_jobs(s: SweepSettings) -> list[Job]:
     return extended_jobs(s)
 
 
+def _aa_jobs(s: SweepSettings) -> list[Job]:
+    from equisae.sweeps.aa import aa_jobs
+
+    return aa_jobs(s)
+
+
 def _planted_jobs(s: Any) -> list[Job]:
     from equisae.sweeps import planted
 
@@ -213,6 +221,7 @@ SWEEPS: dict[str, Callable[[SweepSettings], list[Job]]] = {
     "setting": setting_jobs,
     "lambda_inv": lambda_inv_jobs,
     "group": group_jobs,
+    "aa": _aa_jobs,
     "extended": _extended_jobs,
 }
 

@@ -164,6 +164,13 @@ class SweepSettings:
     extended_targets: tuple[tuple[str, str], ...] = ()
     convergence_factor: int = 2
     convergence_seeds: tuple[int, ...] = (0,)
+    #: the A/A test of the verdict rule (:mod:`equisae.sweeps.aa`, notebook 06): ``aa_types`` at
+    #: ``probe_k`` on ``aa_targets`` trained under two disjoint seed sets and probed; set A is
+    #: the published seeds (its SAEs and probes come from the probing sweep's cache)
+    aa_targets: tuple[tuple[str, str], ...] = ()
+    aa_types: tuple[str, ...] = ("topk", "adaptive")
+    aa_seeds_a: tuple[int, ...] = ()
+    aa_seeds_b: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
@@ -173,6 +180,15 @@ class SweepSettings:
         if not isinstance(self.convergence_factor, int) or self.convergence_factor < 2:
             raise ValueError(
                 f"convergence_factor must be an int >= 2, got {self.convergence_factor!r}"
+            )
+        if set(self.aa_seeds_a) & set(self.aa_seeds_b):
+            raise ValueError(
+                f"aa_seeds_a {self.aa_seeds_a} and aa_seeds_b {self.aa_seeds_b} must be disjoint"
+            )
+        if len(self.aa_seeds_a) != len(self.aa_seeds_b):
+            raise ValueError(
+                f"aa_seeds_a {self.aa_seeds_a} and aa_seeds_b {self.aa_seeds_b} must have the "
+                "same length (they are paired by rank)"
             )
         if not set(self.convergence_seeds) <= set(self.seeds):
             raise ValueError(
@@ -235,8 +251,10 @@ def sweep_settings(mode: str) -> SweepSettings:
     4000 steps at learning rate 4e-3 (notebook 05's doubling test: 8000 steps change the test FVU
     by a few percent); probes at k = 8 with dense and
     1-, 2-, 5-, 16-sparse probes; the random-representative comparison and the lambda_inv curve
-    on ``cnn_augmented``/bottleneck and ``gcnn``/bottleneck. ``quick``: two bottlenecks,
-    k in {4, 16}, one seed, 300 steps: it shows that everything runs.
+    on ``cnn_augmented``/bottleneck and ``gcnn``/bottleneck; the A/A test: TopK and adaptive
+    SAEs on every target under seeds (3, 4, 5) against the published (0, 1, 2). ``quick``: two
+    bottlenecks, k in {4, 16}, one seed, 300 steps: it shows that everything runs (the A/A
+    test: 2 + 2 seeds on both).
     """
     from equisae.models import MODEL_NAMES
 
@@ -266,6 +284,9 @@ def sweep_settings(mode: str) -> SweepSettings:
             group_targets=key_targets,
             convergence_targets=key_targets,
             extended_targets=tuple((m, "intermediate") for m, _ in key_targets),
+            aa_targets=targets,
+            aa_seeds_a=(0, 1, 2),
+            aa_seeds_b=(3, 4, 5),
         )
     return SweepSettings(
         mode=mode,
@@ -284,6 +305,9 @@ def sweep_settings(mode: str) -> SweepSettings:
         group_targets=key_targets[:1],
         convergence_targets=key_targets[:1],
         extended_targets=(("cnn_augmented", "intermediate"),),
+        aa_targets=key_targets,
+        aa_seeds_a=(0, 1),
+        aa_seeds_b=(2, 3),
     )
 
 
