@@ -306,3 +306,75 @@ def test_gallery_command_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert {latent["factor"] for latent in section["latents"]} <= set(section["factors"])
     shutil.rmtree(out)
     assert main(["gallery", "--model", "mlp_augmented", "--sae", str(tmp_path / "no")]) == 1
+
+
+BROWSER_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--window-size=1280,1600",
+    # no network at all: the page must work from its own files
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+    "--proxy-server=http://127.0.0.1:9",
+)
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Headless Chromium via selenium (skipped when either is missing)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (browser and driver):
+        pytest.skip("headless Chromium not found: apt-get install chromium chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in BROWSER_FLAGS:
+        options.add_argument(flag)
+    chrome = webdriver.Chrome(service=Service(executable_path=driver), options=options)
+    chrome.set_page_load_timeout(60)
+    try:
+        yield chrome
+    finally:
+        chrome.quit()
+
+
+_CARDS = """
+return Array.from(document.querySelectorAll('.gallery-card')).map(c => ({
+  latent: Number(c.dataset.latent), factor: c.dataset.factor,
+  loaded: c.querySelector('img').complete && c.querySelector('img').naturalWidth > 0}));
+"""
+
+
+@pytest.mark.slow
+def test_page_filter_works_offline_in_chromium(tmp_path: Path, chromium) -> None:
+    page, gal, _ = write_page(tmp_path)
+    chromium.get((page / "index.html").as_uri())
+    cards = chromium.execute_script(_CARDS)
+    alive = torch.nonzero(gal.alive).flatten().tolist()
+    assert sorted(c["latent"] for c in cards) == alive
+    assert all(c["loaded"] for c in cards), cards
+    # filter by factor: only the pose-matched latents (the indicator and its duplicate)
+    chromium.execute_script(
+        "const s = document.getElementById('f-factor'); s.value = 'pose';"
+        "s.dispatchEvent(new Event('change'));"
+    )
+    shown = chromium.execute_script(_CARDS)
+    pose = [j for j in alive if gal.best_match(j)[0] == "pose"]
+    assert sorted(c["latent"] for c in shown) == pose and pose
+    # and by score: invariance >= 0.9 among any factor
+    chromium.execute_script(
+        "const s = document.getElementById('f-factor'); s.value = '';"
+        "s.dispatchEvent(new Event('change'));"
+        "const i = document.getElementById('f-inv'); i.value = '0.9';"
+        "i.dispatchEvent(new Event('input'));"
+    )
+    invariant = [j for j in alive if float(gal.invariance[j]) >= 0.9]
+    assert sorted(c["latent"] for c in chromium.execute_script(_CARDS)) == invariant
+    count = chromium.find_element("id", "gallery-count").text
+    assert count.startswith(f"{len(invariant)} of {len(alive)}")
