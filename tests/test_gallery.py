@@ -378,3 +378,21 @@ def test_page_filter_works_offline_in_chromium(tmp_path: Path, chromium) -> None
     assert sorted(c["latent"] for c in chromium.execute_script(_CARDS)) == invariant
     count = chromium.find_element("id", "gallery-count").text
     assert count.startswith(f"{len(invariant)} of {len(alive)}")
+
+
+def test_decoded_atoms_read_the_code_shape_of_the_base_model() -> None:
+    from equisae.models import build_model
+    from equisae.plots.gallery import decoded_atoms
+
+    model = build_model("cnn_augmented")
+    images = torch.rand(2, 3, 32, 32)
+    d = int(model.encode(images[:1]).reshape(1, -1).shape[1])
+    z, factors = constructed()
+    atoms = torch.randn(G, z.shape[2], d)
+    gal = latent_statistics(z, factors, "C4", atoms=atoms)
+    out = decoded_atoms(model, gal, torch.zeros(d), images)
+    assert out.shape == (G, z.shape[2], 3, 32, 32)
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    code = model.encode(images[:1]).shape[1:]
+    expected = model.decode((gal.top_value[0].mean() * atoms[2, 0]).reshape(1, *code))
+    assert torch.allclose(out[2, 0], expected[0].clamp(0, 1), atol=1e-5)

@@ -89,10 +89,11 @@ def top_orbit_images(
 
 
 @torch.no_grad()
-def decoded_atoms(model: Any, gallery: LatentGallery, b_dec: Tensor) -> Tensor:
+def decoded_atoms(model: Any, gallery: LatentGallery, b_dec: Tensor, images: Tensor) -> Tensor:
     """The base model's decoding of ``b_dec + v_j rho(g) W_dec[j]`` for every element and latent
     (``v_j``: the mean of latent j's top values): ``(|G| or 1, d_sae, C, H, W)``, clipped to
-    [0, 1]. Needs a model whose ``decode`` reads the hooked layer (the bottleneck)."""
+    [0, 1]. Needs a model whose ``decode`` reads the hooked layer (the bottleneck); ``images``
+    (N, C, H, W) of the source give the shape of its code (the activations are flattened)."""
     atoms = gallery.atoms
     if atoms.numel() == 0:
         raise ValueError("the gallery holds no decoder atoms")
@@ -101,7 +102,8 @@ def decoded_atoms(model: Any, gallery: LatentGallery, b_dec: Tensor) -> Tensor:
     was_training = model.training
     model.eval()
     try:
-        out = model.decode(codes.reshape(-1, codes.shape[-1]))
+        code_shape = model.encode(images[:1].float()).shape[1:]
+        out = model.decode(codes.reshape(-1, *code_shape))
     finally:
         model.train(was_training)
     return out.clamp(0, 1).reshape(*atoms.shape[:2], *out.shape[1:])
@@ -443,7 +445,8 @@ def main_gallery(
     if found.decodes and found.gallery.atoms.numel():
         from equisae.sae.io import load_sae
 
-        atoms = decoded_atoms(found.model, found.gallery, load_sae(sae).b_dec.detach())
+        b_dec = load_sae(sae).b_dec.detach()
+        atoms = decoded_atoms(found.model, found.gallery, b_dec, found.images)
     title = f"Latents of {Path(sae).name} on {model} / {layer} ({source}, {split} split)"
     folder = Path(out) if out else results_dir(mode) / f"gallery-{model}-{layer}"
     section = GallerySection(title, found.gallery, found.images, atoms)
