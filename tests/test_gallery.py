@@ -394,5 +394,13 @@ def test_decoded_atoms_read_the_code_shape_of_the_base_model() -> None:
     assert out.shape == (G, z.shape[2], 3, 32, 32)
     assert float(out.min()) >= 0 and float(out.max()) <= 1
     code = model.encode(images[:1]).shape[1:]
-    expected = model.decode((gal.top_value[0].mean() * atoms[2, 0]).reshape(1, *code))
-    assert torch.allclose(out[2, 0], expected[0].clamp(0, 1), atol=1e-5)
+    base = model.decode(torch.zeros(1, *code))
+    delta = torch.stack(
+        [
+            model.decode((gal.top_value[0].mean() * atoms[g, 0]).reshape(1, *code)) - base
+            for g in range(G)
+        ]
+    )
+    expected = 0.5 + delta[2, 0] / (2 * delta.abs().max())
+    assert torch.allclose(out[2, 0], expected, atol=1e-5)
+    assert not bool(gal.alive[4]) and float(out[:, 4].abs().max()) == 0.0

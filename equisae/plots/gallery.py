@@ -50,7 +50,7 @@ DATA_FILE = "gallery-data.js"
 #: lossy WebP keeps a latent's card at about 4 KB (lossless PNG: about 20 KB); every current
 #: browser shows it, and the page stays small enough to ship every alive latent in the book
 IMAGE_FORMAT = "webp"
-IMAGE_OPTIONS: dict[str, Any] = {"quality": 80, "method": 6}
+IMAGE_OPTIONS: dict[str, Any] = {"quality": 80, "method": 4}
 
 
 def static_folder() -> Path:
@@ -90,23 +90,33 @@ def top_orbit_images(
 
 @torch.no_grad()
 def decoded_atoms(model: Any, gallery: LatentGallery, b_dec: Tensor, images: Tensor) -> Tensor:
-    """The base model's decoding of ``b_dec + v_j rho(g) W_dec[j]`` for every element and latent
-    (``v_j``: the mean of latent j's top values): ``(|G| or 1, d_sae, C, H, W)``, clipped to
-    [0, 1]. Needs a model whose ``decode`` reads the hooked layer (the bottleneck); ``images``
-    (N, C, H, W) of the source give the shape of its code (the activations are flattened)."""
+    """What each atom adds to the base model's output, for every element and alive latent:
+    ``decode(b_dec + v_j rho(g) W_dec[j]) - decode(b_dec)`` (``v_j``: the mean of latent j's
+    top values), shown as ``0.5 + delta / (2 max |delta|)`` with the maximum over the latent's
+    elements (grey: no change; the same contrast across its poses). Shape
+    ``(|G| or 1, d_sae, C, H, W)``, zeros for dead latents (not decoded). Needs a model whose
+    ``decode`` reads the hooked layer (the bottleneck); ``images`` (N, C, H, W) of the source
+    give the shape of its code (the activations are flattened)."""
     atoms = gallery.atoms
     if atoms.numel() == 0:
         raise ValueError("the gallery holds no decoder atoms")
-    scale = gallery.top_value.mean(1).clamp_min(0)
-    codes = b_dec.float()[None, None] + scale[None, :, None] * atoms
+    alive = torch.nonzero(gallery.alive).flatten()
+    scale = gallery.top_value.mean(1).clamp_min(0)[alive]
+    codes = b_dec.float()[None, None] + scale[None, :, None] * atoms[:, alive]
     was_training = model.training
     model.eval()
     try:
         code_shape = model.encode(images[:1].float()).shape[1:]
-        out = model.decode(codes.reshape(-1, *code_shape))
+        base = model.decode(b_dec.float().reshape(1, *code_shape))
+        delta = model.decode(codes.reshape(-1, *code_shape)) - base
     finally:
         model.train(was_training)
-    return out.clamp(0, 1).reshape(*atoms.shape[:2], *out.shape[1:])
+    delta = delta.reshape(atoms.shape[0], len(alive), *delta.shape[1:])
+    peak = delta.abs().amax(dim=(0, 2, 3, 4), keepdim=True).clamp_min(1e-12)
+    out = (0.5 + delta / (2 * peak)).clamp(0, 1)
+    full = torch.zeros(atoms.shape[0], atoms.shape[1], *out.shape[2:])
+    full[:, alive] = out
+    return full
 
 
 def tiles_to_uint8(tiles: Tensor, gap: int = 1) -> np.ndarray:
