@@ -58,7 +58,7 @@ __all__ = [
     "SourceGallery",
 ]
 
-GALLERY_VERSION = 1
+GALLERY_VERSION = 2
 TENSORS_FILE = "gallery.safetensors"
 META_FILE = "gallery.json"
 
@@ -70,6 +70,7 @@ PURITY_METRICS: tuple[str, ...] = (
     "monosemantic_fraction",
     "duplicate_fraction",
     "mean_invariance",
+    "weighted_invariance",
     "mean_best_precision",
 )
 
@@ -127,6 +128,7 @@ class LatentGallery:
     top_value: Tensor
     top_orbit_values: Tensor
     invariance: Tensor
+    energy: Tensor
     pose_selectivity: Tensor
     precision: dict[str, Tensor]
     recall: dict[str, Tensor]
@@ -169,7 +171,7 @@ class LatentGallery:
             name: getattr(self, name).contiguous()
             for name in (
                 "frequency histogram hist_max top_orbit top_pose top_value top_orbit_values "
-                "invariance pose_selectivity best_factor best_class best_precision best_recall "
+                "invariance energy pose_selectivity best_factor best_class best_precision best_recall "
                 "duplicate_of duplicate_element duplicate_jaccard atoms"
             ).split()
         }
@@ -421,6 +423,7 @@ def latent_statistics(
     per_latent = z.permute(2, 0, 1)  # (d, N, G)
     top_orbit_values = per_latent.gather(1, top_orbit.T[:, :, None].expand(d, n_top, order))
     invariance = invariance_scores(z)
+    energy = z.double().pow(2).sum((0, 1)).float()
     selectivity, _ = pose_selectivity_scores(z)
     names = list(settings.factors) if settings.factors is not None else default_factors(factors)
     precision, recall = factor_matches(fired, factors, names)
@@ -436,6 +439,7 @@ def latent_statistics(
         top_value=top_value.T.contiguous(),
         top_orbit_values=top_orbit_values.contiguous(),
         invariance=invariance,
+        energy=energy,
         pose_selectivity=selectivity,
         precision=precision,
         recall=recall,
@@ -649,7 +653,11 @@ def purity_metrics(gallery: LatentGallery) -> dict[str, Any]:
     ``invariant_fraction`` (invariance >= the threshold), ``pose_selective_fraction``
     (selectivity >= the threshold), ``monosemantic_fraction`` (best precision >= the threshold),
     ``duplicate_fraction`` (a duplicate across poses of another alive latent), the means of the
-    invariance and best precision, ``alive_fraction``, and ``latents_per_class``: how many
+    invariance and best precision, ``weighted_invariance`` (the invariance weighted by each
+    latent's summed squared activation, equal to ``1 - e / (1 - 1/|G|)`` with ``e`` the
+    :func:`equisae.sae.evaluate.latent_equivariance_error` of the same latents: dominated by the
+    strong latents, where the plain mean counts every alive latent once), ``alive_fraction``,
+    and ``latents_per_class``: how many
     monosemantic latents have each factor class as best match (``"factor=class"`` keys)."""
     s = gallery.settings
     alive = gallery.alive
@@ -668,6 +676,7 @@ def purity_metrics(gallery: LatentGallery) -> dict[str, Any]:
         "monosemantic_fraction": frac(mono),
         "duplicate_fraction": frac(gallery.duplicate_of >= 0),
         "mean_invariance": float(gallery.invariance[alive].mean()) if n_alive else float("nan"),
+        "weighted_invariance": _weighted(gallery.invariance, gallery.energy, alive),
         "mean_best_precision": (
             float(gallery.best_precision[alive].mean()) if n_alive else float("nan")
         ),
@@ -690,6 +699,14 @@ def purity_metrics(gallery: LatentGallery) -> dict[str, Any]:
         "duplicate_jaccard": s.duplicate_threshold,
     }
     return out
+
+
+def _weighted(values: Tensor, weights: Tensor, alive: Tensor) -> float:
+    """The mean of ``values`` over the alive latents weighted by ``weights`` (NaN if none)."""
+    w = weights.double()[alive]
+    if not bool(alive.any()) or float(w.sum()) <= 0:
+        return float("nan")
+    return float((values.double()[alive] * w).sum() / w.sum())
 
 
 def purity_records(galleries: Iterable[LatentGallery]) -> list[dict[str, Any]]:

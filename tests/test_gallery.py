@@ -404,3 +404,16 @@ def test_decoded_atoms_read_the_code_shape_of_the_base_model() -> None:
     expected = 0.5 + delta[2, 0] / (2 * delta.abs().max())
     assert torch.allclose(out[2, 0], expected, atol=1e-5)
     assert not bool(gal.alive[4]) and float(out[:, 4].abs().max()) == 0.0
+
+
+def test_weighted_invariance_matches_the_evaluation_metric() -> None:
+    from equisae.sae.evaluate import latent_equivariance_error
+
+    gen = torch.Generator().manual_seed(5)
+    z = torch.relu(torch.randn(30, G, 7, generator=gen))
+    z[:, :, 0] = 3.0  # a strong invariant latent next to weak, pose-dependent ones
+    gal = latent_statistics(z, {}, "C4")
+    metrics = purity_metrics(gal)
+    expected = 1 - latent_equivariance_error(z) / (1 - 1 / G)
+    assert metrics["weighted_invariance"] == pytest.approx(expected, rel=1e-5)
+    assert metrics["weighted_invariance"] > metrics["mean_invariance"]

@@ -381,8 +381,9 @@ def _index_html(title: str) -> str:
 <body>
 <h1>{safe}</h1>
 <p class="gallery-help">Each card is one alive latent: its top-activating orbits (rows; columns
-are the poses) and, where the base model can decode, its
-decoder atom under each group element (last row); in its table of values along each orbit the
+are the poses) and, where the base model can decode, what its
+decoder atom under each group element adds to the decoded image (last row; grey: no change);
+in its table of values along each orbit the
 pose of the top value is framed. Filter by the factor class it best matches,
 by its invariance, pose selectivity or precision.</p>
 <form id="gallery-filter" class="gallery-filter">
