@@ -281,6 +281,9 @@ def test_page_tiles_show_the_top_orbits_and_atoms(tmp_path: Path) -> None:
     assert tiles.shape == (3, G, 3, 8, 8)
     array = tiles_to_uint8(tiles)
     assert array.shape == (3 * 9 - 1, G * 9 - 1, 3) and array.dtype.name == "uint8"
+    tile = (tiles[1, 2].permute(1, 2, 0) * 255).round().numpy()
+    assert (array[9:17, 18:26] == tile).all()  # row 1, column 2 after 1-pixel gaps
+    assert (array[8, :] == 128).all() and (array[:, 17] == 128).all()  # the grey gaps
     with pytest.raises(ValueError, match="images must have shape"):
         top_orbit_images(gal, images[:5], [1])
 
