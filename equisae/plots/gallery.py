@@ -203,7 +203,7 @@ def plot_curated(
     fig, axes = plt.subplots(
         len(rows),
         len(classes),
-        figsize=(2.3 * len(classes), 2.0 * len(rows) * n_show / 2 + 0.4),
+        figsize=(2.3 * len(classes), (0.6 * n_show + 0.3) * len(rows) + 0.4),
         constrained_layout=True,
         squeeze=False,
     )
