@@ -428,7 +428,7 @@ def purity_table_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, An
 
 def page_summary(info: Mapping[str, Any]) -> str:
     """One line: how many latents a written page shows and its size in MB."""
-    return f"{info['n_latents']} latents, {info['bytes'] / 1e6:.1f} MB"
+    return f"{info['n_latents']} latents, {info['bytes'] / 1e6:.2f} MB"
 
 
 def main_gallery(
