@@ -420,3 +420,38 @@ def test_weighted_invariance_matches_the_evaluation_metric() -> None:
     expected = 1 - latent_equivariance_error(z) / (1 - 1 / G)
     assert metrics["weighted_invariance"] == pytest.approx(expected, rel=1e-5)
     assert metrics["weighted_invariance"] > metrics["mean_invariance"]
+
+
+def test_planted_atoms_figure_matches_features_up_to_the_group() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from equisae.planted import ToyConfig, make_planted
+    from equisae.plots.gallery import plot_planted_atoms
+
+    problem = make_planted(ToyConfig(d=8, n_features=4), 50, 20, seed=0)
+    powers = problem.powers()
+    atoms = torch.cat([problem.features @ powers[1].T, torch.randn(3, 8)])  # moved + noise atoms
+    fig = plot_planted_atoms(problem.features, atoms, powers)
+    cosines = [float(t.get_text()) for t in fig.axes[1].texts]
+    assert cosines == pytest.approx([1.0] * 4, abs=0.01)
+
+
+def test_purity_figure_shows_the_seed_means() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from equisae.plots.gallery import plot_purity, purity_table_rows
+
+    rows = [
+        {"model": "m", "layer": "bottleneck", "sae_type": t, "seed": s, "metric": k, "value": v}
+        for t, base in (("topk", 0.2), ("adaptive", 0.6))
+        for s in (0, 1)
+        for k, v in (("invariant_fraction", base + 0.1 * s), ("duplicate_fraction", 0.5))
+    ]
+    fig = plot_purity(rows, ("invariant_fraction", "duplicate_fraction"), ("topk", "adaptive"))
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    assert heights == pytest.approx([0.25, 0.65])
+    table = purity_table_rows(rows)
+    assert [r["SAE"] for r in table] == ["adaptive equivariant", "TopK"]
+    assert table[1]["invariant fraction"].startswith("0.25")
