@@ -455,3 +455,26 @@ def test_purity_figure_shows_the_seed_means() -> None:
     table = purity_table_rows(rows)
     assert [r["SAE"] for r in table] == ["adaptive equivariant", "TopK"]
     assert table[1]["invariant fraction"].startswith("0.25")
+
+
+def test_book_build_finds_the_gallery_of_the_build_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+    import json
+
+    path = Path(__file__).resolve().parents[1] / "book" / "_ext" / "equisae_book.py"
+    spec = importlib.util.spec_from_file_location("equisae_book_gallery", path)
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    monkeypatch.delenv("EQUISAE_RESULTS", raising=False)
+    assert ext.gallery_source(tmp_path) is None
+    for mode in ("quick", "full"):
+        (tmp_path / "results" / mode / "gallery").mkdir(parents=True)
+        (tmp_path / "results" / mode / "gallery" / "index.html").write_text("<html></html>")
+    info = tmp_path / "book" / "notebooks" / "build_info.json"
+    info.parent.mkdir(parents=True)
+    info.write_text(json.dumps({"mode": "quick"}))
+    assert ext.gallery_source(tmp_path) == tmp_path / "results" / "quick" / "gallery"
+    info.write_text(json.dumps({"mode": "full"}))
+    assert ext.gallery_source(tmp_path) == tmp_path / "results" / "full" / "gallery"
