@@ -50,7 +50,7 @@ DATA_FILE = "gallery-data.js"
 #: lossy WebP keeps a latent's card at about 4 KB (lossless PNG: about 20 KB); every current
 #: browser shows it, and the page stays small enough to ship every alive latent in the book
 IMAGE_FORMAT = "webp"
-IMAGE_OPTIONS: dict[str, Any] = {"quality": 80, "method": 0}
+IMAGE_OPTIONS: dict[str, Any] = {"quality": 70, "method": 0}
 
 
 def static_folder() -> Path:
