@@ -43,7 +43,7 @@
   }
 
   function card(section, latent) {
-    var div = document.createElement("div");
+    var div = document.createElement("figure");
     div.className = "gallery-card";
     div.setAttribute("data-latent", String(latent.id));
     div.setAttribute("data-factor", latent.factor);
@@ -58,14 +58,16 @@
         latent.dupEl + "</div>"
       : "";
     div.innerHTML =
-      '<img src="' + latent.img + '" alt="top orbits of latent ' + latent.id + '">' +
+      '<img src="' + latent.img + '" alt="top orbits and decoder atoms of latent ' + latent.id +
+      '">' + "<figcaption>" +
       '<div class="gallery-title">#' + latent.id + " · " + latent.factor + ": " + latent.cls +
       "</div>" +
       '<div class="gallery-scores">precision ' + latent.prec.toFixed(2) + " · recall " +
       latent.rec.toFixed(2) + "<br>invariance " + latent.inv.toFixed(2) + " · pose sel. " +
       latent.sel.toFixed(2) + "<br>frequency " + (100 * latent.freq).toFixed(2) + "%</div>" +
       histogram(latent) +
-      '<table class="gallery-values"><tbody>' + values + "</tbody></table>" + dup;
+      '<table class="gallery-values"><tbody>' + values + "</tbody></table>" + dup +
+      "</figcaption>";
     return div;
   }
 
