@@ -182,6 +182,24 @@ def _images(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gallery(args: argparse.Namespace) -> int:
+    from equisae.plots.gallery import main_gallery
+
+    main_gallery(
+        args.model,
+        args.layer,
+        args.sae,
+        source=args.source,
+        path=args.path,
+        mode=args.mode,
+        seed=args.seed,
+        split=args.split,
+        out=args.out,
+        n_show=args.n_show,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``equisae`` command."""
     debug = argparse.ArgumentParser(add_help=False)
@@ -274,6 +292,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="run notebook 07's study (3 base models, all SAE types, seeds) and write study.json",
     )
     img.set_defaults(func=_images)
+
+    gal = sub.add_parser(
+        "gallery", help="write the offline latent gallery of a saved SAE", parents=[debug]
+    )
+    gal.add_argument("--model", required=True, help="base model name")
+    gal.add_argument("--layer", default="bottleneck", help="layer role or module name")
+    gal.add_argument("--sae", required=True, help="folder of a saved SAE (save_sae)")
+    gal.add_argument(
+        "--source", choices=("shapes", "digits", "galaxy-mnist", "folder"), default="shapes"
+    )
+    gal.add_argument("--path", default=None, help="HDF5 file or folder (galaxy-mnist, folder)")
+    gal.add_argument("--mode", choices=MODES, default="quick", help="data sizes (shapes)")
+    gal.add_argument("--seed", type=int, default=0)
+    gal.add_argument("--split", choices=("train", "val", "test"), default="test")
+    gal.add_argument("--out", default=None, help="output folder of the page")
+    gal.add_argument("--n-show", type=int, default=3, help="top orbits shown per latent")
+    gal.set_defaults(func=_gallery)
     return parser
 
 

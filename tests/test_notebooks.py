@@ -21,7 +21,7 @@ REQUIRED_STEMS = [
     "06_probing",
 ]
 # notebooks added after the first six (real images, C4 against D4): checked when present
-OPTIONAL_STEMS = ["07_digits", "08_dihedral"]
+OPTIONAL_STEMS = ["07_digits", "08_dihedral", "09_gallery"]
 EXPECTED_STEMS = [p.stem for p in NOTEBOOKS] or REQUIRED_STEMS
 
 

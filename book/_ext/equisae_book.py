@@ -20,6 +20,8 @@
   reference predates the current schema, this build's own results, under a labelled notice).
   Its argument picks the part: ``summary`` (with the notice), ``design``, ``calibration`` (the
   A/A test of the verdict rule), ``details`` or ``extended``.
+* **The latent gallery**: the offline page notebook 09 writes to ``results/<mode>/gallery`` is
+  copied to ``gallery/`` of the built site, where ``book/gallery.md`` frames it.
 """
 
 from __future__ import annotations
@@ -478,9 +480,24 @@ def copy_mathjax(target: Path) -> None:
             shutil.copy2(src, dst)
 
 
+def gallery_source(srcdir: Path) -> Path | None:
+    """The latent gallery notebook 09 wrote (``results/<mode>/gallery``, the build's mode, else
+    the newest of the two modes), or None when no run wrote one."""
+    import os
+
+    base = Path(os.environ.get("EQUISAE_RESULTS", srcdir / "results"))
+    mode = read_build_info(srcdir).get("mode")
+    modes = [mode] if mode in ("quick", "full") else ["full", "quick"]
+    found = [base / m / "gallery" for m in modes if (base / m / "gallery" / "index.html").is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
 def _build_finished(app: Sphinx, exception: Exception | None) -> None:
     if exception is None and app.builder.format == "html":
         copy_mathjax(Path(app.outdir) / "_static" / "mathjax")
+        gallery = gallery_source(Path(app.srcdir))
+        if gallery is not None:  # the book's gallery page frames <outdir>/gallery/index.html
+            shutil.copytree(gallery, Path(app.outdir) / "gallery", dirs_exist_ok=True)
 
 
 def _config_inited(app: Sphinx, config: Any) -> None:
@@ -506,6 +523,7 @@ __all__ = [
     "claims_markdown",
     "claims_source",
     "copy_mathjax",
+    "gallery_source",
     "read_build_info",
     "show_injected_parameters",
     "timings_markdown",
