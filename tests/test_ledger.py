@@ -7,6 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from equisae import ledger
@@ -475,3 +476,47 @@ def test_calibration_section_reads_the_aa_key_of_notebook_06(tmp_path: Path) -> 
     text = ledger.calibration_table(built)
     assert "| invariant F1, dense probe (all latents) | topk |" in text
     assert f"of {aa['n_points']} points" in text and "comparisons" in text
+
+
+def _purity_records(adaptive_invariance: float, seeds: int = 3) -> list[dict]:
+    """Notebook 09's purity records for one target: TopK at 0.1 invariance, the adaptive SAE at
+    ``adaptive_invariance``; duplication and monosemanticity equal (no effect)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(seeds):
+        for sae, inv in (("topk", 0.1), ("adaptive", adaptive_invariance)):
+            for metric, value in (
+                ("weighted_invariance", inv),
+                ("duplicate_fraction", 0.3),
+                ("monosemantic_fraction", 0.2),
+            ):
+                rows.append(
+                    {
+                        "model": "cnn_augmented",
+                        "layer": "bottleneck",
+                        "sae_type": sae,
+                        "seed": seed,
+                        "metric": metric,
+                        "value": value + float(rng.normal(0, 0.01)),
+                    }
+                )
+    return rows
+
+
+def test_feature_purity_claim_reads_notebook_09_and_judges_by_the_one_rule():
+    from equisae.ledger import claims
+    from equisae.ledger.registry import claim_spec
+    from equisae.verdicts import claim_label
+
+    spec = claim_spec("claim-3-features")
+    assert [r.address for r in spec.reads][0] == "09_gallery.json: purity_records"
+    strong = claims.feature_purity(spec, {"records": _purity_records(0.8)})
+    statuses = {p["where"].split(", ")[1]: p["status"] for p in strong["points"]}
+    assert statuses["activation-weighted orbit invariance"] == "positive"
+    assert statuses["fraction of latents duplicated across poses"] == "within spread"
+    directions = [p["direction"] for p in strong["points"]]
+    assert strong["verdict"] == claim_label([p["status"] for p in strong["points"]], directions)
+    null = claims.feature_purity(spec, {"records": _purity_records(0.1)})
+    assert {p["status"] for p in null["points"]} == {"within spread"}
+    one_seed = claims.feature_purity(spec, {"records": _purity_records(0.8, seeds=1)})
+    assert {p["status"] for p in one_seed["points"]} == {"too few seeds"}

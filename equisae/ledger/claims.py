@@ -16,7 +16,14 @@ from equisae.ledger.entries import (
     number_text,
     threshold_point,
 )
-from equisae.verdicts import HIGHER, LOWER, linear_representation_verdict, paired_delta, probe_type
+from equisae.verdicts import (
+    HIGHER,
+    LOWER,
+    judge_points,
+    linear_representation_verdict,
+    paired_delta,
+    probe_type,
+)
 
 __all__ = [
     "ENCODERS",
@@ -24,6 +31,7 @@ __all__ = [
     "both_halves",
     "dihedral_planted",
     "dihedral_probing",
+    "feature_purity",
     "digits_frontier",
     "digits_one_matrix",
     "digits_probing",
@@ -36,7 +44,7 @@ __all__ = [
     "representation",
 ]
 
-ENCODERS = {"raw": "raw (METHOD.md)", "canonical": "canonicalising"}
+ENCODERS = {"raw": "raw (each pose encoded from its own activation)", "canonical": "canonicalising"}
 #: ``||M^n - I||_F / ||I||_F`` at or below which the fitted M counts as a representation of C_n
 REPRESENTATION_THRESHOLD = 0.05
 Inputs = Mapping[str, Any]
@@ -461,5 +469,63 @@ def dihedral_planted(spec: Spec, x: Inputs) -> dict[str, Any]:
             points, f"{v.get('label', 'recovery')}, best equivariant minus best baseline"
         ),
         probe_type=f"none ({v.get('label', 'recovery')})",
+        encoder=ENCODERS["raw"],
+    )
+
+
+# --------------------------------------------------------------------------- features (09)
+#: the purity metrics of notebook 09 that read claim 3's "better features", and the direction
+#: in which each counts for the paper (adaptive minus TopK)
+PURITY_METRICS: dict[str, str] = {
+    "weighted_invariance": HIGHER,
+    "duplicate_fraction": LOWER,
+    "monosemantic_fraction": HIGHER,
+}
+PURITY_NAMES = {
+    "weighted_invariance": "activation-weighted orbit invariance",
+    "duplicate_fraction": "fraction of latents duplicated across poses",
+    "monosemantic_fraction": "fraction of monosemantic latents",
+}
+
+
+def purity_deltas(
+    records: Sequence[Mapping[str, Any]], sae: str = "adaptive", baseline: str = "topk"
+) -> list[tuple[str, str, Any]]:
+    """``(where, metric, PairedDelta)`` of ``sae`` minus ``baseline`` per target and metric of
+    :data:`PURITY_METRICS`, paired by seed (notebook 09's ``purity_records``)."""
+    values: dict[tuple[str, str, str], dict[Any, float]] = {}
+    for r in records:
+        if r["metric"] in PURITY_METRICS and r["sae_type"] in (sae, baseline):
+            key = (_target(r), r["metric"], r["sae_type"])
+            values.setdefault(key, {})[r["seed"]] = float(r["value"])
+    out = []
+    for where, metric, kind in sorted(values):
+        if kind == sae and (where, metric, baseline) in values:
+            delta = paired_delta(values[(where, metric, sae)], values[(where, metric, baseline)])
+            out.append((where, metric, delta))
+    return out
+
+
+def feature_purity(spec: Spec, x: Inputs) -> dict[str, Any]:
+    """Claim 3's feature reading (notebook 09): the adaptive SAE's latents are more invariant
+    along orbits, less duplicated across poses and more often monosemantic than TopK's."""
+    deltas = purity_deltas(x["records"])
+    rows = [(f"{where}, {PURITY_NAMES[m]}", d.mean, d.sd, d.n) for where, m, d in deltas]
+    directions = [PURITY_METRICS[m] for _, m, _ in deltas]
+    points = [
+        {**p.to_dict(), "rule": "paired t-test, Holm"} for p in judge_points(rows, directions)
+    ]
+    thresholds = x.get("thresholds") or {}
+    seeds = sorted({r["seed"] for r in x["records"]})
+    setting = (
+        f"key Shapes bottlenecks; held-out orbits; {len(seeds)} seed(s); thresholds "
+        + ", ".join(f"{k} {v}" for k, v in sorted(thresholds.items()))
+    )
+    return entry(
+        spec,
+        points,
+        setting=setting,
+        number=number_text(points, "adaptive minus TopK"),
+        probe_type="none (latent statistics on held-out orbits)",
         encoder=ENCODERS["raw"],
     )

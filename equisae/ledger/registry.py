@@ -87,7 +87,7 @@ N03, N04, N05, N06 = (
     "05_frontier",
     "06_probing",
 )
-N07, N08 = "07_digits", "08_dihedral"
+N07, N08, N09 = "07_digits", "08_dihedral", "09_gallery"
 
 
 def _probing_reads(pk: str) -> tuple[Read, ...]:
@@ -225,6 +225,20 @@ CLAIMS: tuple[ClaimSpec, ...] = (
         "Shapes bottlenecks at the probing k; 5-sparse probes",
         _both_reads(SPARSE),
         build.both_halves,
+    ),
+    ClaimSpec(
+        "claim-3-features",
+        "Claim 3: better features, read off the latents",
+        "v1",
+        _CLAIM3A,
+        N09,
+        "the key Shapes bottlenecks; adaptive SAE minus TopK at the probing k; orbit invariance, "
+        "duplication across poses and monosemanticity of the alive latents",
+        (
+            Read("records", N09, ("purity_records",)),
+            Read("thresholds", N09, ("thresholds",), required=False),
+        ),
+        build.feature_purity,
     ),
     ClaimSpec(
         "planted-recovery",

@@ -18,7 +18,7 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "05_frontier": ("verdicts", "grid", "runs"),
     "06_probing": ("verdicts", "claim", "design_choices", "runs"),
 }
-OPTIONAL_STEMS: tuple[str, ...] = ("07_digits", "08_dihedral")
+OPTIONAL_STEMS: tuple[str, ...] = ("07_digits", "08_dihedral", "09_gallery")
 STEMS: tuple[str, ...] = (*REQUIRED_KEYS, *OPTIONAL_STEMS)
 
 
