@@ -73,12 +73,15 @@ def mean_sd_cell(
     signed: bool = False,
 ) -> str:
     """``"0.123 ± 0.004"`` from raw ``values`` or from ``mean``/``sd`` (``show_n`` adds
-    ``" (n=3)"``); :data:`MISSING` when there is no finite value."""
+    ``" (n=3)"``); :data:`MISSING` when there is no finite value. One value has no spread: it
+    reads ``"0.123 (n=1)"``, never ``"± 0.000"``."""
     if values is not None:
         mean, sd, n = mean_sd(values)
     if _is_missing(mean):
         return MISSING
     cell = format_number(mean, digits, signed=signed)
+    if n == 1:
+        return f"{cell} (n=1)"
     if not _is_missing(sd):
         cell += f" ± {format_number(sd, digits)}"
     if show_n and n is not None:

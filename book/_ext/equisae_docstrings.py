@@ -4,6 +4,10 @@ The library's docstrings write shapes as ``(N, |G|, d)`` and norms as ``|x|``; o
 literals reStructuredText reads ``|G|`` as a substitution reference and fails the strict build.
 This hook escapes such bars in the text autodoc extracts, leaving inline literals, roles and
 interpreted text untouched, so the docstrings read the same in the terminal and in the book.
+
+The book is self-contained: docstrings that point at the project's internal notes (the method
+specification, the developer guide, earlier versions of the package) are reworded to point at
+the book's own Method page and notebooks (``book_wording``).
 """
 
 from __future__ import annotations
@@ -29,10 +33,28 @@ def escape_bars(line: str) -> str:
     return "".join(out)
 
 
+# internal references in docstrings -> what a reader of the book can follow (first match wins)
+_WORDING = (
+    (re.compile(r"\(DEVELOPING\.md[^)]*\)"), "(notebook 05)"),
+    (re.compile(r"DEVELOPING\.md"), "notebook 05"),
+    (re.compile(r"METHOD\.md's"), "the Method page's"),
+    (re.compile(r"METHOD\.md"), "the Method page"),
+    (re.compile(r"the first release's"), "an older version's"),
+    (re.compile(r"the first release"), "an older version"),
+)
+
+
+def book_wording(line: str) -> str:
+    """Reword references to internal notes (``METHOD.md``, ``DEVELOPING.md``, releases)."""
+    for pattern, replacement in _WORDING:
+        line = pattern.sub(replacement, line)
+    return line
+
+
 def _process_docstring(
     app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]
 ) -> None:
-    lines[:] = [escape_bars(line) for line in lines]
+    lines[:] = [escape_bars(book_wording(line)) for line in lines]
 
 
 def setup(app: Any) -> dict[str, Any]:
