@@ -268,7 +268,7 @@ def test_author_year_labels() -> None:
     labels = {key: ext.author_year_label(entry) for key, entry in bib.entries.items()}
     assert labels["erdogan2025equivariant"] == "Erdogan and Lucic, 2025"
     assert labels["bricken2023monosemanticity"] == "Bricken et al., 2023"
-    assert labels["equisae2025companion"] == "The equisae developers, 2025"
+    assert labels["equisae2026companion"] == "The equisae developers, 2026"
     assert _config()["sphinx"]["config"]["bibtex_default_style"] == "authoryear"
 
 
@@ -285,9 +285,22 @@ def test_companion_bibtex_has_url_and_version() -> None:
     url = cff["url"]
     assert url.startswith("https://")
     for text in ((BOOK / "cite.md").read_text(), (BOOK / "references.bib").read_text()):
-        entry = text[text.index("@software{equisae2025companion") :]
+        entry = text[text.index("@software{equisae2026companion") :]
         entry = entry[: entry.index("\n}")]
         assert f"url     = {{{url}}}" in entry and f"version = {{{equisae.__version__}}}" in entry
+    assert str(cff["date-released"])[:4] in (BOOK / "references.bib").read_text()
+
+
+def test_zenodo_metadata_matches_the_citation_file() -> None:
+    """.zenodo.json is ready for a DOI: title, version, creators, license, the paper's arXiv id."""
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    zenodo = json.loads((ROOT / ".zenodo.json").read_text())
+    assert zenodo["version"] == cff["version"] == equisae.__version__
+    assert zenodo["title"] == cff["title"] and zenodo["license"] == cff["license"]
+    assert [c["name"] for c in zenodo["creators"]] == [a["name"] for a in cff["authors"]]
+    related = {r["identifier"] for r in zenodo["related_identifiers"]}
+    arxiv = [i["value"] for i in cff["preferred-citation"]["identifiers"] if i["type"] == "other"]
+    assert arxiv and arxiv[0] in related
 
 
 def test_no_cdn_in_the_configuration() -> None:

@@ -237,6 +237,94 @@ def findings_html(findings: list[Finding], claims_page: str = "claims.html") -> 
     )
 
 
+def headline_points(path: Path, title_prefix: str = "Claim 3a") -> dict[str, list[tuple]]:
+    """Per-point ``(where, mean, sd)`` of the ledger entries whose title starts with
+    ``title_prefix``, keyed by their label (the probe type); empty for a ledger without points."""
+    data = json.loads(Path(path).read_text())
+    entries = data.get("claims") if isinstance(data, dict) else data
+    out: dict[str, list[tuple]] = {}
+    for entry in entries or []:
+        if not str(entry.get("title", "")).startswith(title_prefix):
+            continue
+        points = [
+            (str(v.get("where", "")), float(v["mean"]), float(v.get("sd") or 0.0))
+            for v in entry.get("values") or []
+            if v.get("mean") is not None
+        ]
+        if points:
+            out[str(entry.get("variant_label") or entry["id"])] = points
+    return out
+
+
+def headline_figure(points: dict[str, list[tuple]], target: Path) -> Path:
+    """The landing page's figure: the adaptive SAE's probing advantage per target and probe."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(points)
+    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(labels) + 1.3), dpi=150)
+    wheres = sorted({w for pts in points.values() for w, _, _ in pts})
+    markers = dict(zip(wheres, "os^Dvp<>h*", strict=False))
+    for row, label in enumerate(labels):
+        for i, (where, mean, sd) in enumerate(points[label]):
+            y = row + (i - (len(points[label]) - 1) / 2) * 0.1
+            ax.errorbar(
+                mean,
+                y,
+                xerr=sd,
+                fmt=markers.get(where, "o"),
+                ms=5,
+                capsize=2,
+                color=f"C{wheres.index(where)}",
+                label=where if row == 0 else None,
+            )
+    ax.axvline(0, color="0.4", lw=1)
+    ax.set_yticks(range(len(labels)), [f"{label} probe" for label in labels], fontsize=10)
+    ax.invert_yaxis()
+    ax.set_xlabel(
+        "invariant-factor macro F1, adaptive SAE minus TopK (mean ± sd over seeds)", fontsize=10
+    )
+    ax.tick_params(axis="x", labelsize=10)
+    ax.legend(fontsize=8, loc="lower right", frameon=False)
+    fig.tight_layout()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target)
+    plt.close(fig)
+    return target
+
+
+class HeadlineFigureDirective(SphinxDirective):
+    """``{equisae-headline-figure}``: the headline figure, drawn from the committed ledger."""
+
+    def run(self) -> list[nodes.Node]:
+        root = Path(self.env.srcdir)
+        path = root / LEDGER
+        self.env.note_dependency(str(path))
+        points = headline_points(path)
+        if not points:
+            return []
+        name = "equisae-headline.png"
+        headline_figure(points, Path(self.env.app.outdir) / "_static" / name)
+        static = "../" * self.env.docname.count("/") + f"_static/{name}"
+        alt = (
+            "Dot plot: for each probe type, the adaptive SAE's invariant-factor F1 minus TopK's "
+            "at every base model, with seed error bars, against a zero line"
+        )
+        caption = (
+            "Claim 3a, the paper's headline: the adaptive equivariant SAE's invariant-factor "
+            "probing F1 minus TopK's, per probe type and base model (committed full-mode "
+            "results). Right of the line, the adaptive SAE's latents classify shape, colour and "
+            "scale better."
+        )
+        figure = (
+            f'<figure class="equisae-headline"><img src="{static}" alt="{html.escape(alt)}">'
+            f"<figcaption><p>{html.escape(caption)}</p></figcaption></figure>"
+        )
+        return [nodes.raw("", figure, format="html")]
+
+
 def _git(root: Path, *args: str) -> str:
     try:
         out = subprocess.run(
@@ -264,6 +352,13 @@ class FindingsDirective(SphinxDirective):
         depth = self.env.docname.count("/")
         claims = "../" * (depth - 1) + "claims.html" if depth else "book/claims.html"
         table = findings_html(read_findings(path), claims)
+        if _build_info(root).get("mode") == "quick":
+            table += (
+                '<div class="admonition warning"><p class="admonition-title">Quick build</p>'
+                "<p>This table shows the committed full-mode results. The notebook pages of "
+                "this build ran in quick mode (fewer data, other <i>k</i>, one seed): their "
+                "numbers are not these.</p></div>"
+            )
         return [nodes.raw("", table, format="html")]
 
 
@@ -318,9 +413,45 @@ def _build_finished(app: Sphinx, exception: Exception | None) -> None:
         copy_results(Path(app.srcdir), Path(app.outdir))
 
 
+NUMBER_WORDS = (
+    "no",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+)
+
+
+def notebook_count(root: Path) -> int:
+    """The number of notebooks the companion runs (``notebooks/NN_*.ipynb``)."""
+    return len(list((root / "notebooks").glob("[0-9][0-9]_*.ipynb")))
+
+
+def count_words(n: int) -> str:
+    """``8`` -> ``"eight"`` (digits above twelve)."""
+    return NUMBER_WORDS[n] if 0 <= n < len(NUMBER_WORDS) else str(n)
+
+
+def _config_inited(app: Sphinx, config: Any) -> None:
+    # {{ n_notebooks }} in the pages: counted from the notebooks folder, never typed
+    subs = dict(getattr(config, "myst_substitutions", None) or {})
+    subs["n_notebooks"] = count_words(notebook_count(Path(app.srcdir)))
+    config.myst_substitutions = subs
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     """Register the findings directive, the provenance line and the results downloads."""
+    app.connect("config-inited", _config_inited)
     app.add_directive("equisae-findings", FindingsDirective)
+    app.add_directive("equisae-headline-figure", HeadlineFigureDirective)
     app.connect("html-page-context", _page_context, priority=950)
     app.connect("build-finished", _build_finished)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}
