@@ -79,12 +79,18 @@ def _panels(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     return list(dict.fromkeys((r["model"], r["layer"]) for r in records))
 
 
+#: the widest figure, in inches: at matplotlib's 100 dpi it fits the book's column at about
+#: its natural size, so 10-point text stays above 8 points as displayed
+MAX_WIDTH = 7.6
+
+
 def _grid(n: int, ncols: int, size: tuple[float, float]) -> tuple[Figure, np.ndarray]:
+    """``n`` panels of about ``size`` inches, ``ncols`` a row, no wider than :data:`MAX_WIDTH`."""
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False
-    )
+    width = min(size[0], MAX_WIDTH / ncols)
+    height = max(size[1] * width / size[0], 2.6)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     return fig, axes
@@ -271,7 +277,7 @@ def plot_representation_training(records: Sequence[Mapping[str, Any]]) -> Figure
     """The learned generators along training: relative distance to the least-squares fit they
     started from (left) and group error (right) against the step, one line per (target, SAE
     type, seed) of the SAEs that learn their representation (``loss_curve`` with ``m_drift``)."""
-    fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(MAX_WIDTH, 3.4))
     seen: set[tuple[str, str]] = set()
     styles = ("-", "--", ":", "-.")
     targets = list(dict.fromkeys((r["model"], r["layer"]) for r in records))
@@ -311,7 +317,7 @@ def plot_representation_training(records: Sequence[Mapping[str, Any]]) -> Figure
 def plot_lambda_inv(summary: Sequence[Mapping[str, Any]]) -> Figure:
     """FVU and invariant-factor sparse-probe F1 against lambda_inv (log x), one line per
     (target, SAE type); error bars: seed sd. ``summary`` from ``report.lambda_inv_summary``."""
-    fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(MAX_WIDTH, 3.6))
     groups = dict.fromkeys((r["model"], r["layer"], r["sae_type"]) for r in summary)
     for model, layer, t in groups:
         rows = sorted(
@@ -350,7 +356,7 @@ def plot_sparse_probes(
 ) -> Figure:
     """Invariant-factor F1 (mean over ``factors``, then over targets and seeds) against the
     probe size (1, 2, 5, 16 latents, then dense), one line per SAE type; error bars: sd."""
-    fig, ax = plt.subplots(figsize=(8.4, 4.0))
+    fig, ax = plt.subplots(figsize=(MAX_WIDTH, 4.0))
     xs = np.arange(len(probe_ks))
     for t in sae_types:
         means, sds = [], []

@@ -39,7 +39,7 @@ def plot_planted_metrics(
         raise ValueError(f"summary holds none of the planted models {MODEL_TYPES}")
     ncols = 2 if len(metrics) == 4 else min(len(metrics), 3)
     nrows = -(-len(metrics) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.0 * ncols, 3.6 * nrows + 0.8), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.8 * ncols, 3.0 * nrows + 0.8), squeeze=False)
     for ax, metric in zip(axes.flat, metrics, strict=False):
         for model in models:
             x, mean, std = series(summary, model, metric)
