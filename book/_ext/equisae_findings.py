@@ -352,13 +352,6 @@ class FindingsDirective(SphinxDirective):
         depth = self.env.docname.count("/")
         claims = "../" * (depth - 1) + "claims.html" if depth else "book/claims.html"
         table = findings_html(read_findings(path), claims)
-        if _build_info(root).get("mode") == "quick":
-            table += (
-                '<div class="admonition warning"><p class="admonition-title">Quick build</p>'
-                "<p>This table shows the committed full-mode results. The notebook pages of "
-                "this build ran in quick mode (fewer data, other <i>k</i>, one seed): their "
-                "numbers are not these.</p></div>"
-            )
         return [nodes.raw("", table, format="html")]
 
 
@@ -382,13 +375,26 @@ def provenance_html(pagename: str, build: dict[str, str], reference: dict[str, s
     return f'<p class="equisae-provenance">{what}</p>\n'
 
 
+# on the pages of full-mode numbers, when the book was built in quick mode: their links to the
+# notebooks lead to pages with other numbers
+QUICK_LINKS_WARNING = (
+    '<div class="admonition warning equisae-quick-links"><p class="admonition-title">'
+    "Quick build</p><p>The links to notebook pages lead to this book's quick-mode run (fewer "
+    "data, other <i>k</i>, one seed), not to the full-mode run whose numbers this page shows; "
+    "verdicts there can differ.</p></div>\n"
+)
+
+
 def _page_context(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
     if doctree is None or "body" not in context:
         return
     root = Path(app.srcdir)
     build = _build_info(root)
     reference = reference_provenance(root)
-    context["body"] = provenance_html(pagename, build, reference) + context["body"]
+    body = provenance_html(pagename, build, reference)
+    if pagename in REFERENCE_PAGES and build.get("mode") == "quick":
+        body += QUICK_LINKS_WARNING
+    context["body"] = body + context["body"]
 
 
 def _build_info(root: Path) -> dict[str, str]:
