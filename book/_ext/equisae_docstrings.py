@@ -57,7 +57,35 @@ def _process_docstring(
     lines[:] = [escape_bars(book_wording(line)) for line in lines]
 
 
+#: module constants whose value is longer than this are documented without it (a long repr such
+#: as ``(ToleranceRule(...), ...)`` is unreadable and wider than the page; the docstring says it)
+MAX_VALUE_CHARS = 80
+
+
+def _short_value_documenter() -> Any:
+    from sphinx.ext.autodoc import DataDocumenter, Options
+    from sphinx.util.inspect import object_description
+
+    class ShortValueDataDocumenter(DataDocumenter):
+        """Module data with its value when the value is short, without it otherwise."""
+
+        priority = DataDocumenter.priority + 1
+
+        def add_directive_header(self, sig: str) -> None:
+            try:
+                long = len(object_description(self.object)) > MAX_VALUE_CHARS
+            except Exception:  # an object without a printable value
+                long = True
+            if long:
+                self.options = Options(self.options)
+                self.options["no-value"] = True
+            super().add_directive_header(sig)
+
+    return ShortValueDataDocumenter
+
+
 def setup(app: Any) -> dict[str, Any]:
-    """Register the docstring hook."""
+    """Register the docstring hook and the data documenter that drops long values."""
     app.connect("autodoc-process-docstring", _process_docstring)
+    app.add_autodocumenter(_short_value_documenter(), override=True)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -264,7 +264,7 @@ def headline_figure(points: dict[str, list[tuple]], target: Path) -> Path:
     import matplotlib.pyplot as plt
 
     labels = list(points)
-    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(labels) + 1.3), dpi=150)
+    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(labels) + 1.3), dpi=100)
     wheres = sorted({w for pts in points.values() for w, _, _ in pts})
     markers = dict(zip(wheres, "os^Dvp<>h*", strict=False))
     for row, label in enumerate(labels):

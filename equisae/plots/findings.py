@@ -84,6 +84,16 @@ def _panels(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
 MAX_WIDTH = 7.6
 
 
+def _legend_below(fig: Figure, handles: list, labels: list[str], ncol: int = 2) -> float:
+    """One legend under the panels, ``ncol`` entries a row (a wider legend would make the
+    saved figure wider than the column); returns the figure fraction it takes at the bottom,
+    for ``tight_layout(rect=(0, bottom, 1, top))``."""
+    ncol = max(1, min(ncol, len(labels)))
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    rows = math.ceil(len(labels) / ncol)
+    return min(0.5, (0.2 * rows + 0.15) / fig.get_figheight())
+
+
 def _grid(n: int, ncols: int, size: tuple[float, float]) -> tuple[Figure, np.ndarray]:
     """``n`` panels of about ``size`` inches, ``ncols`` a row, no wider than :data:`MAX_WIDTH`."""
     ncols = max(1, min(ncols, n))
@@ -142,9 +152,9 @@ def plot_frontier(
         ax.set_title(f"{model} / {layer}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
+    bottom = _legend_below(fig, handles, labels)
     fig.suptitle("Reconstruction-sparsity frontier (lower is better)")
-    fig.tight_layout(rect=(0, 0.06 + 0.03 * math.ceil(len(labels) / 4), 1, 0.97))
+    fig.tight_layout(rect=(0, bottom, 1, 0.97))
     return fig
 
 
@@ -200,10 +210,10 @@ def plot_probe_f1(
         ax.set_ylabel("test macro F1")
         ax.set_title(f"{model} / {layer}", fontsize=9)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8)
+    bottom = _legend_below(fig, handles, labels)
     suffix = "all latents" if probe_k == "all" else f"{probe_k[1:]} latents"
     fig.suptitle(f"Probe F1 per factor ({suffix}; dotted: chance)")
-    fig.tight_layout(rect=(0, 0.07 + 0.03 * math.ceil(len(labels) / 5), 1, 0.97))
+    fig.tight_layout(rect=(0, bottom, 1, 0.97))
     return fig
 
 
@@ -268,8 +278,7 @@ def plot_loss_curves(
         ax.set_title(f"{model} / {layer}, k = {k}", fontsize=10)
         ax.grid(alpha=0.3, which="both")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
-    fig.tight_layout(rect=(0, 0.08 + 0.035 * math.ceil(len(labels) / 4), 1, 1))
+    fig.tight_layout(rect=(0, _legend_below(fig, handles, labels), 1, 1))
     return fig
 
 
@@ -381,6 +390,6 @@ def plot_sparse_probes(
     ax.set_ylabel("invariant-factor macro F1 (test)")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
-    fig.tight_layout()
+    handles, labels = ax.get_legend_handles_labels()
+    fig.tight_layout(rect=(0, _legend_below(fig, handles, labels), 1, 1))
     return fig

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -62,9 +63,10 @@ def plot_planted_metrics(
     for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    rows = math.ceil(len(labels) / 2)
     fig.suptitle("Planted features: recovery, detection and reconstruction vs interference")
-    fig.tight_layout(rect=(0, 0.07 if nrows > 1 else 0.12, 1, 1))
+    fig.tight_layout(rect=(0, min(0.5, (0.2 * rows + 0.15) / fig.get_figheight()), 1, 1))
     return fig
 
 
