@@ -62,7 +62,7 @@ def anchor(claim_id: str) -> str:
     return f"claim-{slug}"
 
 
-def _first_sentence(text: str, limit: int = 160) -> str:
+def _first_sentence(text: str, limit: int = 120) -> str:
     text = " ".join(str(text or "").split())
     match = re.match(r"(.+?[.;])(\s|$)", text)
     first = match.group(1) if match else text
@@ -75,7 +75,7 @@ def _first_sentence(text: str, limit: int = 160) -> str:
     return first.rstrip(".;:")
 
 
-def _short_setting(text: str, limit: int = 90) -> str:
+def _short_setting(text: str, limit: int = 70) -> str:
     text = " ".join(str(text or "").split())
     first = text.split(";")[0]
     return first if len(first) <= limit else first[:limit].rsplit(" ", 1)[0] + " …"
@@ -88,11 +88,16 @@ def _from_ledger_entry(entry: dict[str, Any]) -> Finding:
     seeds = [int(v["n_seeds"]) for v in points if v.get("n_seeds")]
     text = str(entry.get("number", ""))
     # differences (SAE minus baseline) carry their sign; levels (an R^2) do not
-    fmt = "{:+.3f}" if re.search(r"minus|difference", text) else "{:.3f}"
+    signed = bool(re.search(r"minus|difference", text))
+
+    def fmt(value: float) -> str:
+        out = f"{value:+.3f}" if signed else f"{value:.3f}"
+        return out.replace("-0.000", "0.000").replace("+0.000", "0.000")
+
     if means:
-        number = fmt.format(statistics.fmean(means))
+        number = fmt(statistics.fmean(means))
         if len(means) > 1:
-            low, high = fmt.format(min(means)), fmt.format(max(means))
+            low, high = fmt(min(means)), fmt(max(means))
             spread = f"{low} to {high} over {len(means)} points"
         else:
             sd = points[0].get("sd")
@@ -222,14 +227,13 @@ def findings_html(findings: list[Finding], claims_page: str = "claims.html") -> 
             f'<td><a href="{claims_page}#{anchor(first.id)}">{html.escape(title)}</a></td>'
             f"<td>{_verdict_cell(group)}</td>"
             f"<td>{number}</td>"
-            f"<td>{html.escape(first.setting)}</td>"
-            f"<td>{html.escape(first.probe)}</td>"
+            f"<td>{html.escape(first.setting)}<br><small>{html.escape(first.probe)}</small></td>"
             f"<td>{_math_html(first.reason)}</td>"
             "</tr>"
         )
     head = "".join(
         f"<th>{h}</th>"
-        for h in ("claim", "verdict", "number (spread, seeds)", "setting", "probe", "why")
+        for h in ("claim", "verdict", "number (range, seeds)", "setting and probe", "why")
     )
     return (
         '<div class="equisae-findings"><table class="table equisae-findings-table">'
@@ -394,7 +398,14 @@ def _page_context(app: Sphinx, pagename: str, templatename: str, context: dict, 
     body = provenance_html(pagename, build, reference)
     if pagename in REFERENCE_PAGES and build.get("mode") == "quick":
         body += QUICK_LINKS_WARNING
-    context["body"] = body + context["body"]
+    # after the page's title: the reader sees the title first, then where its numbers come from
+    page = context["body"]
+    end = page.find("</h1>")
+    if end >= 0:
+        end = page.find("\n", end) + 1 or end + len("</h1>")
+        context["body"] = page[:end] + body + page[end:]
+    else:
+        context["body"] = body + page
 
 
 def _build_info(root: Path) -> dict[str, str]:
