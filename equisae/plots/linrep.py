@@ -104,10 +104,10 @@ def plot_r2_by_power(results: Mapping[str, Any], layer: str = "", ncols: int = 3
         ax.set_ylim(low, 1.002)
         ax.set_xticks(range(len(values)))
     for ax in axes[:, 0]:
-        ax.set_ylabel("held-out R^2")
+        ax.set_ylabel("held-out R²")
     for ax in list(axes.flat)[len(results) :]:
         ax.set_visible(False)
-    axes.flat[0].legend(fontsize=7, loc="center left")
+    axes.flat[0].legend(fontsize=8, loc="center left")
     fig.suptitle(f"Predicting h(g^p x) from h(x){f' at the {layer} layer' if layer else ''}")
     fig.tight_layout()
     return fig
