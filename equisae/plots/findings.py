@@ -91,7 +91,10 @@ def _legend_below(fig: Figure, handles: list, labels: list[str], ncol: int = 2) 
     ncol = max(1, min(ncol, len(labels)))
     fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     rows = math.ceil(len(labels) / ncol)
-    return min(0.5, (0.2 * rows + 0.15) / fig.get_figheight())
+    legend = 0.18 * rows + 0.15  # inches
+    panels = fig.get_figheight()
+    fig.set_figheight(panels + legend)  # the legend adds height; the panels keep theirs
+    return legend / (panels + legend)
 
 
 def _grid(n: int, ncols: int, size: tuple[float, float]) -> tuple[Figure, np.ndarray]:
@@ -163,7 +166,7 @@ def plot_probe_f1(
     factors: Sequence[str],
     sae_types: Sequence[str] | None = None,
     probe_k: str = "all",
-    ncols: int = 2,
+    ncols: int = 1,
 ) -> Figure:
     """Test macro F1 per factor (x) and SAE type (bars), one panel per (model, layer).
 
