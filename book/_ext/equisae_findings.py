@@ -196,8 +196,11 @@ def _verdict_cell(group: list[Finding]) -> str:
     if len(by_verdict) == 1:
         return f'<span class="equisae-verdict">{html.escape(next(iter(by_verdict)))}</span>'
     cells = []
+    total = len(group)
     for verdict, labels in by_verdict.items():
         named = ", ".join(label for label in labels if label)
+        if len(labels) > 3:  # a long list of settings reads as a count
+            named = f"{len(labels)} of {total} settings"
         cells.append(
             f'<span class="equisae-verdict">{html.escape(verdict)}</span>'
             + (f" ({html.escape(named)})" if named else "")
