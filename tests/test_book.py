@@ -889,7 +889,9 @@ const article = document.querySelector('article') || document.querySelector('mai
 const wide = [];
 article.querySelectorAll('table, div.math, mjx-container[display="true"], pre, dl.py > dt')
   .forEach(e => { if (e.scrollWidth > e.clientWidth + 2) {
-    wide.push(e.tagName.toLowerCase() + ' ' + (e.innerText || '').slice(0, 60)); } });
+    // by code points: MathJax's letters are surrogate pairs that a cut would leave invalid
+    wide.push(e.tagName.toLowerCase() + ' ' + Array.from(e.innerText || '').slice(0, 60).join(''));
+  } });
 const figures = Array.from(article.querySelectorAll('figure img, .cell_output img'))
   .filter(i => i.naturalWidth > 0)
   .map(i => ({src: i.getAttribute('src'), natural: i.naturalWidth,
