@@ -107,6 +107,30 @@ def table_markdown(table: str, caption: str, name: str, reproduce: str | None = 
     return out
 
 
+def settings_text(settings: Any) -> str:
+    """A dataclass or mapping of settings as prose, ``"epochs 20, batch size 128, lr 0.003"``:
+    what a reader sees instead of a Python repr such as ``TrainSettings(epochs=20, ...)``."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
+        items = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+    elif isinstance(settings, dict):
+        items = dict(settings)
+    else:
+        raise ValueError(
+            f"settings must be a dataclass instance or a dict, got {type(settings).__name__}"
+        )
+
+    def value(v: Any) -> str:
+        if isinstance(v, (list, tuple)):
+            return "/".join(value(x) for x in v)
+        if isinstance(v, float):
+            return f"{v:g}"
+        return str(v)
+
+    return ", ".join(f"{str(k).replace('_', ' ')} {value(v)}" for k, v in items.items())
+
+
 def _display_markdown(text: str) -> None:
     from IPython.display import Markdown, display
 

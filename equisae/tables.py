@@ -73,14 +73,23 @@ def mean_sd_cell(
     signed: bool = False,
 ) -> str:
     """``"0.123 ± 0.004"`` from raw ``values`` or from ``mean``/``sd`` (``show_n`` adds
-    ``" (n=3)"``); :data:`MISSING` when there is no finite value."""
+    ``" (n=3)"``); :data:`MISSING` when there is no finite value. One value has no spread: it
+    reads ``"0.123 (n=1)"``. A spread that rounds to zero reads ``"± <0.001"`` (``"± 0"`` when
+    the values are identical), never as a spread of exactly zero at that precision."""
     if values is not None:
         mean, sd, n = mean_sd(values)
     if _is_missing(mean):
         return MISSING
     cell = format_number(mean, digits, signed=signed)
+    if n == 1:
+        return f"{cell} (n=1)"
     if not _is_missing(sd):
-        cell += f" ± {format_number(sd, digits)}"
+        shown = format_number(sd, digits)
+        if abs(float(sd)) < 1e-12:  # identical values (up to float rounding)
+            shown = "0"
+        elif float(shown) == 0.0:
+            shown = f"<{10.0**-digits:.{digits}f}"
+        cell += f" ± {shown}"
     if show_n and n is not None:
         cell += f" (n={n})"
     return cell

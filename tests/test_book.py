@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import functools
+import html as html_module
 import http.server
 import importlib.util
 import json
@@ -18,6 +19,7 @@ import os
 import pkgutil
 import re
 import shutil
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,7 +61,8 @@ def _toc_files() -> list[str]:
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = [toc["root"]]
     for part in toc["parts"]:
-        files += [chapter["file"] for chapter in part["chapters"]]
+        for chapter in part["chapters"]:
+            files += [chapter["file"]] + [s["file"] for s in chapter.get("sections", [])]
     return files
 
 
@@ -116,7 +119,7 @@ def test_every_page_has_one_title() -> None:
 
 
 def test_api_page_documents_every_public_module() -> None:
-    text = (BOOK / "api.md").read_text()
+    text = "\n".join(p.read_text() for p in [BOOK / "api.md", *sorted((BOOK / "api").glob("*.md"))])
     documented = set(re.findall(r"^\.\. automodule:: ([\w.]+)$", text, flags=re.M))
     modules = {m.name for m in pkgutil.walk_packages(equisae.__path__, "equisae.")}
     public = {m for m in modules if not any(part.startswith("_") for part in m.split("."))}
@@ -209,6 +212,22 @@ def test_docstring_extension_escapes_bars_outside_literals() -> None:
     assert lines == [r"a \|b\|", "``|c|``"]
 
 
+def _load_extension(name: str):
+    spec = importlib.util.spec_from_file_location(name, BOOK / "_ext" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docstrings_are_reworded_for_the_book() -> None:
+    ext = _load_docstring_extension()
+    lines = ["Loss (METHOD.md section 2), METHOD.md's term", '(DEVELOPING.md, "x") ends higher']
+    ext._process_docstring(None, "module", "m", None, None, lines)
+    assert not any(internal_references(line) for line in lines), lines
+    assert lines[0] == "Loss (the Method page section 2), the Method page's term"
+
+
 def _load_book_extension():
     path = BOOK / "_ext" / "equisae_book.py"
     spec = importlib.util.spec_from_file_location("equisae_book", path)
@@ -267,7 +286,7 @@ def test_author_year_labels() -> None:
     labels = {key: ext.author_year_label(entry) for key, entry in bib.entries.items()}
     assert labels["erdogan2025equivariant"] == "Erdogan and Lucic, 2025"
     assert labels["bricken2023monosemanticity"] == "Bricken et al., 2023"
-    assert labels["equisae2025companion"] == "The equisae developers, 2025"
+    assert labels["equisae2026companion"] == "The equisae developers, 2026"
     assert _config()["sphinx"]["config"]["bibtex_default_style"] == "authoryear"
 
 
@@ -284,9 +303,22 @@ def test_companion_bibtex_has_url_and_version() -> None:
     url = cff["url"]
     assert url.startswith("https://")
     for text in ((BOOK / "cite.md").read_text(), (BOOK / "references.bib").read_text()):
-        entry = text[text.index("@software{equisae2025companion") :]
+        entry = text[text.index("@software{equisae2026companion") :]
         entry = entry[: entry.index("\n}")]
         assert f"url     = {{{url}}}" in entry and f"version = {{{equisae.__version__}}}" in entry
+    assert str(cff["date-released"])[:4] in (BOOK / "references.bib").read_text()
+
+
+def test_zenodo_metadata_matches_the_citation_file() -> None:
+    """.zenodo.json is ready for a DOI: title, version, creators, license, the paper's arXiv id."""
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    zenodo = json.loads((ROOT / ".zenodo.json").read_text())
+    assert zenodo["version"] == cff["version"] == equisae.__version__
+    assert zenodo["title"] == cff["title"] and zenodo["license"] == cff["license"]
+    assert [c["name"] for c in zenodo["creators"]] == [a["name"] for a in cff["authors"]]
+    related = {r["identifier"] for r in zenodo["related_identifiers"]}
+    arxiv = [i["value"] for i in cff["preferred-citation"]["identifiers"] if i["type"] == "other"]
+    assert arxiv and arxiv[0] in related
 
 
 def test_no_cdn_in_the_configuration() -> None:
@@ -338,6 +370,126 @@ def test_pasted_glue_keys_exist_in_executed_notebooks() -> None:
     for path, key in refs:
         keys = _glued_keys(_executed(Path(path).stem))
         assert key in keys, f"{path} glues no {key!r} (it glues {sorted(keys)})"
+
+
+# ---------------------------------------------------------------------------------------------
+# one self-contained book with one set of facts
+
+# what a reader of the book cannot follow: the project's internal notes, its issue tracker,
+# its release history and the conditions of the machine a number was measured on
+INTERNAL = re.compile(
+    r"METHOD\.md|DEVELOPING\.md|developer (?:notes|guide)|\bissues?\b|\breleases?\b"
+    r"|earlier release|first release|machine shared|shared with other jobs",
+    re.I,
+)
+NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def internal_references(text: str) -> list[str]:
+    """Internal wording in ``text`` (each match with some context)."""
+    return [text[max(m.start() - 40, 0) : m.end() + 40] for m in INTERNAL.finditer(text)]
+
+
+def contradictions(text: str, n_notebooks: int) -> list[str]:
+    """Statements that contradict the facts of the companion (count, groups, real images)."""
+    found = []
+    for match in re.finditer(r"\b(\w+) notebooks\b", text):
+        word = match.group(1).lower()
+        if word in NUMBER_WORDS and NUMBER_WORDS.index(word) != n_notebooks:
+            found.append(f"{match.group(0)!r} (there are {n_notebooks})")
+    patterns = (
+        r"notebooks only use \$?C_?4",  # notebook 08 uses D4
+        r"(?:galaxy|cell) images?,? which we do not reproduce",  # notebook 07 has real images
+        r"Claims 2 and 3: probing",  # probing is claim 3a in the ledger
+    )
+    for pattern in patterns:
+        found += [m.group(0) for m in re.finditer(pattern, text, flags=re.I)]
+    return found
+
+
+def _markdown_sources() -> list[tuple[str, str]]:
+    """Every page and every notebook Markdown cell (the prose a reader sees)."""
+    # book/claims.md is rewritten on another branch; the built-HTML test covers its final form
+    pages = [p for p in sorted(BOOK.rglob("*.md")) if p.name != "claims.md"]
+    out = [(str(p.relative_to(ROOT)), p.read_text()) for p in pages]
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+        out.append((path.name, text))
+    return out
+
+
+def test_internal_and_contradiction_checks_catch_what_they_should() -> None:
+    assert internal_references("see METHOD.md, section 2") and internal_references(
+        "our first release"
+    )
+    assert internal_references("(machine shared with other jobs)")
+    assert internal_references("the 0.05 the issue asks for")
+    assert not internal_references("the method page; 0.05 as required; the data are released")
+    assert contradictions("in six notebooks", 8) and not contradictions("in eight notebooks", 8)
+    assert contradictions("the notebooks only use $C_4$.", 8)
+    assert contradictions("real galaxy and cell images, which we do not reproduce", 8)
+
+
+def test_sources_are_self_contained_and_agree() -> None:
+    n = len(NOTEBOOK_STEMS)
+    problems = []
+    for name, text in _markdown_sources():
+        problems += [f"{name}: internal reference ...{m}..." for m in internal_references(text)]
+        problems += [f"{name}: {c}" for c in contradictions(text, n)]
+    assert not problems, "\n".join(problems[:30])
+
+
+def test_method_page_states_the_weights_the_code_uses() -> None:
+    """lambda_eq on the base models (sweeps) and in the planted setting, from the settings."""
+    from equisae.sweeps.planted import PlantedSettings
+    from equisae.sweeps.settings import SAETraining
+
+    method = (BOOK / "method.md").read_text()
+    for value in (SAETraining.lambda_eq, PlantedSettings.lambda_eq, SAETraining.lambda_inv):
+        assert f"= {value:g}$" in method, f"the Method page does not state the weight {value:g}"
+
+
+def test_findings_accessor_reads_both_ledger_formats(tmp_path: Path) -> None:
+    findings = _load_extension("equisae_findings")
+    current = findings.read_findings(ROOT / "reference" / "full" / "claims.json")
+    assert current and all(f.verdict for f in current)
+    assert current[0].id == "claim1" and current[0].n_seeds
+    plain = [
+        {
+            "id": "1",
+            "title": "Claim 1",
+            "label": "",
+            "number": "0.950",
+            "spread": "± 0.03",
+            "n_seeds": 3,
+            "setting": "C4",
+            "probe": "none",
+            "scope": "2 of 10",
+            "reason": "ok.",
+            "verdict": "mixed",
+        },
+    ]
+    path = tmp_path / "claims.json"
+    path.write_text(json.dumps(plain))
+    (entry,) = findings.read_findings(path)
+    assert (entry.id, entry.number, entry.n_seeds, entry.scope) == ("1", "0.950", 3, "2 of 10")
+    html = findings.findings_html([entry])
+    assert 'href="claims.html#claim-1"' in html and "n=3" in html and "mixed" in html
+    assert findings.anchor("claim3_probing/k1") == "claim-3-probing-k1"
+    path.write_text(json.dumps({"claims": "nope"}))
+    with pytest.raises(ValueError, match="claims"):
+        findings.read_findings(path)
+
+
+def test_results_files_are_copied_for_download(tmp_path: Path) -> None:
+    findings = _load_extension("equisae_findings")
+    copied = findings.copy_results(ROOT, tmp_path)
+    names = {p.relative_to(tmp_path).as_posix() for p in copied}
+    assert "results/full/claims.json" in names and "results/quick/06_probing.json" in names
+    assert findings.count_words(len(NOTEBOOK_STEMS)) in (BOOK / "intro.md").read_text() or (
+        "{{ n_notebooks }}" in (BOOK / "intro.md").read_text()
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -666,3 +818,114 @@ def test_results_page_screenshot_and_pasted_numbers(browser, served_book: str) -
     assert shot.stat().st_size > 10_000
     browser.get(served_book + "book/cite.html")
     assert f"equisae version {equisae.__version__}" in browser.find_element("tag name", "body").text
+
+
+def _content_pages() -> list[str]:
+    """The built pages with content (not the redirect that ``index.html`` is)."""
+    return [
+        page
+        for page in _html_pages()
+        if 'http-equiv="refresh"' not in (HTML / page).read_text(errors="replace")[:3000].lower()
+    ]
+
+
+def _visible_text(page_html: str) -> str:
+    """The text of a built page's main content (no scripts, styles, tags or navigation)."""
+    main = re.search(r"<main\b.*?</main>", page_html, flags=re.S)
+    body = main.group(0) if main else page_html
+    body = re.sub(r"<(script|style)\b.*?</\1>", " ", body, flags=re.S)
+    body = re.sub(r"<[^>]+>", " ", body)
+    return re.sub(r"\s+", " ", html_module.unescape(body))
+
+
+@pytest.mark.book
+def test_built_book_is_self_contained_agrees_and_says_its_provenance() -> None:
+    """No internal reference or contradiction on any built page; every page names its results."""
+    if not (HTML / "index.html").is_file():
+        pytest.skip(f"{HTML} not built")
+    problems = []
+    for page in _content_pages():
+        source = (HTML / page).read_text(errors="replace")
+        text = _visible_text(source)
+        problems += [f"{page}: internal reference ...{m}..." for m in internal_references(text)]
+        problems += [f"{page}: {c}" for c in contradictions(text, len(NOTEBOOK_STEMS))]
+        if 'class="equisae-provenance"' not in source:
+            problems.append(f"{page}: no line saying which results the page shows")
+    for mode in ("full", "quick"):
+        assert (HTML / "results" / mode / "claims.json").is_file(), f"no {mode} results download"
+    assert not problems, f"{len(problems)} problem(s):\n" + "\n".join(problems[:40])
+
+
+# Horizontal overflow of the page and of its parts, and the displayed size of every figure
+_LAYOUT = """
+const article = document.querySelector('article') || document.querySelector('main');
+const wide = [];
+article.querySelectorAll('table, div.math, mjx-container[display="true"], pre, dl.py > dt')
+  .forEach(e => { if (e.scrollWidth > e.clientWidth + 2) {
+    // by code points: MathJax's letters are surrogate pairs that a cut would leave invalid
+    wide.push(e.tagName.toLowerCase() + ' ' + Array.from(e.innerText || '').slice(0, 60).join(''));
+  } });
+const figures = Array.from(article.querySelectorAll('figure img, .cell_output img'))
+  .filter(i => i.naturalWidth > 0)
+  .map(i => ({src: i.getAttribute('src'), natural: i.naturalWidth,
+              shown: i.getBoundingClientRect().width}));
+return {page: document.documentElement.scrollWidth, view: window.innerWidth,
+        wide: wide, figures: figures};
+"""
+# a 10-point figure label is at least 8 points as displayed when the figure is shown at this
+# fraction of its natural size or more (matplotlib's 100 dpi against the browser's 96 px/in)
+MIN_FIGURE_SCALE = 0.77
+WIDTHS = (1280, 390)
+
+
+def layout_problems(width: int, state: dict) -> list[str]:
+    """What does not fit at ``width`` px: the page scrolls sideways, a table, equation or
+    signature needs its own scroll bar (at desktop width), or a figure is shrunk below
+    :data:`MIN_FIGURE_SCALE` of its natural size (at desktop width)."""
+    problems = []
+    if state["page"] > state["view"] + 1:
+        problems.append(f"at {width} px the page is {state['page']} px wide")
+    if width >= 1000:
+        problems += [f"at {width} px scrolls sideways: {w!r}" for w in state["wide"]]
+        for fig in state["figures"]:
+            scale = fig["shown"] / fig["natural"]
+            if scale < MIN_FIGURE_SCALE:
+                problems.append(f"figure {fig['src']} shown at {scale:.0%} of its size")
+    return problems
+
+
+def test_layout_checks_catch_what_they_should() -> None:
+    fits = {
+        "page": 1280,
+        "view": 1280,
+        "wide": [],
+        "figures": [{"src": "a", "natural": 760, "shown": 700}],
+    }
+    assert not layout_problems(1280, fits)
+    phone = {**fits, "page": 390, "view": 390}
+    assert not layout_problems(390, phone) and layout_problems(390, {**phone, "page": 520})
+    assert layout_problems(1280, {**fits, "wide": ["table | a | b"]})
+    assert not layout_problems(390, {**phone, "wide": ["table | a | b"]})
+    shrunk = {**fits, "figures": [{"src": "a", "natural": 1400, "shown": 700}]}
+    assert layout_problems(1280, shrunk) and not layout_problems(
+        390, {**phone, "figures": shrunk["figures"]}
+    )
+
+
+@pytest.mark.book
+def test_every_page_fits_the_column_at_desktop_and_phone_width(browser, served_book: str) -> None:
+    """Measured per page at 1280 and 390 px: see :func:`layout_problems`."""
+    problems: list[str] = []
+    measured: dict[str, dict] = {}
+    for width in WIDTHS:
+        browser.set_window_size(width, 1000)
+        for page in _content_pages():
+            browser.get(served_book + page)
+            browser.execute_async_script(_PAGE_EYES)  # wait for MathJax to typeset
+            state = browser.execute_script(_LAYOUT)
+            measured[f"{width}:{page}"] = state
+            problems += [f"{page}: {p}" for p in layout_problems(width, state)]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    (SCREENSHOTS / "layout.json").write_text(json.dumps(measured, indent=1))
+    browser.set_window_size(1280, 1600)
+    assert not problems, f"{len(problems)} problem(s):\n" + "\n".join(problems[:80])

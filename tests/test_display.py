@@ -99,3 +99,25 @@ def test_glue_figure_glues_closes_and_displays(monkeypatch: pytest.MonkeyPatch) 
     assert glued == [(("fig-x", fig), {"display": False})]
     assert not plt.fignum_exists(fig.number)
     assert len(shown) == 1 and shown[0].startswith("```{glue:figure} fig-x")
+
+
+def test_settings_text_reads_as_prose_not_a_repr() -> None:
+    import dataclasses
+
+    import pytest
+
+    from equisae.display import settings_text
+
+    @dataclasses.dataclass
+    class TrainSettings:
+        epochs: int
+        batch_size: int
+        lr: float = 3e-3
+        sizes: tuple = (2, 4)
+
+    text = settings_text(TrainSettings(20, 128))
+    assert text == "epochs 20, batch size 128, lr 0.003, sizes 2/4"
+    assert "(" not in text and "=" not in text
+    assert settings_text({"train": 2000, "test": 500}) == "train 2000, test 500"
+    with pytest.raises(ValueError, match="settings must be"):
+        settings_text(TrainSettings)

@@ -441,3 +441,23 @@ def test_study_report_tables_pair_by_model_and_seed() -> None:
     lin.update(r2_identity=[1, 0, -1, 0], group_error=0.5, rank=3, dim=4)
     table = linrep_table([lin])
     assert "| m | 0.9000 | 0.8000 | 0.9000 | 0.1000 | -0.3333 | 0.5000 | 3 / 4 |" in table
+
+
+def test_probe_f1_table_is_long_and_names_targets_in_words() -> None:
+    """One row per (features, probe type), one column per factor: it fits a page's column."""
+    from equisae.sources.report import probe_f1_table
+
+    probes = [
+        {"sae_type": t, "factor": f, "probe_k": k, "f1": 0.5 + 0.1 * s, "model": "m", "seed": s}
+        for t in ("topk", "adaptive")
+        for f in ("digit", "digit_without_6_9")
+        for k in ("all", "k1")
+        for s in (0, 1)
+    ]
+    lines = probe_f1_table(
+        probes, ["topk", "adaptive"], ["digit", "digit_without_6_9"], ["all", "k1"]
+    ).splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == ["features", "probe", "digit", "digit without 6 and 9"]
+    assert len(lines) == 2 + 2 * 2  # header, rule, (2 feature types x 2 probe types)
+    assert "digit_without_6_9" not in "\n".join(lines)

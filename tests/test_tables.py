@@ -66,7 +66,11 @@ def test_missing_and_nan_shown_as_dash_and_rounding():
 def test_mean_sd_cells():
     assert mean_sd([1.0, 2.0, 3.0]) == (2.0, 1.0, 3)
     assert mean_sd_cell([1.0, 2.0, 3.0], digits=2) == "2.00 ± 1.00"
-    assert mean_sd_cell([0.5], digits=1, show_n=True) == "0.5 ± 0.0 (n=1)"
+    assert mean_sd_cell([0.5], digits=1, show_n=True) == "0.5 (n=1)"
+    assert mean_sd_cell([0.5], digits=1) == "0.5 (n=1)"  # one seed: no spread, never "± 0.0"
+    assert mean_sd_cell([0.2, 0.2, 0.2]) == "0.200 ± 0"  # identical values
+    assert mean_sd_cell(mean=0.163, sd=0.0002, n=3) == "0.163 ± <0.001"  # rounds to zero
+    assert mean_sd_cell(mean=0.5, sd=0.0, n=1, signed=True) == "+0.500 (n=1)"
     assert mean_sd_cell([float("nan"), None]) == MISSING
     assert mean_sd_cell(mean=0.25, sd=None, digits=2) == "0.25"
     assert mean_sd_cell(mean=0.041, sd=0.007, signed=True) == "+0.041 ± 0.007"

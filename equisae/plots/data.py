@@ -45,13 +45,13 @@ def factor_label(factors: dict[str, torch.Tensor], index: int | tuple[int, ...])
     )
 
 
-def plot_samples(ds: ShapesDataset, n: int = 24, ncols: int = 8) -> Figure:
+def plot_samples(ds: ShapesDataset, n: int = 24, ncols: int = 6) -> Figure:
     """The first ``n`` images of ``ds`` in a grid, each titled with its factors."""
     if n < 1 or ncols < 1:
         raise ValueError(f"n and ncols must be >= 1, got n={n}, ncols={ncols}")
     n = min(n, len(ds))
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.9 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.25 * ncols, 1.5 * nrows), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
@@ -88,7 +88,7 @@ def plot_factor_balance(ds: ShapesDataset) -> Figure:
     names = [*INVARIANT_FACTORS, *EQUIVARIANT_FACTORS]
     ncols = 3  # legible at a page's width: two rows of three panels
     nrows = math.ceil(len(names) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.2 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.5 * ncols, 2.5 * nrows), squeeze=False)
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     for ax, name in zip(axes.flat, names, strict=False):

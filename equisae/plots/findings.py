@@ -79,12 +79,31 @@ def _panels(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     return list(dict.fromkeys((r["model"], r["layer"]) for r in records))
 
 
+#: the widest figure, in inches: at matplotlib's 100 dpi it fits the book's column at about
+#: its natural size, so 10-point text stays above 8 points as displayed
+MAX_WIDTH = 7.6
+
+
+def _legend_below(fig: Figure, handles: list, labels: list[str], ncol: int = 2) -> float:
+    """One legend under the panels, ``ncol`` entries a row (a wider legend would make the
+    saved figure wider than the column); returns the figure fraction it takes at the bottom,
+    for ``tight_layout(rect=(0, bottom, 1, top))``."""
+    ncol = max(1, min(ncol, len(labels)))
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    rows = math.ceil(len(labels) / ncol)
+    legend = 0.18 * rows + 0.15  # inches
+    panels = fig.get_figheight()
+    fig.set_figheight(panels + legend)  # the legend adds height; the panels keep theirs
+    return legend / (panels + legend)
+
+
 def _grid(n: int, ncols: int, size: tuple[float, float]) -> tuple[Figure, np.ndarray]:
+    """``n`` panels of about ``size`` inches, ``ncols`` a row, no wider than :data:`MAX_WIDTH`."""
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False
-    )
+    width = min(size[0], MAX_WIDTH / ncols)
+    height = max(size[1] * width / size[0], 2.6)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     return fig, axes
@@ -136,9 +155,9 @@ def plot_frontier(
         ax.set_title(f"{model} / {layer}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
+    bottom = _legend_below(fig, handles, labels)
     fig.suptitle("Reconstruction-sparsity frontier (lower is better)")
-    fig.tight_layout(rect=(0, 0.06 + 0.03 * math.ceil(len(labels) / 4), 1, 0.97))
+    fig.tight_layout(rect=(0, bottom, 1, 0.97))
     return fig
 
 
@@ -147,7 +166,7 @@ def plot_probe_f1(
     factors: Sequence[str],
     sae_types: Sequence[str] | None = None,
     probe_k: str = "all",
-    ncols: int = 2,
+    ncols: int = 1,
 ) -> Figure:
     """Test macro F1 per factor (x) and SAE type (bars), one panel per (model, layer).
 
@@ -194,10 +213,10 @@ def plot_probe_f1(
         ax.set_ylabel("test macro F1")
         ax.set_title(f"{model} / {layer}", fontsize=9)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8)
+    bottom = _legend_below(fig, handles, labels)
     suffix = "all latents" if probe_k == "all" else f"{probe_k[1:]} latents"
     fig.suptitle(f"Probe F1 per factor ({suffix}; dotted: chance)")
-    fig.tight_layout(rect=(0, 0.07 + 0.03 * math.ceil(len(labels) / 5), 1, 0.97))
+    fig.tight_layout(rect=(0, bottom, 1, 0.97))
     return fig
 
 
@@ -262,8 +281,7 @@ def plot_loss_curves(
         ax.set_title(f"{model} / {layer}, k = {k}", fontsize=10)
         ax.grid(alpha=0.3, which="both")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
-    fig.tight_layout(rect=(0, 0.08 + 0.035 * math.ceil(len(labels) / 4), 1, 1))
+    fig.tight_layout(rect=(0, _legend_below(fig, handles, labels), 1, 1))
     return fig
 
 
@@ -271,7 +289,7 @@ def plot_representation_training(records: Sequence[Mapping[str, Any]]) -> Figure
     """The learned generators along training: relative distance to the least-squares fit they
     started from (left) and group error (right) against the step, one line per (target, SAE
     type, seed) of the SAEs that learn their representation (``loss_curve`` with ``m_drift``)."""
-    fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(MAX_WIDTH, 3.4))
     seen: set[tuple[str, str]] = set()
     styles = ("-", "--", ":", "-.")
     targets = list(dict.fromkeys((r["model"], r["layer"]) for r in records))
@@ -311,7 +329,7 @@ def plot_representation_training(records: Sequence[Mapping[str, Any]]) -> Figure
 def plot_lambda_inv(summary: Sequence[Mapping[str, Any]]) -> Figure:
     """FVU and invariant-factor sparse-probe F1 against lambda_inv (log x), one line per
     (target, SAE type); error bars: seed sd. ``summary`` from ``report.lambda_inv_summary``."""
-    fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(MAX_WIDTH, 3.6))
     groups = dict.fromkeys((r["model"], r["layer"], r["sae_type"]) for r in summary)
     for model, layer, t in groups:
         rows = sorted(
@@ -350,7 +368,7 @@ def plot_sparse_probes(
 ) -> Figure:
     """Invariant-factor F1 (mean over ``factors``, then over targets and seeds) against the
     probe size (1, 2, 5, 16 latents, then dense), one line per SAE type; error bars: sd."""
-    fig, ax = plt.subplots(figsize=(8.4, 4.0))
+    fig, ax = plt.subplots(figsize=(MAX_WIDTH, 4.0))
     xs = np.arange(len(probe_ks))
     for t in sae_types:
         means, sds = [], []
@@ -375,6 +393,6 @@ def plot_sparse_probes(
     ax.set_ylabel("invariant-factor macro F1 (test)")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
-    fig.tight_layout()
+    handles, labels = ax.get_legend_handles_labels()
+    fig.tight_layout(rect=(0, _legend_below(fig, handles, labels), 1, 1))
     return fig

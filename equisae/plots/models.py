@@ -38,8 +38,9 @@ def plot_reconstructions(
             model.eval()
             rows.append((name, model(inputs)))
     n_cols = inputs.shape[0]
+    cell = min(1.1, 7.6 / n_cols)  # no wider than the book's column
     fig, axes = plt.subplots(
-        len(rows), n_cols, figsize=(1.1 * n_cols, 1.2 * len(rows)), squeeze=False
+        len(rows), n_cols, figsize=(cell * n_cols, 1.1 * cell * len(rows)), squeeze=False
     )
     for r, (name, batch) in enumerate(rows):
         for c in range(n_cols):
@@ -81,7 +82,7 @@ def plot_training_curves(infos: Mapping[str, Mapping[str, Any]]) -> Figure:
     """Training loss per step (smoothed) and validation MSE per epoch for every model."""
     if not infos:
         raise ValueError("infos is empty")
-    fig, (ax_step, ax_val) = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, (ax_step, ax_val) = plt.subplots(1, 2, figsize=(7.6, 3.3))
     for name, info in infos.items():
         history = info["history"]
         steps = np.asarray(history["step_loss"], dtype=float)

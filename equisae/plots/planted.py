@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,7 +40,7 @@ def plot_planted_metrics(
         raise ValueError(f"summary holds none of the planted models {MODEL_TYPES}")
     ncols = 2 if len(metrics) == 4 else min(len(metrics), 3)
     nrows = -(-len(metrics) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.0 * ncols, 3.6 * nrows + 0.8), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.8 * ncols, 3.0 * nrows + 0.8), squeeze=False)
     for ax, metric in zip(axes.flat, metrics, strict=False):
         for model in models:
             x, mean, std = series(summary, model, metric)
@@ -62,9 +63,10 @@ def plot_planted_metrics(
     for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    rows = math.ceil(len(labels) / 2)
     fig.suptitle("Planted features: recovery, detection and reconstruction vs interference")
-    fig.tight_layout(rect=(0, 0.07 if nrows > 1 else 0.12, 1, 1))
+    fig.tight_layout(rect=(0, min(0.5, (0.2 * rows + 0.15) / fig.get_figheight()), 1, 1))
     return fig
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "base_model_table",
     "confusion_table",
     "count_better",
+    "factor_words",
     "linrep_table",
     "probe_f1_table",
     "probing_verdicts",
@@ -103,23 +104,34 @@ def _mean_over(records: Sequence[Record], keys: Sequence[str], value: str = "f1"
     return out
 
 
+#: probe targets as words in tables (a raw identifier is not prose)
+FACTOR_WORDS = {"digit_without_6_9": "digit without 6 and 9"}
+
+
+def factor_words(factor: str) -> str:
+    """A probe target as table text: ``digit_without_6_9`` -> ``digit without 6 and 9``."""
+    return FACTOR_WORDS.get(factor, factor.replace("_", " "))
+
+
 def probe_f1_table(
     probes: Sequence[Record],
     feature_types: Sequence[str],
     factors: Sequence[str],
     probe_ks: Sequence[str] = ("all", "k1", "k5"),
 ) -> str:
-    """F1 per feature type (rows) and (factor, probe type) (columns): mean ± sd over base
-    models and seeds."""
+    """F1 per (feature type, probe type) (rows) and factor (columns): mean ± sd over base
+    models and seeds. Long format, so that the table fits a page's column."""
     stats = _mean_over(probes, ("sae_type", "factor", "probe_k"))
     rows = []
     for t in feature_types:
-        row: dict[str, Any] = {"features": _label(t)}
-        for f in factors:
-            for pk in probe_ks:
-                name = "dense" if pk == "all" else f"{pk[1:]}-sparse"
-                row[f"{f}, {name}"] = mean_sd_cell(stats.get((t, f, pk), []))
-        rows.append(row)
+        for i, pk in enumerate(probe_ks):
+            row: dict[str, Any] = {
+                "features": _label(t) if i == 0 else "",
+                "probe": "dense" if pk == "all" else f"{pk[1:]}-sparse",
+            }
+            for f in factors:
+                row[factor_words(f)] = mean_sd_cell(stats.get((t, f, pk), []))
+            rows.append(row)
     return markdown_table(rows)
 
 

@@ -430,7 +430,7 @@ def design_choices(
         rows += [
             row(
                 "encoder",
-                "raw (METHOD.md)",
+                "raw (invariance learned)",
                 advantage(records, "adaptive", probe_k=probe, n_steps=full_steps),
                 probe,
             ),
