@@ -207,7 +207,7 @@ def standard_config(representative: str = "fixed") -> ShapesConfig:
 
     The cue makes a base model trained only on canonical images measurably less equivariant
     than one trained with rotations; the noise keeps images from being trivially sparse.
-    ``representative`` is the canonical representative of the orbits (``"fixed"``, METHOD.md's
+    ``representative`` is the canonical representative of the orbits (``"fixed"``, the Method page's
     default, or ``"random"``); the base models are trained on the ``"random"`` setting (every
     orientation), so both settings of the SAE experiments share the same base models.
     """

@@ -11,7 +11,7 @@ from equisae.io import read_json
 
 __all__ = ["OPTIONAL_STEMS", "REQUIRED_KEYS", "LedgerSchemaError", "Read", "load_results"]
 
-# The keys a results file of the current schema has (the first release's files lack them).
+# The keys a results file of the current schema has (an earlier version's files lack them).
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "03_linear_representation": ("models",),
     "04_planted_features": ("verdicts", "summary", "runs"),
@@ -23,7 +23,7 @@ STEMS: tuple[str, ...] = (*REQUIRED_KEYS, *OPTIONAL_STEMS)
 
 
 class LedgerSchemaError(ValueError):
-    """A results file written by the first release's notebooks (before equisae.sweeps)."""
+    """A results file written by an earlier version's notebooks (before equisae.sweeps)."""
 
 
 def load_results(results_dir: Path, stem: str) -> dict[str, Any] | None:
@@ -38,7 +38,7 @@ def load_results(results_dir: Path, stem: str) -> dict[str, Any] | None:
     if missing:
         mode = data.get("mode", "full")
         raise LedgerSchemaError(
-            f"{path} holds results of the old schema (the first release, before the notebooks "
+            f"{path} holds results of the old schema (an earlier version, before the notebooks "
             f"moved to equisae.sweeps): it lacks the key(s) {missing} (it has {sorted(data)}). "
             f"Rewrite it with `equisae reproduce --mode {mode}` (and republish the reference)."
         )

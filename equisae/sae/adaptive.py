@@ -1,8 +1,8 @@
 """Adaptively equivariant TopK SAE: the representation's generators are learned with the SAE.
 
-Loss on an orbit batch (METHOD.md section 2), every sum divided by the same ``B * |G| * d_in``
+Loss on an orbit batch (the Method page, section 2), every sum divided by the same ``B * |G| * d_in``
 so that the first term is the per-element MSE the trainer reports and the lambdas keep the
-relative weights of METHOD.md::
+relative weights of the Method page::
 
     L = sum_p ||h_p - (rho(g_p) W_dec z_p + b_dec)||^2
         + lambda_inv * sum_p ||z_p - mean_q z_q||^2
@@ -12,14 +12,14 @@ with ``z_p = TopK(W_enc^T (h_p - b_dec) + b_enc)`` (each pose encoded from its r
 the canonicalising variant is :class:`equisae.sae.canonical.AdaptiveCanonicalSAE`) and ``b``
 the decoder bias, detached. Concrete choice: the equivariance term is taken on activations
 centred at ``b_dec`` (as the least-squares fit of section 1 uses centred activations); for a
-G-invariant mean, ``rho(g) b = b`` and it equals METHOD.md's uncentred term. The ``lambda_eq``
+G-invariant mean, ``rho(g) b = b`` and it equals the Method page's uncentred term. The ``lambda_eq``
 term is a regression of ``h_p`` on ``h_0`` and pulls the generators toward the data's actual
 representation; the invariance term makes the encoder agree across poses.
 
-Equivariance bases (``equivariance_bases``). ``"canonical"`` is the term above, METHOD.md's
+Equivariance bases (``equivariance_bases``). ``"canonical"`` is the term above, the Method page's
 ``sum_p ||h_p - rho(g_p) h_0||^2`` with the canonical pose as the only base. ``"all"`` takes every
 pose in turn as the base and averages, ``(1/|G|) sum_q sum_p ||h_{g_p g_q} - rho(g_p) h_q||^2``
-(the canonical pose is an arbitrary choice under the group; each base is one copy of METHOD.md's
+(the canonical pose is an arbitrary choice under the group; each base is one copy of the Method page's
 term). The default ``"auto"`` is ``"canonical"`` for C_n and ``"all"`` for D_n, because a
 regression only constrains a matrix on the vectors it multiplies: with ``rho(r^k s) = R^k S``
 the flip ``S`` multiplies only ``h_0`` in the canonical term, so ``S`` is learned on the span of

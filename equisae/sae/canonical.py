@@ -1,11 +1,11 @@
-"""The canonicalising variant of the equivariant SAEs (a named variant, not METHOD.md's model).
+"""The canonicalising variant of the equivariant SAEs (a named variant, not the Method page's model).
 
 Instead of encoding each pose from its raw activation, the encoder reads the activation brought
 back to pose 0 by the representation, ``c_p = rho(g_p)^-1 (h_p - b_dec)``:
 
 * :class:`CanonicalEquivariantSAE` (fixed representation, ``"equivariant_canonical_topk"``)
   encodes the orbit mean ``mean_p c_p`` once per orbit, so training gives one latent vector
-  per orbit (the behaviour of ``EquivariantSAE`` before METHOD.md's encoder became the default);
+  per orbit (the behaviour of ``EquivariantSAE`` before the Method page's encoder became the default);
 * :class:`AdaptiveCanonicalSAE` (learned generators, ``"adaptive_canonical_topk"``) encodes
   every ``c_p`` with the same loss terms as :class:`~equisae.sae.adaptive.AdaptiveEquivariantSAE`,
   ``rho(g)^-1`` taken as ``rho(g^-1)``.

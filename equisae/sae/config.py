@@ -76,7 +76,7 @@ def _check_k(k: Any, d_sae: int) -> int:
 
 def resolve_equivariance_bases(bases: str, group: Any) -> str:
     """``"canonical"`` or ``"all"``: ``bases``, with ``"auto"`` resolved by ``group`` (``"all"``
-    for a group with a reflection, D_n; ``"canonical"`` for C_n, METHOD.md's term)."""
+    for a group with a reflection, D_n; ``"canonical"`` for C_n, the Method page's term)."""
     if bases not in EQUIVARIANCE_BASES:
         raise ValueError(f"equivariance_bases must be one of {EQUIVARIANCE_BASES}, got {bases!r}")
     if bases != "auto":
@@ -285,7 +285,7 @@ class GroupTopKConfig(SAEConfig):
 
 @dataclass(frozen=True)
 class EquivariantConfig(GroupTopKConfig):
-    """The equivariant SAE of METHOD.md: ``lambda_inv`` weighs the latents' invariance term."""
+    """The equivariant SAE of the Method page: ``lambda_inv`` weighs the latents' invariance term."""
 
     _: KW_ONLY
     lambda_inv: float = 1.0

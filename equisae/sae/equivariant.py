@@ -1,4 +1,4 @@
-"""Equivariant TopK SAE with a fixed group representation ``rho`` (METHOD.md section 2).
+"""Equivariant TopK SAE with a fixed group representation ``rho`` (the Method page, section 2).
 
 Every pose is encoded from its own raw activation by the one shared TopK encoder and
 reconstructed through the representation of its group element::
@@ -137,7 +137,7 @@ class EquivariantSAE(TopKSAE):
 
     takes_orbits: ClassVar[bool] = True
     is_equivariant: ClassVar[bool] = True
-    #: how a pose is encoded: "raw" (METHOD.md) or "canonical" (the named variant)
+    #: how a pose is encoded: "raw" (the Method page) or "canonical" (the named variant)
     encoder: ClassVar[str] = "raw"
     #: whether the generators are learned (nn.Parameter) or frozen buffers
     learns_representation: ClassVar[bool] = False

@@ -16,7 +16,7 @@ works because the adaptive SAE's equivariance term takes every pose as a base by
 (``equivariance_bases="all"`` for D_n, :mod:`equisae.sae.adaptive`): with ``h_0`` as the only
 base the flip ``S`` multiplies only canonical activations, whose span here (``n_features <
 d``) misses part of ``R^d``, and ``S`` stayed at relative distance ~1 from the truth. Under C4
-the term is METHOD.md's (``h_0`` only), which already identifies ``R``.
+the term is the Method page's (``h_0`` only), which already identifies ``R``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Features per SAE are its latents computed as the model is deployed (equivariant SAEs infer the
 pose). Besides the ground-truth factors of the data, every split carries ``pose``: the index
 ``p`` of the activation in its orbit. A probe of invariant latents for ``pose`` is the
-*leakage* probe of METHOD.md section 3 (it should sit at chance). References: the raw
+*leakage* probe of the Method page, section 3 (it should sit at chance). References: the raw
 activations and an untrained random-dictionary SAE of the same size and ``k``.
 """
 

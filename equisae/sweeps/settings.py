@@ -27,7 +27,7 @@ __all__ = [
 
 MODES: tuple[str, ...] = ("quick", "full")
 LAYER_ROLES: tuple[str, ...] = ("bottleneck", "intermediate")
-#: METHOD.md: the canonical representative is ``fixed`` (the paper's main setting) by default,
+#: the Method page: the canonical representative is ``fixed`` (the paper's main setting) by default,
 #: ``random`` in the appendix setting.
 REPRESENTATIVES: tuple[str, ...] = ("fixed", "random")
 
@@ -230,7 +230,7 @@ class SweepSettings:
 
 
 #: Every SAE type of the sweeps, in plotting order (names of :mod:`equisae.sae.factory`):
-#: METHOD.md's family (BatchTopK is in the library but not in the comparisons).
+#: the Method page's family (BatchTopK is in the library but not in the comparisons).
 SWEEP_SAE_TYPES: tuple[str, ...] = (
     "topk",
     "wide",
