@@ -454,7 +454,7 @@ def test_findings_accessor_reads_both_ledger_formats(tmp_path: Path) -> None:
     findings = _load_extension("equisae_findings")
     current = findings.read_findings(ROOT / "reference" / "full" / "claims.json")
     assert current and all(f.verdict for f in current)
-    assert current[0].id == "claim1" and current[0].n_seeds
+    assert current[0].id == "claim-1" and current[0].n_seeds
     plain = [
         {
             "id": "1",
@@ -477,6 +477,8 @@ def test_findings_accessor_reads_both_ledger_formats(tmp_path: Path) -> None:
     html = findings.findings_html([entry])
     assert 'href="claims.html#claim-1"' in html and "n=3" in html and "mixed" in html
     assert findings.anchor("claim3_probing/k1") == "claim-3-probing-k1"
+    assert findings.anchor("claim-3a-dense") == "claim-3a-dense"
+    assert findings.anchor("planted-recovery") == "planted-recovery"
     path.write_text(json.dumps({"claims": "nope"}))
     with pytest.raises(ValueError, match="claims"):
         findings.read_findings(path)

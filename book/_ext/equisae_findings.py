@@ -56,7 +56,10 @@ class Finding:
 
 
 def anchor(claim_id: str) -> str:
-    """The claim's anchor on the claims page: ``claim1`` -> ``claim-1``, ``a/b`` -> ``claim-a-b``."""
+    """The claim's anchor on the claims page: a ledger id such as ``claim-3a-dense`` as it is;
+    an older id ``claim1`` -> ``claim-1``, ``a/b`` -> ``claim-a-b``."""
+    if "-" in str(claim_id):  # the ledger's ids are already the claims page's targets
+        return re.sub(r"[^a-z0-9]+", "-", str(claim_id).lower()).strip("-")
     slug = re.sub(r"[^a-z0-9]+", "-", str(claim_id).lower()).strip("-")
     slug = re.sub(r"^claim-?", "", slug) or slug
     return f"claim-{slug}"
@@ -83,9 +86,11 @@ def _short_setting(text: str, limit: int = 70) -> str:
 
 def _from_ledger_entry(entry: dict[str, Any]) -> Finding:
     """A finding from an entry as ``equisae.ledger`` writes it (``values`` per point)."""
-    points = [v for v in entry.get("values") or [] if v.get("mean") is not None]
+    raw = entry.get("points") or entry.get("values") or []
+    points = [v for v in raw if v.get("mean") is not None]
     means = [float(v["mean"]) for v in points]
-    seeds = [int(v["n_seeds"]) for v in points if v.get("n_seeds")]
+    seeds = [int(v.get("n_seeds") or v.get("n") or 0) for v in points]
+    seeds = [n for n in seeds if n]
     text = str(entry.get("number", ""))
     # differences (SAE minus baseline) carry their sign; levels (an R^2) do not
     signed = bool(re.search(r"minus|difference", text))
@@ -170,7 +175,7 @@ def read_findings(path: Path) -> list[Finding]:
     for entry in entries:
         if not isinstance(entry, dict) or "id" not in entry:
             raise ValueError(f"{path}: every claim must be an object with an 'id', got {entry!r}")
-        plain = "values" not in entry and ("reason" in entry or "spread" in entry)
+        plain = not ({"values", "points"} & set(entry)) and ("reason" in entry or "spread" in entry)
         out.append(_from_plain_entry(entry) if plain else _from_ledger_entry(entry))
     return out
 
