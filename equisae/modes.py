@@ -35,9 +35,9 @@ __all__ = [
 #: The run modes, in order of size.
 MODES: tuple[str, ...] = ("quick", "full")
 
-#: Every SAE type of the sweeps, in plotting order (names of :mod:`equisae.sae.factory`):
-#: METHOD.md's family (BatchTopK is in the library but not in the comparisons). The same in
-#: both modes.
+#: Every SAE type of the sweeps, in plotting order (names of :mod:`equisae.sae.factory`): the
+#: family the paper compares (BatchTopK is in the library but not in the comparisons). The same
+#: in both modes.
 SWEEP_SAE_TYPES: tuple[str, ...] = (
     "topk",
     "wide",
