@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from equisae.activation_cache import ActivationKey
+from equisae.activation_cache import ActivationKey, load_activations
 from equisae.modes import check_mode
 from equisae.runner import Job, JobResult
 from equisae.sweeps.settings import LAYER_ROLES, REPRESENTATIVES, check_choice
@@ -67,10 +67,8 @@ def group_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def orbit_split(key: ActivationKey):
     """Orbit activations (``OrbitActivations``) of one split, from the verified cache."""
-    from equisae import activation_cache
-
     check_choice("layer", key.layer, LAYER_ROLES)
-    return activation_cache.load_activations(key, progress=False)
+    return load_activations(key, progress=False)
 
 
 def subsample_orbits(n: int, limit: int, seed: int) -> Tensor:
