@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import torch
 
 from equisae import io
+from equisae.modes import MODES
 from equisae.runner import Job, JobResult, SweepResult, run_sweep, sweep_summary
 
 
@@ -195,7 +196,7 @@ def _differences(a: SweepResult, b: SweepResult) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", default="auto", help="auto (planted if defined), synthetic, ...")
-    parser.add_argument("--mode", default="quick", choices=("quick", "full"))
+    parser.add_argument("--mode", default="quick", choices=MODES)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/out/bench_sweep.json")
     args = parser.parse_args()

@@ -13,7 +13,7 @@ asking for the next split or layer is a load.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from equisae import io
 from equisae.activations import OrbitActivations, orbit_activations_many
+from equisae.modes import check_mode
 
 #: the default group (the paper's C4); ``group=`` of the functions below chooses another
 GROUP_NAME = "C4"
@@ -54,6 +55,66 @@ def _group_name(group: str) -> str:
     return get_group(group).name
 
 
+def _check_args(mode: str, split: str, seed: int) -> None:
+    check_mode(mode)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+
+
+@dataclass(frozen=True)
+class ActivationKey:
+    """Which orbit activations: one split of the standard data of ``mode`` (data seed ``seed``,
+    canonical ``representative``) under ``group``, at ``layer`` of the base model
+    ``model_name``. ``layer`` is a role of ``equisae.models.LAYERS[model_name]`` or its module
+    name; both name the same cache folder."""
+
+    model_name: str
+    layer: str
+    mode: str
+    seed: int = 0
+    split: str = "train"
+    representative: str = "fixed"
+    group: str = GROUP_NAME
+
+    def __post_init__(self) -> None:
+        _check_args(self.mode, self.split, self.seed)
+
+    def at(self, *, layer: str | None = None, split: str | None = None) -> ActivationKey:
+        """The same activations at another ``layer`` or of another ``split``."""
+        return replace(
+            self,
+            layer=self.layer if layer is None else layer,
+            split=self.split if split is None else split,
+        )
+
+    def config(self) -> dict[str, Any]:
+        """Everything that determines these activations (hashed into the cache folder)."""
+        from equisae import data
+        from equisae.models import model_config, training_settings
+        from equisae.models import train as model_train
+
+        return {
+            "model_name": self.model_name,
+            "model": model_config(self.model_name),
+            "training": asdict(training_settings(self.mode)),
+            "model_cache_version": getattr(model_train, "CACHE_VERSION", None),
+            "data": io.to_jsonable(data.standard_config(self.representative)),
+            "sizes": data.dataset_sizes(self.mode),
+            "mode": self.mode,
+            "seed": int(self.seed),
+            "split": self.split,
+            "layer": resolve_layer(self.model_name, self.layer),
+            "group": _group_name(self.group),
+            "version": CACHE_VERSION,
+        }
+
+    def folder(self) -> Path:
+        """The cache folder of these activations."""
+        return io.artifacts_dir() / "activations" / io.config_hash(self.config())
+
+
 def activation_key(
     model_name: str,
     layer: str,
@@ -63,25 +124,8 @@ def activation_key(
     representative: str = "fixed",
     group: str = GROUP_NAME,
 ) -> dict[str, Any]:
-    """Everything that determines a split's orbit activations (hashed into the cache folder)."""
-    from equisae import data
-    from equisae.models import model_config, training_settings
-    from equisae.models import train as model_train
-
-    return {
-        "model_name": model_name,
-        "model": model_config(model_name),
-        "training": asdict(training_settings(mode)),
-        "model_cache_version": getattr(model_train, "CACHE_VERSION", None),
-        "data": io.to_jsonable(data.standard_config(representative)),
-        "sizes": data.dataset_sizes(mode),
-        "mode": mode,
-        "seed": int(seed),
-        "split": split,
-        "layer": resolve_layer(model_name, layer),
-        "group": _group_name(group),
-        "version": CACHE_VERSION,
-    }
+    """:meth:`ActivationKey.config` of these arguments (hashed into the cache folder)."""
+    return ActivationKey(model_name, layer, mode, seed, split, representative, group).config()
 
 
 def activation_folder(
@@ -94,17 +138,7 @@ def activation_folder(
     group: str = GROUP_NAME,
 ) -> Path:
     """The cache folder of one split's orbit activations at one layer."""
-    key = activation_key(model_name, layer, mode, seed, split, representative, group)
-    return io.artifacts_dir() / "activations" / io.config_hash(key)
-
-
-def _check_args(mode: str, split: str, seed: int) -> None:
-    if mode not in ("quick", "full"):
-        raise ValueError(f"mode must be 'quick' or 'full', got {mode!r}")
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    return ActivationKey(model_name, layer, mode, seed, split, representative, group).folder()
 
 
 def orbit_activations_for(
@@ -128,10 +162,14 @@ def orbit_activations_for(
     poses, rotations then flips, with factors transformed by ``equisae.data.orbit``); it is part
     of the cache key.
     """
-    _check_args(mode, split, seed)
-    group = _group_name(group)
-    module = resolve_layer(model_name, layer)
-    folder = activation_folder(model_name, module, mode, seed, split, representative, group)
+    key = ActivationKey(model_name, layer, mode, seed, split, representative, group)
+    return load_activations(key, progress)
+
+
+def load_activations(key: ActivationKey, progress: bool = True) -> OrbitActivations:
+    """The orbit activations of ``key``, from the verified cache or extracted (and cached)."""
+    key = replace(key, layer=resolve_layer(key.model_name, key.layer), group=_group_name(key.group))
+    folder = key.folder()
     try:
         return OrbitActivations.load(folder)
     except FileNotFoundError:
@@ -140,36 +178,30 @@ def orbit_activations_for(
         from equisae import repairs
 
         repairs.report(folder, str(exc), "extracting again")
-    _extract_all(model_name, module, mode, seed, progress, representative, group)
+    _extract_all(key, progress)
     return OrbitActivations.load(folder)
 
 
-def _extract_all(
-    model_name: str,
-    extra_layer: str,
-    mode: str,
-    seed: int,
-    progress: bool,
-    representative: str = "fixed",
-    group_name: str = GROUP_NAME,
-) -> None:
-    """Extract and cache every split at every hooked layer of ``model_name`` (+ ``extra_layer``)."""
+def _extract_all(key: ActivationKey, progress: bool) -> None:
+    """Extract and cache every split at every hooked layer of the model (and ``key.layer``)."""
     from equisae import data
     from equisae.groups import get_group
     from equisae.models import LAYERS, train_or_load
 
-    model, info = train_or_load(model_name, mode, seed, progress=progress)
-    group = get_group(group_name)
-    layers = list(dict.fromkeys([*LAYERS[model_name].values(), extra_layer]))
-    splits = data.make_splits(data.dataset_sizes(mode), data.standard_config(representative), seed)
+    model_name = key.model_name
+    model, info = train_or_load(model_name, key.mode, key.seed, progress=progress)
+    group = get_group(key.group)
+    layers = list(dict.fromkeys([*LAYERS[model_name].values(), key.layer]))
+    sizes = data.dataset_sizes(key.mode)
+    splits = data.make_splits(sizes, data.standard_config(key.representative), key.seed)
     for split in tqdm(SPLITS, desc=f"activations of {model_name}", disable=not progress):
         per_layer = orbit_activations_many(
             model, splits[split], group, layers, model_name=model_name, progress=False
         )
         for layer, acts in per_layer.items():
-            key = activation_key(model_name, layer, mode, seed, split, representative, group_name)
-            acts.metadata = {"key": key, "model_folder": info.get("folder")}
-            acts.save(io.artifacts_dir() / "activations" / io.config_hash(key))
+            config = key.at(layer=layer, split=split).config()
+            acts.metadata = {"key": config, "model_folder": info.get("folder")}
+            acts.save(io.artifacts_dir() / "activations" / io.config_hash(config))
 
 
 def output_equivariance_error(

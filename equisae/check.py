@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from equisae.io import atomic_folder, project_root, read_json, results_dir, write_json_atomic
+from equisae.modes import check_mode
 
-MODES = ("quick", "full")
 SPREAD_KEYS = ("std", "sd", "spread", "sem")
 PER_SEED_KEY = "per_seed"
 SEED_SPREAD_FACTOR = 3.0
@@ -355,8 +355,7 @@ def compare_results(reference_dir: str | Path, run_dir: str | Path) -> CheckRepo
 
 def reference_dir(mode: str, root: str | Path | None = None) -> Path:
     """``reference/<mode>/`` under the project root: the committed reference results."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    check_mode(mode)
     return Path(root if root is not None else project_root()) / "reference" / mode
 
 

@@ -18,7 +18,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
-MODES = ("quick", "full")
+from equisae.modes import MODES
+
 EXIT_USAGE = 1
 EXIT_INTERRUPTED = 130
 INTERRUPTED = "interrupted (Ctrl-C): finished work is cached; rerun the same command to resume"

@@ -38,6 +38,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from equisae.groups import Group, get_group
+from equisae.modes import get_mode
 
 __all__ = [
     "SHAPES",
@@ -112,11 +113,6 @@ FACTOR_NAMES: tuple[str, ...] = (*FACTOR_CLASSES, "x", "y")
 #: The split names :func:`make_splits` is usually given.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
-_SIZES: dict[str, dict[str, int]] = {
-    "quick": {"train": 2000, "val": 500, "test": 500},
-    "full": {"train": 10000, "val": 2000, "test": 2000},
-}
-_BENCHMARK_SIZES: dict[str, int] = {"quick": 5_000, "full": 50_000}
 #: The settings of ``ShapesConfig.representative``: which orbit member is generated.
 REPRESENTATIVES: tuple[str, ...] = ("fixed", "random")
 _MIN_OFFSET = 0.5  # smallest |x|, |y| of a shape centre, so the quadrant is always defined
@@ -217,17 +213,14 @@ def standard_config(representative: str = "fixed") -> ShapesConfig:
 
 
 def dataset_sizes(mode: str) -> dict[str, int]:
-    """Split sizes for a run mode: ``"quick"`` (2000/500/500) or ``"full"`` (10000/2000/2000)."""
-    if mode not in _SIZES:
-        raise ValueError(f"mode must be one of {sorted(_SIZES)}, got {mode!r}")
-    return dict(_SIZES[mode])
+    """Split sizes for a run mode: ``"quick"`` (2000/500/500) or ``"full"`` (10000/2000/2000);
+    :attr:`equisae.modes.Mode.data`."""
+    return get_mode(mode).data.splits()
 
 
 def benchmark_size(mode: str) -> int:
     """How many images a rendering-speed measurement draws: 5,000 (quick) or 50,000 (full)."""
-    if mode not in _BENCHMARK_SIZES:
-        raise ValueError(f"mode must be one of {sorted(_BENCHMARK_SIZES)}, got {mode!r}")
-    return _BENCHMARK_SIZES[mode]
+    return get_mode(mode).data.benchmark
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,9 +20,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from equisae.modes import check_mode
+
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 LOCAL_PATH = re.compile(r"(?<![\w.])/(?:work|tmp|root|home|Users)/")
-MODES = ("quick", "full")
 
 
 def _check_name(name: str) -> str:
@@ -56,8 +57,7 @@ def escape_cell(value: Any) -> str:
 
 def reproduce_command(notebook: str, mode: str) -> str:
     """The command that re-runs one notebook, e.g. ``equisae reproduce --mode full --only 03``."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    check_mode(mode)
     match = re.match(r"^(\d{2})", str(notebook))
     if match is None:
         raise ValueError(

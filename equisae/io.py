@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from equisae.modes import check_mode
+
 RESULTS_ENV = "EQUISAE_RESULTS"
 ARTIFACTS_ENV = "EQUISAE_ARTIFACTS"
 MANIFEST_FILE = "manifest.json"
@@ -317,8 +319,7 @@ def project_root() -> Path:
 
 def results_dir(mode: str) -> Path:
     """``results/<mode>/`` under the project root (or under ``$EQUISAE_RESULTS``)."""
-    if mode not in ("quick", "full"):
-        raise ValueError(f"mode must be 'quick' or 'full', got {mode!r}")
+    check_mode(mode)
     base = Path(os.environ.get(RESULTS_ENV, project_root() / "results"))
     return base / mode
 

@@ -45,6 +45,7 @@ from equisae.io import (
     results_dir,
     write_json_atomic,
 )
+from equisae.modes import check_mode
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 EXECUTED_DIR = Path("book") / "notebooks"
@@ -456,8 +457,7 @@ def reproduce(
     mode: str, only: Sequence[str] = (), book: bool = True, root: Path | None = None
 ) -> list[NotebookRun]:
     """Run the notebooks of ``mode`` in order, record their wall times, and build the book."""
-    if mode not in ("quick", "full"):
-        raise ValueError(f"mode must be 'quick' or 'full', got {mode!r}")
+    check_mode(mode)
     root = root or project_root()
     notebooks = find_notebooks(root, only)
     book_stems = check_toc_sources(root) if book else []

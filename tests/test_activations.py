@@ -329,16 +329,6 @@ def test_damaged_activation_cache_is_reported_and_extracted_again(
     assert len(lines) == 1 and "activations.safetensors" in lines[0] and "\n" not in lines[0]
 
 
-def test_pipeline_module_still_re_exports_the_activation_cache() -> None:
-    import importlib
-
-    from equisae import activation_cache
-
-    with pytest.warns(DeprecationWarning, match="activation_cache"):
-        pipeline = importlib.reload(importlib.import_module("equisae.pipeline"))
-    assert pipeline.orbit_activations_for is activation_cache.orbit_activations_for
-
-
 def test_pipeline_group_is_part_of_the_cache_key(tiny_pipeline) -> None:
     from equisae.activation_cache import activation_folder, activation_key, orbit_activations_for
 

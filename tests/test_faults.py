@@ -75,15 +75,12 @@ def test_damaged_activation_cache_is_reported_with_the_file(tmp_path, monkeypatc
 
     extractions = []
 
-    def fake_extract(model_name, layer, mode, seed, progress, representative, group):
-        extractions.append(layer)
+    def fake_extract(key, progress):
+        extractions.append(key.layer)
         acts = OrbitActivations(
-            acts=torch.randn(3, 4, 5), factors={}, group_name="C4", layer=layer, model_name="m"
+            acts=torch.randn(3, 4, 5), factors={}, group_name="C4", layer=key.layer, model_name="m"
         )
-        folder = activation_cache.activation_folder(
-            model_name, layer, mode, seed, "train", representative, group
-        )
-        acts.save(folder)
+        acts.save(key.at(split="train").folder())
 
     monkeypatch.setattr(activation_cache, "_extract_all", fake_extract)
     first = activation_cache.orbit_activations_for("cnn_augmented", "bottleneck", "quick")

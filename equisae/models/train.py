@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from equisae import io
 from equisae.models.registry import build_model, get_spec, model_config
+from equisae.modes import check_mode, get_mode
 
 CACHE_VERSION = 2  # bump whenever architecture code or training code changes results
 WEIGHTS_FILE = "model.safetensors"
@@ -53,12 +54,10 @@ class TrainSettings:
 
 
 def training_settings(mode: str) -> TrainSettings:
-    """Training settings per mode: ``quick`` (seconds per model) or ``full``."""
-    if mode == "quick":
-        return TrainSettings(epochs=2, batch_size=32)
-    if mode == "full":
-        return TrainSettings(epochs=6, batch_size=32)
-    raise ValueError(f"mode must be 'quick' or 'full', got {mode!r}")
+    """Training settings per mode: ``quick`` (seconds per model) or ``full``; the sizes are
+    :attr:`equisae.modes.Mode.base_training`."""
+    sizes = get_mode(mode).base_training
+    return TrainSettings(epochs=sizes.epochs, batch_size=sizes.batch_size)
 
 
 def _warmup_cosine(total_steps: int, warmup_fraction: float):
@@ -272,8 +271,7 @@ def train_or_load(
     ``test_mse_rotated``, ``n_params``, ``history`` and the checkpoint ``folder``.
     """
     spec = get_spec(name)
-    if mode not in ("quick", "full"):
-        raise ValueError(f"mode must be 'quick' or 'full', got {mode!r}")
+    check_mode(mode)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     overrides = dict(overrides or {})

@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from equisae.planted_summary import MODEL_TYPES, series
 from equisae.plots.findings import colour_of, label_of
-from equisae.sweeps.planted import MODEL_TYPES, series
 
 __all__ = ["plot_adaptive_distance", "plot_planted_metrics"]
 
@@ -31,7 +31,7 @@ def plot_planted_metrics(
     d: int | None = None,
 ) -> Figure:
     """One panel per metric against the number of planted features, one line per model with
-    the seed standard deviation as error bars; ``summary`` is :func:`equisae.sweeps.planted.summarize`.
+    the seed standard deviation as error bars; ``summary`` is :func:`equisae.planted_summary.summarize`.
     With ``d`` given, the top axis shows the interference n/d."""
     if not metrics:
         raise ValueError("metrics must name at least one metric")

@@ -22,6 +22,7 @@ from equisae.sae.config import (  # noqa: F401  (the checks are imported from he
     _check_finite_nonnegative,
     _check_positive_int,
 )
+from equisae.sae.init import geometric_median
 
 __all__ = [
     "ARCHITECTURES",
@@ -385,7 +386,6 @@ class SparseAutoencoder(nn.Module):
 
     def init_from_sample(self, sample: Tensor, method: str = "geometric_median") -> None:
         """Set ``b_dec`` from a sample (..., d_in): its geometric median, mean, or leave it."""
-        from equisae.sae.train import geometric_median  # local import: train imports base
 
         flat, _ = self._flatten(sample, "sample")
         if method == "none":

@@ -167,7 +167,7 @@ class GroupCrosscoder(TopKSAE):
         ``sample`` is ``(B, group_order, d_in)`` or the trainer's flattened ``(B group_order, d_in)``
         (rows in orbit order); block ``p`` gets the median (or mean) of the pose-``p`` rows.
         """
-        from equisae.sae.train import geometric_median
+        from equisae.sae.init import geometric_median
 
         if method == "none":
             return

@@ -33,8 +33,8 @@ from typing import Any
 import torch
 
 from equisae import io
+from equisae.modes import SWEEP_SAE_TYPES, check_mode, get_mode
 from equisae.sources.base import ImageSource, as_group
-from equisae.sweeps.settings import SWEEP_SAE_TYPES
 
 __all__ = [
     "SOURCES",
@@ -80,10 +80,9 @@ class RunSizes:
 
 
 def run_sizes(quick: bool) -> RunSizes:
-    """The sizes of the command's two modes: ``quick`` (about a minute on digits) or full."""
-    if quick:
-        return RunSizes(epochs=4, sae_steps=200, d_sae=128, k=4, probe_ks=(None, 2))
-    return RunSizes()
+    """The sizes of the command's two modes: ``quick`` (about a minute on digits) or full
+    (:attr:`equisae.modes.Mode.images`)."""
+    return RunSizes(**asdict(get_mode("quick" if quick else "full").images))
 
 
 def load_source(
@@ -362,7 +361,6 @@ class StudySettings:
 
     def __post_init__(self) -> None:
         from equisae.sae.factory import sae_class
-        from equisae.sweeps.settings import check_mode
 
         check_mode(self.mode)
         for name in self.sae_types:
@@ -401,7 +399,8 @@ class StudySettings:
 
 
 def study_settings(mode: str) -> StudySettings:
-    """The study's sizes per mode, fitted to the 1,797 digits on a shared two-core CPU.
+    """The study's sizes per mode (:attr:`equisae.modes.Mode.study`), fitted to the 1,797
+    digits on a shared two-core CPU.
 
     ``full`` (a few minutes): three base models, seven SAE types at k in {4, 8, 16}, 3 seeds,
     600 steps, probes of the k = 8 SAEs with dense and 1- and 5-sparse probes. ``quick`` (under
@@ -409,24 +408,7 @@ def study_settings(mode: str) -> StudySettings:
     have a spread to judge by), 120 steps and small probe sets: it shows that everything runs,
     not what the findings are.
     """
-    from equisae.sweeps.settings import check_mode
-
-    check_mode(mode)
-    if mode == "quick":
-        return StudySettings(
-            mode=mode,
-            ks=(4, 8),
-            seeds=(0, 1),
-            epochs=3,
-            n_steps=120,
-            max_d_sae=64,
-            expansion=1,
-            max_probe_orbits=(60, 30, 60),
-            eval_orbits=120,
-            c_grid=(1.0,),
-            probe_max_iter=100,
-        )
-    return StudySettings(mode=mode)
+    return StudySettings(mode=mode, **asdict(get_mode(mode).study))
 
 
 def output_equivariance(net: torch.nn.Module, images: torch.Tensor, group: Any) -> float:

@@ -20,8 +20,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from equisae.activation_cache import ActivationKey, load_activations
+from equisae.modes import check_mode
 from equisae.runner import Job, JobResult
-from equisae.sweeps.settings import LAYER_ROLES, REPRESENTATIVES, check_choice, check_mode
+from equisae.sweeps.settings import LAYER_ROLES, REPRESENTATIVES, check_choice
 
 __all__ = [
     "DEFAULT_GROUP",
@@ -63,29 +65,10 @@ def group_config(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def orbit_split(
-    model_name: str,
-    layer: str,
-    mode: str,
-    seed: int,
-    split: str,
-    representative: str = "fixed",
-    group: str = DEFAULT_GROUP,
-):
+def orbit_split(key: ActivationKey):
     """Orbit activations (``OrbitActivations``) of one split, from the verified cache."""
-    from equisae import activation_cache
-
-    check_choice("layer", layer, LAYER_ROLES)
-    return activation_cache.orbit_activations_for(
-        model_name,
-        layer,
-        mode,
-        seed,
-        split,
-        progress=False,
-        representative=representative,
-        group=group,
-    )
+    check_choice("layer", key.layer, LAYER_ROLES)
+    return load_activations(key, progress=False)
 
 
 def subsample_orbits(n: int, limit: int, seed: int) -> Tensor:
@@ -128,9 +111,9 @@ class InputsJob(Job):
         """The fields; ``group`` only when it is not C4 (:func:`group_config`)."""
         return group_config(super().config())
 
-    def split(self, split: str):
-        """The orbit activations of ``split`` that this job's SAEs train or are tested on."""
-        return orbit_split(
+    def key(self, split: str) -> ActivationKey:
+        """The activations of ``split`` that this job's SAEs train or are tested on."""
+        return ActivationKey(
             self.model_name,
             self.layer,
             self.mode,
@@ -139,6 +122,10 @@ class InputsJob(Job):
             self.representative,
             self.group,
         )
+
+    def split(self, split: str):
+        """The orbit activations of ``split`` that this job's SAEs train or are tested on."""
+        return orbit_split(self.key(split))
 
     def run(self, workdir: Path, deps: list[JobResult]) -> dict[str, Any]:
         from safetensors.torch import save_file

@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from equisae.modes import get_mode
 from equisae.planted import ToyConfig, detection_f1, feature_recovery, make_planted, top1_detection
+from equisae.planted_summary import METRICS, MODEL_TYPES, series, summarize
 from equisae.runner import Job, JobResult, SweepResult, run_sweep
-from equisae.sweeps.settings import SWEEP_SAE_TYPES
 
 __all__ = [
     "MODEL_TYPES",
@@ -49,18 +50,6 @@ __all__ = [
     "summarize",
     "with_models",
 ]
-
-#: The models compared on planted features, in plotting order (names of equisae.sae.factory).
-MODEL_TYPES: tuple[str, ...] = SWEEP_SAE_TYPES
-#: Headline metrics of every job (the notebook's results file holds each per setting and seed).
-METRICS: tuple[str, ...] = (
-    "recovery",
-    "detection_f1",
-    "top1_detection",
-    "fvu",
-    "l0",
-    "n_params",
-)
 
 
 @dataclass(frozen=True)
@@ -102,68 +91,23 @@ class PlantedSettings:
 
 
 def planted_settings(mode: str) -> PlantedSettings:
-    """Sizes per mode. ``quick``: 2 feature counts x 2 seeds, short training (< 1 min on 2
-    cores). ``full``: 5 feature counts (n/d from 0.5 to 4) x 3 seeds (< 8 min on 2 cores)."""
-    if mode == "quick":
-        return PlantedSettings(
-            mode=mode,
-            d=16,
-            feature_counts=(8, 32),
-            seeds=(0, 1),
-            n_train=1000,
-            n_test=500,
-            n_steps=150,
-            batch_size=128,
-        )
-    if mode == "full":
-        return PlantedSettings(
-            mode=mode,
-            d=16,
-            feature_counts=(8, 16, 32, 48, 64),
-            seeds=(0, 1, 2),
-            n_train=4000,
-            n_test=1000,
-            n_steps=800,
-            batch_size=256,
-        )
-    raise ValueError(f"mode must be 'quick' or 'full', got {mode!r}")
+    """Sizes per mode (:attr:`equisae.modes.Mode.planted`). ``quick``: 2 feature counts x 2
+    seeds, short training (< 1 min on 2 cores). ``full``: 5 feature counts (n/d from 0.5 to 4)
+    x 3 seeds (< 8 min on 2 cores)."""
+    return PlantedSettings(mode=mode, **asdict(get_mode(mode).planted))
 
 
 def dihedral_settings(mode: str, group: str = "D4") -> PlantedSettings:
-    """The planted problem of notebook 08 (``group`` D4, or C4 for the comparison).
+    """The planted problem of notebook 08 (``group`` D4, or C4 for the comparison); sizes
+    :attr:`equisae.modes.Mode.dihedral`.
 
     ``quick``: d = 8, 6 features, one seed, 300 steps (the adaptive SAE reaches the true
     generators within 0.05 there; ~10 s). ``full``: d = 16, 8 and 16 features, 3 seeds, 800
     steps. Models: TopK, the equivariant SAE given the truth, the adaptive SAE from the identity.
     """
     models = ("topk", "equivariant", "adaptive")
-    if mode == "quick":
-        return PlantedSettings(
-            mode=mode,
-            d=8,
-            feature_counts=(6,),
-            seeds=(0,),
-            n_train=600,
-            n_test=300,
-            group=group,
-            n_steps=300,
-            batch_size=128,
-            models=models,
-        )
-    if mode == "full":
-        return PlantedSettings(
-            mode=mode,
-            d=16,
-            feature_counts=(8, 16),
-            seeds=(0, 1, 2),
-            n_train=4000,
-            n_test=1000,
-            group=group,
-            n_steps=800,
-            batch_size=256,
-            models=models,
-        )
-    raise ValueError(f"mode must be 'quick' or 'full', got {mode!r}")
+    sizes = asdict(get_mode(mode).dihedral)
+    return PlantedSettings(mode=mode, group=group, models=models, **sizes)
 
 
 def build_planted_sae(
@@ -355,49 +299,6 @@ def planted_records(results: Sequence[JobResult | None]) -> list[dict[str, Any]]
             {"model": job.model, "n_features": job.toy.n_features, "seed": job.seed, **r.metrics}
         )
     return rows
-
-
-def summarize(
-    records: Sequence[dict[str, Any]], metrics: Sequence[str] = METRICS
-) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
-    """``{model: {metric: {str(n_features): {"mean", "std", "per_seed"}}}}``: the mean and
-    standard deviation (ddof 0) over seeds of every metric, per setting, with the seed values
-    (in seed order)."""
-    if not records:
-        raise ValueError("no planted records to summarise")
-    out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
-    models = [m for m in MODEL_TYPES if any(r["model"] == m for r in records)]
-    for model in models:
-        rows = sorted((r for r in records if r["model"] == model), key=lambda r: r["seed"])
-        counts = sorted({r["n_features"] for r in rows})
-        out[model] = {}
-        for metric in metrics:
-            missing = [r["seed"] for r in rows if metric not in r]
-            if missing:
-                raise KeyError(f"metric {metric!r} missing from {model} records (seeds {missing})")
-            out[model][metric] = {}
-            for n in counts:
-                values = [float(r[metric]) for r in rows if r["n_features"] == n]
-                out[model][metric][str(n)] = {
-                    "mean": float(np.mean(values)),
-                    "std": float(np.std(values)),
-                    "per_seed": values,
-                }
-    return out
-
-
-def series(summary: dict, model: str, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(n_features, mean, std)`` arrays of one model and metric from :func:`summarize`."""
-    try:
-        per_n = summary[model][metric]
-    except KeyError:
-        raise KeyError(f"no {metric!r} for model {model!r} in the planted summary") from None
-    counts = sorted(per_n, key=int)
-    return (
-        np.array([int(n) for n in counts]),
-        np.array([per_n[n]["mean"] for n in counts]),
-        np.array([per_n[n]["std"] for n in counts]),
-    )
 
 
 def with_models(settings: PlantedSettings, models: Sequence[str]) -> PlantedSettings:

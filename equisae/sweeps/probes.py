@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from equisae.modes import check_mode
 from equisae.runner import Job, JobResult
 from equisae.sweeps.inputs import (
     DEFAULT_GROUP,
@@ -32,7 +33,6 @@ from equisae.sweeps.settings import (
     ProbeSettings,
     SAETraining,
     check_choice,
-    check_mode,
 )
 
 __all__ = [

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 from torch import Tensor
 
+from equisae.modes import EVAL_ORBITS, check_mode
 from equisae.runner import JobResult
 from equisae.sweeps.inputs import (
     DEFAULT_GROUP,
@@ -23,18 +24,9 @@ from equisae.sweeps.inputs import (
     load_generators,
     subsample_orbits,
 )
-from equisae.sweeps.settings import (
-    LAYER_ROLES,
-    REPRESENTATIVES,
-    SAETraining,
-    check_choice,
-    check_mode,
-)
+from equisae.sweeps.settings import LAYER_ROLES, REPRESENTATIVES, SAETraining, check_choice
 
 __all__ = ["EVAL_ORBITS", "SAEJob", "learned_generator_rows", "sae_folder", "train_sweep_saes"]
-
-#: Test orbits the frontier metrics are computed on (a fixed subsample of the test split).
-EVAL_ORBITS = 500
 
 
 def sae_folder(seed: int) -> str:

@@ -1,4 +1,4 @@
-"""The grid of every named sweep per mode: one place for the sizes of ``quick`` and ``full``.
+"""The grid of every named sweep per mode, sized by :mod:`equisae.modes`.
 
 Every setting that changes a job's output is a field of a frozen dataclass that is part of the
 job, so artifacts are keyed by everything that made them. ``quick`` is the CI configuration
@@ -12,31 +12,23 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from equisae.modes import SWEEP_SAE_TYPES, check_mode, get_mode
+
 __all__ = [
     "LAYER_ROLES",
-    "MODES",
     "REPRESENTATIVES",
     "ProbeSettings",
     "SAETraining",
     "SweepSettings",
     "check_choice",
-    "check_mode",
     "extended_settings",
     "sweep_settings",
 ]
 
-MODES: tuple[str, ...] = ("quick", "full")
 LAYER_ROLES: tuple[str, ...] = ("bottleneck", "intermediate")
 #: the Method page: the canonical representative is ``fixed`` (the paper's main setting) by default,
 #: ``random`` in the appendix setting.
 REPRESENTATIVES: tuple[str, ...] = ("fixed", "random")
-
-
-def check_mode(mode: str) -> str:
-    """``mode`` if it is ``quick`` or ``full``; a ValueError naming both otherwise."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    return mode
 
 
 def check_choice(name: str, value: str, allowed: Sequence[str]) -> str:
@@ -229,19 +221,6 @@ class SweepSettings:
         return replace(self, data_seed=data_seed)
 
 
-#: Every SAE type of the sweeps, in plotting order (names of :mod:`equisae.sae.factory`):
-#: the Method page's family (BatchTopK is in the library but not in the comparisons).
-SWEEP_SAE_TYPES: tuple[str, ...] = (
-    "topk",
-    "wide",
-    "crosscoder",
-    "equivariant",
-    "adaptive",
-    "equivariant_canonical",
-    "adaptive_canonical",
-)
-
-
 def sweep_settings(mode: str) -> SweepSettings:
     """The grid per mode.
 
@@ -258,7 +237,33 @@ def sweep_settings(mode: str) -> SweepSettings:
     """
     from equisae.models import MODEL_NAMES
 
-    check_mode(mode)
+    sizes = get_mode(mode).sweep
+    training = SAETraining(
+        n_steps=sizes.n_steps,
+        batch_size=sizes.batch_size,
+        max_d_sae=sizes.max_d_sae,
+        curve_points=sizes.curve_points,
+    )
+    probing = ProbeSettings(
+        probe_ks=sizes.probe_ks,
+        c_grid=sizes.c_grid,
+        max_orbits=sizes.max_orbits,
+        max_iter=sizes.probe_max_iter,
+    )
+    sized = dict(
+        mode=mode,
+        sae_types=SWEEP_SAE_TYPES,
+        ks=sizes.ks,
+        intermediate_ks=sizes.intermediate_ks,
+        seeds=sizes.seeds,
+        probe_k=sizes.probe_k,
+        reference_seeds=sizes.reference_seeds,
+        training=training,
+        short_steps=sizes.short_steps,
+        probing=probing,
+        aa_seeds_a=sizes.aa_seeds_a,
+        aa_seeds_b=sizes.aa_seeds_b,
+    )
     key_targets = (("cnn_augmented", "bottleneck"), ("gcnn", "bottleneck"))
     if mode == "full":
         # The 512-wide intermediate layers cost several times a bottleneck job per SAE (the
@@ -266,48 +271,27 @@ def sweep_settings(mode: str) -> SweepSettings:
         # sweep (``extended_settings``), not in the published full run.
         targets = tuple((m, "bottleneck") for m in MODEL_NAMES)
         return SweepSettings(
-            mode=mode,
+            **sized,
             targets=targets,
-            sae_types=SWEEP_SAE_TYPES,
-            ks=(4, 8, 16),
-            seeds=(0, 1, 2),
-            probe_k=8,
-            training=SAETraining(n_steps=4000, batch_size=256, max_d_sae=256),
-            probing=ProbeSettings(c_grid=(0.01, 0.1, 1.0), max_orbits=(600, 200, 400)),
-            intermediate_ks=(8,),
             variant_types=("equivariant_canonical", "adaptive_canonical"),
             variant_targets=key_targets,
             curve_targets=key_targets,
-            reference_seeds=(0, 1, 2),
             setting_targets=key_targets,
             lambda_inv_targets=key_targets,
             group_targets=key_targets,
             convergence_targets=key_targets,
             extended_targets=tuple((m, "intermediate") for m, _ in key_targets),
             aa_targets=targets,
-            aa_seeds_a=(0, 1, 2),
-            aa_seeds_b=(3, 4, 5),
         )
     return SweepSettings(
-        mode=mode,
+        **sized,
         targets=key_targets,
-        sae_types=SWEEP_SAE_TYPES,
-        ks=(4, 16),
-        seeds=(0,),
-        probe_k=4,
-        training=SAETraining(n_steps=300, batch_size=256, max_d_sae=256, curve_points=20),
-        short_steps=100,
-        probing=ProbeSettings(
-            probe_ks=(None, 1, 5), c_grid=(0.1, 1.0), max_orbits=(150, 75, 100), max_iter=100
-        ),
         setting_targets=key_targets[:1],
         lambda_inv_targets=key_targets[:1],
         group_targets=key_targets[:1],
         convergence_targets=key_targets[:1],
         extended_targets=(("cnn_augmented", "intermediate"),),
         aa_targets=key_targets,
-        aa_seeds_a=(0, 1),
-        aa_seeds_b=(2, 3),
     )
 
 
