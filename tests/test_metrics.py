@@ -110,7 +110,7 @@ def test_sae_evaluation_uses_the_metrics_fvu_in_the_same_order(monkeypatch):
     acts = torch.randn(20, 4, 6, generator=torch.Generator().manual_seed(0))
     acts = acts - acts.reshape(-1, 6).mean(0)
 
-    def half(sae, a, pose="inferred", batch_size=1024, progress=False):
+    def half(sae, a, pose="inferred", batch_size=1024, progress=False, device=None):
         z = torch.ones(*a.shape[:2], sae.d_sae)
         return z, 0.5 * a, torch.zeros(a.shape[:2], dtype=torch.long)
 
