@@ -1,0 +1,168 @@
+"""The reproduction envelope: how much each result moves when the numeric environment changes.
+
+Quick mode trains one or two seeds for a few hundred steps; a different CPU (another BLAS
+kernel, another vector width) rounds differently, TopK then selects other latents and the
+runs drift apart. :func:`build_envelope_runs` measures that drift on this machine: it runs the
+quick reproduction (``equisae reproduce --no-book``) once per entry of :data:`ENVIRONMENTS`,
+each into its own results and artifacts folders (nothing is shared, the base models are
+retrained), and :func:`envelope_from_runs` turns the runs into ``reference/<mode>/envelope.json``:
+per numeric leaf the smallest and largest value seen (the reference included) and the
+environment that gave each bound; per boolean or label leaf whether it changed across the runs.
+:mod:`equisae.check` judges a new run against that envelope.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from equisae.io import project_root, read_json, write_json_atomic
+
+__all__ = [
+    "EMULATED",
+    "ENVIRONMENTS",
+    "NUMERIC_ENV_VARS",
+    "ENVELOPE_FILE",
+    "build_envelope_runs",
+    "environment_for",
+    "envelope_from_runs",
+    "run_in_environment",
+]
+
+#: the variables that choose the numeric kernels (cleared for the native run)
+NUMERIC_ENV_VARS: tuple[str, ...] = ("MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
+
+#: The numeric environments of the envelope, by name: the variables each one sets. On an
+#: AVX-512 machine each changes the bits of a float32 matmul and of a short training run:
+#: oneMKL limited to AVX2 kernels (BLAS: matmul, linear layers), PyTorch's own kernels
+#: (convolutions, elementwise, reductions) without vector extensions, and both together.
+ENVIRONMENTS: dict[str, dict[str, str]] = {
+    "native": {},
+    "mkl_avx2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "aten_default": {"ATEN_CPU_CAPABILITY": "default"},
+    "mkl_avx2+aten_default": {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "default"},
+}
+
+#: the environment that emulates a second machine in CI (it changes the numbers most)
+EMULATED = "mkl_avx2+aten_default"
+
+#: the envelope's file name inside ``reference/<mode>/``
+ENVELOPE_FILE = "envelope.json"
+
+
+def environment_for(name: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The process environment of the run ``name``: ``base`` (default ``os.environ``) without
+    the numeric variables, plus the ones :data:`ENVIRONMENTS` gives ``name``."""
+    if name not in ENVIRONMENTS:
+        raise KeyError(f"unknown numeric environment {name!r}; known: {', '.join(ENVIRONMENTS)}")
+    env = {k: v for k, v in (os.environ if base is None else base).items()}
+    for var in NUMERIC_ENV_VARS:
+        env.pop(var, None)
+    env.update(ENVIRONMENTS[name])
+    return env
+
+
+def run_in_environment(mode: str, name: str, workdir: Path, stream: Any = None) -> Path:
+    """Run ``equisae reproduce --mode MODE --no-book`` in the environment ``name`` with its own
+    ``workdir/<name>/results`` and ``workdir/<name>/artifacts``; return its results folder."""
+    out = stream if stream is not None else sys.stdout
+    folder = Path(workdir) / name
+    env = environment_for(name)
+    env["EQUISAE_RESULTS"] = str(folder / "results")
+    env["EQUISAE_ARTIFACTS"] = str(folder / "artifacts")
+    command = [sys.executable, "-m", "equisae.cli", "reproduce", "--mode", mode, "--no-book"]
+    shown = " ".join(f"{k}={v}" for k, v in ENVIRONMENTS[name].items())
+    print(f"[{name}] {shown or '(native kernels)'} {' '.join(command[1:])}", file=out, flush=True)
+    start = time.perf_counter()
+    subprocess.run(command, env=env, check=True, cwd=project_root())
+    print(f"[{name}] done in {time.perf_counter() - start:.0f} s", file=out, flush=True)
+    return folder / "results" / mode
+
+
+def _complete(results: Path, reference: Path) -> bool:
+    return results.is_dir() and all(
+        (results / p.name).is_file() for p in reference.glob("*.json") if p.name != ENVELOPE_FILE
+    )
+
+
+def build_envelope_runs(
+    mode: str,
+    workdir: str | Path,
+    reference: str | Path,
+    names: Sequence[str] | None = None,
+    reuse: bool = False,
+    stream: Any = None,
+) -> dict[str, Path]:
+    """Run the reproduction once per environment (``names``, default all of
+    :data:`ENVIRONMENTS`); with ``reuse``, a run whose results folder already holds every
+    reference file is kept. Returns ``{environment: results folder}``."""
+    names = list(ENVIRONMENTS) if names is None else list(names)
+    for name in names:
+        if name not in ENVIRONMENTS:
+            known = ", ".join(ENVIRONMENTS)
+            raise KeyError(f"--env: unknown numeric environment {name!r}; known: {known}")
+    runs: dict[str, Path] = {}
+    for name in names:
+        results = Path(workdir) / name / "results" / mode
+        if reuse and _complete(results, Path(reference)):
+            runs[name] = results
+            continue
+        runs[name] = run_in_environment(mode, name, Path(workdir), stream)
+    return runs
+
+
+def envelope_from_runs(
+    mode: str,
+    reference: str | Path,
+    runs: Mapping[str, str | Path],
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """The envelope of the reference ``reference`` (a ``reference/<mode>`` folder) from the
+    results folders ``runs`` (``{environment: folder}``), written to ``out`` (default
+    ``reference/<mode>/envelope.json``) and returned."""
+    from equisae.check import collect_leaves
+
+    reference = Path(reference)
+    stems = sorted(p.stem for p in reference.glob("*.json") if p.name != ENVELOPE_FILE)
+    if not stems:
+        raise FileNotFoundError(f"no reference results (*.json) in {reference}")
+    leaves: dict[str, dict[str, Any]] = {}
+    for stem in stems:
+        ref_tree = read_json(reference / f"{stem}.json")
+        per_env = {"reference": collect_leaves(stem, ref_tree, ref_tree)}
+        for name, folder in runs.items():
+            path = Path(folder) / f"{stem}.json"
+            if not path.is_file():
+                raise FileNotFoundError(f"run {name!r} has no {path.name} in {folder}")
+            per_env[name] = collect_leaves(stem, ref_tree, read_json(path))
+        for path in per_env["reference"]:
+            leaves[path] = _leaf_envelope({n: values.get(path) for n, values in per_env.items()})
+    envelope = {
+        "mode": mode,
+        "environments": {name: ENVIRONMENTS.get(name, {}) for name in runs},
+        "leaves": leaves,
+    }
+    target = Path(out) if out is not None else reference / ENVELOPE_FILE
+    write_json_atomic(target, envelope)
+    return envelope
+
+
+def _leaf_envelope(values: Mapping[str, Any]) -> dict[str, Any]:
+    """One leaf's envelope from ``{environment: value}`` (None where a run lacks the leaf)."""
+    numbers = {
+        n: float(v)
+        for n, v in values.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    if numbers and len(numbers) == len(values):
+        lo = min(numbers, key=numbers.__getitem__)
+        hi = max(numbers, key=numbers.__getitem__)
+        return {"min": numbers[lo], "max": numbers[hi], "min_from": lo, "max_from": hi}
+    seen = {repr(v) for v in values.values()}
+    changed = sorted(n for n, v in values.items() if repr(v) != repr(values["reference"]))
+    return {"values": sorted(seen), "unstable": len(seen) > 1, "changed_in": changed}
