@@ -7,7 +7,8 @@ quick reproduction (``equisae reproduce --no-book``) once per entry of :data:`EN
 each into its own results and artifacts folders (nothing is shared, the base models are
 retrained), and :func:`envelope_from_runs` turns the runs into ``reference/<mode>/envelope.json``:
 per numeric leaf the smallest and largest value seen (the reference included) and the
-environment that gave each bound; per boolean or label leaf whether it changed across the runs.
+environment that gave each bound; per boolean or label leaf whether it changed across the runs
+(leaves that no run moved are left out: the fixed rules judge them).
 :mod:`equisae.check` judges a new run against that envelope.
 """
 
@@ -30,6 +31,7 @@ __all__ = [
     "ENVELOPE_FILE",
     "build_envelope_runs",
     "environment_for",
+    "main_envelope",
     "envelope_from_runs",
     "run_in_environment",
 ]
@@ -131,7 +133,8 @@ def envelope_from_runs(
     stems = sorted(p.stem for p in reference.glob("*.json") if p.name != ENVELOPE_FILE)
     if not stems:
         raise FileNotFoundError(f"no reference results (*.json) in {reference}")
-    leaves: dict[str, dict[str, Any]] = {}
+    leaves: dict[str, Any] = {}
+    n_leaves = 0
     for stem in stems:
         ref_tree = read_json(reference / f"{stem}.json")
         per_env = {"reference": collect_leaves(stem, ref_tree, ref_tree)}
@@ -141,10 +144,17 @@ def envelope_from_runs(
                 raise FileNotFoundError(f"run {name!r} has no {path.name} in {folder}")
             per_env[name] = collect_leaves(stem, ref_tree, read_json(path))
         for path in per_env["reference"]:
-            leaves[path] = _leaf_envelope({n: values.get(path) for n, values in per_env.items()})
+            n_leaves += 1
+            entry = _leaf_envelope({n: values.get(path) for n, values in per_env.items()})
+            if entry is not None:
+                leaves[path] = entry
     envelope = {
         "mode": mode,
         "environments": {name: ENVIRONMENTS.get(name, {}) for name in runs},
+        "n_leaves": n_leaves,
+        "n_moved": len(leaves),
+        "format": "numbers: [min, max, environment of min, environment of max]; booleans and "
+        "labels: {values, unstable, changed_in}; leaves that did not move are left out",
         "leaves": leaves,
     }
     target = Path(out) if out is not None else reference / ENVELOPE_FILE
@@ -152,8 +162,10 @@ def envelope_from_runs(
     return envelope
 
 
-def _leaf_envelope(values: Mapping[str, Any]) -> dict[str, Any]:
-    """One leaf's envelope from ``{environment: value}`` (None where a run lacks the leaf)."""
+def _leaf_envelope(values: Mapping[str, Any]) -> list[Any] | dict[str, Any] | None:
+    """One leaf's envelope from ``{environment: value}`` (None where a run lacks the leaf):
+    ``[min, max, environment of min, environment of max]`` for numbers, ``{values, unstable,
+    changed_in}`` for anything else; None when every run gave the reference's value."""
     numbers = {
         n: float(v)
         for n, v in values.items()
@@ -162,7 +174,45 @@ def _leaf_envelope(values: Mapping[str, Any]) -> dict[str, Any]:
     if numbers and len(numbers) == len(values):
         lo = min(numbers, key=numbers.__getitem__)
         hi = max(numbers, key=numbers.__getitem__)
-        return {"min": numbers[lo], "max": numbers[hi], "min_from": lo, "max_from": hi}
-    seen = {repr(v) for v in values.values()}
-    changed = sorted(n for n, v in values.items() if repr(v) != repr(values["reference"]))
-    return {"values": sorted(seen), "unstable": len(seen) > 1, "changed_in": changed}
+        return None if numbers[lo] == numbers[hi] else [numbers[lo], numbers[hi], lo, hi]
+    reference = repr(values["reference"])
+    changed = sorted(n for n, v in values.items() if repr(v) != reference)
+    if not changed:
+        return None
+    return {
+        "values": sorted({repr(v) for v in values.values()}),
+        "unstable": True,
+        "changed_in": changed,
+    }
+
+
+def main_envelope(
+    mode: str,
+    workdir: str | Path | None = None,
+    names: Sequence[str] | None = None,
+    reuse: bool = False,
+    publish: bool = False,
+    stream: Any = None,
+) -> int:
+    """``equisae envelope``: run every environment, optionally publish the native run as the
+    reference, write ``reference/<mode>/envelope.json``; 0 on success."""
+    from equisae.check import publish_reference, reference_dir
+
+    out = stream if stream is not None else sys.stdout
+    root = project_root()
+    work = Path(workdir) if workdir is not None else root / "_build" / "envelope"
+    reference = reference_dir(mode, root)
+    if publish and names is not None and "native" not in names:
+        raise ValueError("--publish publishes the native run: include --env native")
+    start = time.perf_counter()
+    runs = build_envelope_runs(mode, work, reference, names, reuse, out)
+    if publish:
+        publish_reference(mode, root, source=runs["native"])
+        print(f"published the native run as the reference in {reference}", file=out)
+    envelope = envelope_from_runs(mode, reference, runs)
+    print(
+        f"wrote {reference / ENVELOPE_FILE}: {envelope['n_moved']} of {envelope['n_leaves']} "
+        f"leaves moved across {len(runs)} run(s) ({time.perf_counter() - start:.0f} s)",
+        file=out,
+    )
+    return 0

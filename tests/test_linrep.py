@@ -310,3 +310,18 @@ def test_compare_generators_weighs_away_directions_the_orbits_do_not_use() -> No
         orbit_prediction_fvu(orbits[:, 0], true)
     with pytest.raises(ValueError, match="generator must be"):
         orbit_prediction_fvu(orbits, torch.eye(3))
+
+
+def test_eigenvalues_are_stored_in_canonical_order() -> None:
+    """LAPACK's order depends on the machine: the stored eigenvalues are sorted by angle in
+    [0, 2 pi), then by modulus, and are the eigenvalues of the fitted M."""
+    import numpy as np
+
+    rep = representation_from_multiplicities(PLANTED, 4, seed=3)
+    fit, result = analyse_linear_representation(*splits(rep, noise=0.05))
+    eig = result.eigenvalues
+    angle = np.round(np.mod(np.angle(eig), 2 * np.pi), 6)
+    keys = list(zip(angle, np.abs(eig), strict=True))
+    assert keys == sorted(keys)
+    expected = torch.linalg.eigvals(fit.M_reduced).numpy()
+    assert np.allclose(np.sort_complex(eig), np.sort_complex(expected), atol=1e-5)
