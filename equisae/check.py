@@ -184,6 +184,8 @@ class FigureSummary:
     compared: int = 0
     failed: int = 0
     worst: str = ""
+    enveloped: int = 0  # leaves judged by a measured envelope
+    unstable: int = 0  # booleans/labels the envelope runs did not agree on
 
     @property
     def reproduced(self) -> bool:
@@ -223,6 +225,8 @@ class CheckReport:
         for leaf in self.leaves:
             summary = out.setdefault(leaf.figure, FigureSummary(leaf.figure))
             summary.compared += 1
+            summary.enveloped += leaf.low is not None or leaf.unstable
+            summary.unstable += leaf.unstable
             if not leaf.passed:
                 summary.failed += 1
                 if not summary.worst:
@@ -238,11 +242,15 @@ class CheckReport:
         """A plain-text table: one row per figure, then the failures and notes."""
         figures = self.figures()
         width = max([len("figure"), *(len(name) for name in figures)])
-        lines = [f"{'figure':<{width}}  {'leaves':>6}  {'failed':>6}  status", "-" * (width + 28)]
+        header = f"{'figure':<{width}}  {'leaves':>6}  {'failed':>6}  {'envelope':>8}  status"
+        lines = [header, "-" * len(header)]
         for summary in figures.values():
             status = "reproduced" if summary.reproduced else "NOT reproduced"
+            if summary.unstable:
+                status += f" ({summary.unstable} unstable)"
             lines.append(
-                f"{summary.figure:<{width}}  {summary.compared:>6}  {summary.failed:>6}  {status}"
+                f"{summary.figure:<{width}}  {summary.compared:>6}  {summary.failed:>6}  "
+                f"{summary.enveloped:>8}  {status}"
             )
         n_ok = sum(s.reproduced for s in figures.values())
         lines.append(f"{n_ok}/{len(figures)} figures reproduced")

@@ -73,7 +73,7 @@ def run_in_environment(mode: str, name: str, workdir: Path, stream: Any = None) 
     """Run ``equisae reproduce --mode MODE --no-book`` in the environment ``name`` with its own
     ``workdir/<name>/results`` and ``workdir/<name>/artifacts``; return its results folder."""
     out = stream if stream is not None else sys.stdout
-    folder = Path(workdir) / name
+    folder = Path(workdir).resolve() / name
     env = environment_for(name)
     env["EQUISAE_RESULTS"] = str(folder / "results")
     env["EQUISAE_ARTIFACTS"] = str(folder / "artifacts")

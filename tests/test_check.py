@@ -422,3 +422,17 @@ def test_environments_set_only_their_numeric_variables() -> None:
     assert set(ENVIRONMENTS) >= {"native", "mkl_avx2", "aten_default", EMULATED}
     with pytest.raises(KeyError, match="unknown numeric environment 'avx9'"):
         environment_for("avx9", base)
+
+
+def test_make_test_portable_emulates_the_envelope_environment() -> None:
+    """The Makefile's emulated machine is the envelope's, and CI runs it after make test."""
+    from equisae.envelope import EMULATED, ENVIRONMENTS
+
+    root = Path(__file__).resolve().parents[1]
+    makefile = (root / "Makefile").read_text()
+    line = next(x for x in makefile.splitlines() if x.startswith("EMULATED_ENV :="))
+    assigned = dict(item.split("=", 1) for item in line.split(":=", 1)[1].split())
+    assert assigned == ENVIRONMENTS[EMULATED]
+    assert "equisae check --mode quick --results" in makefile
+    ci = (root / ".ci" / "run").read_text()
+    assert ci.index("make test\n") < ci.index("make test-portable")
