@@ -298,9 +298,12 @@ def _per_seed_values(node: Any) -> list[float] | None:
 
 
 def match_eigenvalues(reference: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
-    """``run``'s eigenvalues (``{"real": [...], "imag": [...]}``) reordered to their best
-    one-to-one match with ``reference``'s: Hungarian matching on ``|z_ref - z_run|``. Returned
-    unchanged when the two are not eigenvalue lists of one length."""
+    """``run``'s eigenvalues (``{"real": [...], "imag": [...]}``) in the order of
+    ``reference``'s: Hungarian matching on ``|z_ref - z_run|`` pairs them one to one. Where the
+    two differ in number (a rank one higher on another machine), the run's extra eigenvalues are
+    dropped and a reference eigenvalue left without a partner gets its nearest run eigenvalue,
+    so that the result lines up with the reference (the rank itself is compared as its own
+    leaf). Returned unchanged when either is not a non-empty eigenvalue list."""
     from scipy.optimize import linear_sum_assignment
 
     try:
@@ -308,12 +311,15 @@ def match_eigenvalues(reference: Mapping[str, Any], run: Mapping[str, Any]) -> d
         new = np.asarray(run["real"], float) + 1j * np.asarray(run["imag"], float)
     except (KeyError, TypeError, ValueError):
         return dict(run)
-    if ref.ndim != 1 or ref.shape != new.shape or ref.size == 0:
+    if ref.ndim != 1 or new.ndim != 1 or ref.size == 0 or new.size == 0:
         return dict(run)
-    _, cols = linear_sum_assignment(np.abs(ref[:, None] - new[None, :]))
+    cost = np.abs(ref[:, None] - new[None, :])
+    rows, cols = linear_sum_assignment(cost)
+    partner = cost.argmin(axis=1)
+    partner[rows] = cols
     out = dict(run)
-    out["real"] = [float(x) for x in new.real[cols]]
-    out["imag"] = [float(x) for x in new.imag[cols]]
+    out["real"] = [float(x) for x in new.real[partner]]
+    out["imag"] = [float(x) for x in new.imag[partner]]
     return out
 
 
@@ -322,9 +328,12 @@ def _record_spreads(records: list[Any]) -> list[dict[str, float]]:
     its group}``, a group being the records equal in every key but the seed and the floats."""
     groups: dict[str, list[int]] = {}
     for i, record in enumerate(records):
-        # the configuration: everything but the seed and the measured (float) values
+        # the configuration: the scalar settings (text, flags, integers), not the seed nor the
+        # measured (float) values nor nested values
         label = sorted(
-            (k, repr(v)) for k, v in record.items() if k != SEED_KEY and not isinstance(v, float)
+            (k, repr(v))
+            for k, v in record.items()
+            if k != SEED_KEY and (v is None or isinstance(v, (str, bool, int)))
         )
         groups.setdefault(repr(label), []).append(i)
     out: list[dict[str, float]] = [{} for _ in records]

@@ -256,11 +256,14 @@ def test_match_eigenvalues_is_a_permutation() -> None:
     matched = check.match_eigenvalues(ref, run)
     assert matched == {"real": [0.0, 0.9, 2.1], "imag": [1.0, 0.0, 0.0]}
     assert sorted(matched["real"]) == sorted(run["real"])
-    # not an eigenvalue list of the same length: left as it is
-    assert check.match_eigenvalues(ref, {"real": [1.0], "imag": [0.0]}) == {
-        "real": [1.0],
-        "imag": [0.0],
-    }
+    # one more eigenvalue in the run (a higher rank): the extra one is dropped
+    more = {"real": [2.1, 5.0, 0.0, 0.9], "imag": [0.0, 0.0, 1.0, 0.0]}
+    assert check.match_eigenvalues(ref, more) == {"real": [0.0, 0.9, 2.1], "imag": [1.0, 0.0, 0.0]}
+    # one fewer: the reference eigenvalue without a partner gets its nearest one
+    fewer = {"real": [2.1, 0.0], "imag": [0.0, 1.0]}
+    assert check.match_eigenvalues(ref, fewer)["real"] == [0.0, 2.1, 2.1]  # 1 is nearer 2.1 than i
+    # not eigenvalue lists: left as they are
+    assert check.match_eigenvalues(ref, {"real": [], "imag": []}) == {"real": [], "imag": []}
 
 
 def test_a_value_outside_its_envelope_fails_inside_passes(dirs: tuple[Path, Path]) -> None:
