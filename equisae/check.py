@@ -36,8 +36,8 @@ runs differ only in their numeric kernels); the leaf reproduces inside
 ``[min - margin, max + margin]`` with ``margin = ENVELOPE_RANGE_FACTOR x (max - min)`` plus the
 leaf's fixed tolerance as a floor. With five values the observed range is about 2.3 standard
 deviations of the spread, so twice the range on either side reaches about six standard
-deviations: a rerun elsewhere falls inside, a regression larger than the machine-to-machine
-spread does not; the floor keeps the check from ever being stricter than the fixed rules. A
+deviations: a rerun elsewhere is expected inside, a regression larger than the
+machine-to-machine spread is not; the floor keeps the check from ever being stricter than the fixed rules. A
 boolean or label that changed across the envelope runs is *unstable*: reported, never a
 failure. A leaf without an envelope falls back to the fixed rules.
 
@@ -254,8 +254,7 @@ class CheckReport:
             )
         n_ok = sum(s.reproduced for s in figures.values())
         lines.append(f"{n_ok}/{len(figures)} figures reproduced")
-        if self.envelope:
-            lines.append(f"envelope: {self.envelope}")
+        lines.append(f"envelope: {self.envelope or 'none (fixed tolerances only)'}")
         failed = self.failed_leaves
         if failed or self.failures:
             lines.append("failures (every failing leaf: value, accepted band, who set its bounds):")
