@@ -33,8 +33,11 @@ The envelope (quick mode, ``reference/<mode>/envelope.json``, written by ``equis
 see :mod:`equisae.envelope`) overrides the fixed tolerances leaf by leaf. For a number the
 envelope is the smallest and largest value the reference and the envelope runs gave (the
 runs differ only in their numeric kernels); the leaf reproduces inside
-``[min - margin, max + margin]`` with ``margin = ENVELOPE_RANGE_FACTOR x (max - min)`` plus the
-leaf's fixed tolerance as a floor. With five values the observed range is about 2.3 standard
+``[min - margin, max + margin]`` with ``margin = ENVELOPE_RANGE_FACTOR x max(max - min, the
+spread of its kind)`` plus the leaf's fixed tolerance as a floor. The spread of a kind (the
+90th percentile of the ranges of every leaf with the same results file and last two named
+path components, e.g. every probe F1 of notebook 06) guards against a few runs agreeing on one
+value by chance; a boolean or label of a kind that changed anywhere is unstable. With five values the observed range is about 2.3 standard
 deviations of the spread, so twice the range on either side reaches about six standard
 deviations: a rerun elsewhere is expected inside, a regression larger than the
 machine-to-machine spread is not; the floor keeps the check from ever being stricter than the fixed rules. A
@@ -354,7 +357,9 @@ class _Comparer:
 
     def __init__(self, report: CheckReport, envelope: Mapping[str, Any] | None = None) -> None:
         self.report = report
-        self.envelope = envelope or {}
+        envelope = envelope or {}
+        self.envelope: Mapping[str, Any] = envelope.get("leaves", {})
+        self.families: Mapping[str, Any] = envelope.get("families", {})
 
     def leaf(
         self, figure: str, path: str, ref: Any, run: Any, seed_spread: float | None = None
@@ -363,10 +368,14 @@ class _Comparer:
         if rule.skip:
             return
         bounds = self.envelope.get(path)
+        family = self.families.get(leaf_family(path), {})
         if isinstance(bounds, Mapping) and "unstable" in bounds:
             self._categorical(figure, path, ref, run, bounds)
             return
         if isinstance(ref, (bool, str)) or isinstance(run, (bool, str)):
+            if family.get("unstable"):
+                self._categorical(figure, path, ref, run, family)
+                return
             passed = ref == run and type(ref) is type(run)
             self.report.leaves.append(LeafCheck(figure, path, ref, run, 0.0, "exact", passed))
             return
@@ -381,24 +390,38 @@ class _Comparer:
         else:
             tol = rule.tolerance(float(ref))
             desc = rule.description
-        if isinstance(bounds, Sequence) and len(bounds) == 4 and _is_number(bounds[0]):
-            self._within_envelope(figure, path, float(ref), float(run), tol, bounds)
+        spread = float(family.get("spread", 0.0))
+        if not (isinstance(bounds, Sequence) and len(bounds) == 4 and _is_number(bounds[0])):
+            bounds = None
+        if bounds is not None or spread > 0:
+            self._within_envelope(figure, path, float(ref), float(run), tol, bounds, spread)
             return
         passed = abs(float(run) - float(ref)) <= tol + 1e-12
         self.report.leaves.append(LeafCheck(figure, path, ref, run, tol, desc, passed))
 
     def _within_envelope(
-        self, figure: str, path: str, ref: float, run: float, floor: float, bounds: Sequence
+        self,
+        figure: str,
+        path: str,
+        ref: float,
+        run: float,
+        floor: float,
+        bounds: Sequence | None,
+        family_spread: float = 0.0,
     ) -> None:
+        if bounds is None:  # this leaf did not move, others of its kind did
+            bounds = [ref, ref, "reference", "reference"]
         lo, hi = min(float(bounds[0]), ref), max(float(bounds[1]), ref)
         lo_from = bounds[2] if lo == float(bounds[0]) else "reference"
         hi_from = bounds[3] if hi == float(bounds[1]) else "reference"
-        margin = ENVELOPE_RANGE_FACTOR * (hi - lo) + floor
+        width = max(hi - lo, family_spread)
+        margin = ENVELOPE_RANGE_FACTOR * width + floor
         low, high = lo - margin, hi + margin
         passed = low - 1e-12 <= run <= high + 1e-12
         desc = (
-            f"envelope min {lo:.6g} from {lo_from}, max {hi:.6g} from {hi_from}, "
-            f"widened by {ENVELOPE_RANGE_FACTOR:g} x range + floor {floor:.3g}"
+            f"envelope min {lo:.6g} from {lo_from}, max {hi:.6g} from {hi_from}, widened by "
+            f"{ENVELOPE_RANGE_FACTOR:g} x max(range, spread of its kind {family_spread:.3g}) "
+            f"+ floor {floor:.3g}"
         )
         self.report.leaves.append(
             LeafCheck(figure, path, ref, run, margin, desc, passed, low=low, high=high)
@@ -409,7 +432,8 @@ class _Comparer:
     ) -> None:
         if bounds.get("unstable"):
             changed = ", ".join(bounds.get("changed_in", [])) or "?"
-            desc = f"unstable: changed across the envelope runs ({changed})"
+            kind = "" if "changed_in" in bounds and "n" not in bounds else " (values of its kind)"
+            desc = f"unstable: changed across the envelope runs{kind} ({changed})"
             self.report.leaves.append(
                 LeafCheck(figure, path, ref, run, 0.0, desc, True, unstable=True)
             )
@@ -528,15 +552,24 @@ def collect_leaves(stem: str, reference: Any, run: Any) -> dict[str, Any]:
     return {leaf.path: leaf.value for leaf in report.leaves}
 
 
+def leaf_family(path: str) -> str:
+    """The kind of a leaf: its results file and its last two named path components (list
+    indices dropped), e.g. ``06_probing:runs/f1`` for ``06_probing/runs/12/f1``. The envelope
+    pools the spread of every leaf of a kind."""
+    parts = path.split("/")
+    named = [p for p in parts[1:] if not p.isdigit()]
+    return f"{parts[0]}:{'/'.join(named[-2:])}"
+
+
 def load_envelope(folder: str | Path) -> dict[str, Any] | None:
-    """The leaves of ``folder/envelope.json`` (None when there is none)."""
+    """``folder/envelope.json`` (``leaves`` and ``families``), None when there is none."""
     path = Path(folder) / ENVELOPE_FILE
     if not path.is_file():
         return None
     data = read_json(path)
     if not isinstance(data, Mapping) or not isinstance(data.get("leaves"), Mapping):
         raise ValueError(f"{path}: expected a mapping with 'leaves', got {type(data).__name__}")
-    return dict(data["leaves"])
+    return dict(data)
 
 
 def compare_results(
@@ -553,7 +586,11 @@ def compare_results(
     report = CheckReport(reference_dir, run_dir)
     envelope = load_envelope(reference_dir) if use_envelope else None
     if envelope is not None:
-        report.envelope = f"{reference_dir / ENVELOPE_FILE} ({len(envelope)} leaves)"
+        n_runs = len(envelope.get("environments", {}))
+        report.envelope = (
+            f"{reference_dir / ENVELOPE_FILE} ({len(envelope['leaves'])} leaves moved across "
+            f"{n_runs} run(s) and the reference)"
+        )
     for ref_path in references:
         stem = ref_path.stem
         run_path = run_dir / ref_path.name
@@ -631,6 +668,7 @@ __all__: Sequence[str] = (
     "rule_for",
     "collect_leaves",
     "compare_trees",
+    "leaf_family",
     "load_envelope",
     "match_eigenvalues",
     "compare_results",

@@ -53,6 +53,9 @@ ENVIRONMENTS: dict[str, dict[str, str]] = {
 #: the environment that emulates a second machine in CI (it changes the numbers most)
 EMULATED = "mkl_avx2+aten_default"
 
+#: the spread of a kind of leaf: this quantile of the ranges of its leaves (zeros included)
+FAMILY_QUANTILE = 0.9
+
 #: the envelope's file name inside ``reference/<mode>/``
 ENVELOPE_FILE = "envelope.json"
 
@@ -133,7 +136,10 @@ def envelope_from_runs(
     stems = sorted(p.stem for p in reference.glob("*.json") if p.name != ENVELOPE_FILE)
     if not stems:
         raise FileNotFoundError(f"no reference results (*.json) in {reference}")
+    from equisae.check import leaf_family
+
     leaves: dict[str, Any] = {}
+    kinds: dict[str, dict[str, Any]] = {}
     n_leaves = 0
     for stem in stems:
         ref_tree = read_json(reference / f"{stem}.json")
@@ -148,13 +154,25 @@ def envelope_from_runs(
             entry = _leaf_envelope({n: values.get(path) for n, values in per_env.items()})
             if entry is not None:
                 leaves[path] = entry
+            kind = kinds.setdefault(leaf_family(path), {"ranges": [], "changed": set()})
+            if isinstance(entry, list):
+                kind["ranges"].append(entry[1] - entry[0])
+            elif isinstance(entry, dict):
+                kind["changed"].update(entry["changed_in"])
+            elif isinstance(per_env["reference"][path], (int, float)):
+                kind["ranges"].append(0.0)
     envelope = {
         "mode": mode,
         "environments": {name: ENVIRONMENTS.get(name, {}) for name in runs},
         "n_leaves": n_leaves,
         "n_moved": len(leaves),
         "format": "numbers: [min, max, environment of min, environment of max]; booleans and "
-        "labels: {values, unstable, changed_in}; leaves that did not move are left out",
+        "labels: {values, unstable, changed_in}; leaves that did not move are left out; "
+        "families: per kind of leaf (results file and last two named path components) the "
+        "family_quantile of the ranges of its numbers and whether any of its booleans or "
+        "labels changed",
+        "family_quantile": FAMILY_QUANTILE,
+        "families": {name: _family(kind) for name, kind in sorted(kinds.items())},
         "leaves": leaves,
     }
     target = Path(out) if out is not None else reference / ENVELOPE_FILE
@@ -216,3 +234,14 @@ def main_envelope(
         file=out,
     )
     return 0
+
+
+def _family(kind: Mapping[str, Any]) -> dict[str, Any]:
+    """The pooled envelope of one kind of leaf: the :data:`FAMILY_QUANTILE` of its leaves'
+    ranges, and whether any of its booleans or labels changed (and where)."""
+    import numpy as np
+
+    ranges = kind["ranges"]
+    spread = float(np.quantile(ranges, FAMILY_QUANTILE)) if ranges else 0.0
+    changed = sorted(kind["changed"])
+    return {"spread": spread, "n": len(ranges), "unstable": bool(changed), "changed_in": changed}

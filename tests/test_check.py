@@ -439,3 +439,41 @@ def test_make_test_portable_emulates_the_envelope_environment() -> None:
     assert "equisae check --mode quick --results" in makefile
     ci = (root / ".ci" / "run").read_text()
     assert ci.index("make test\n") < ci.index("make test-portable")
+
+
+def test_a_leaf_borrows_the_spread_of_its_kind(tmp_path: Path) -> None:
+    """Two runs can agree on one F1 by chance: the spread pooled over every F1 of the same kind
+    (here 0.1, the 90th percentile of the ranges) widens its band, while a far value still
+    fails; a boolean of a kind that flipped somewhere is unstable."""
+    from equisae.envelope import envelope_from_runs
+
+    ref, other = tmp_path / "reference", tmp_path / "other"
+    runs = [{"f1": 0.5 + 0.1 * (i % 2), "seed": 0, "model": f"m{i}"} for i in range(10)]
+    _write(ref, "06", {"runs": runs, "verdicts": [{"holds": True}, {"holds": False}]})
+    moved = json.loads(json.dumps(runs))
+    for row in moved[1:]:
+        row["f1"] += 0.1  # every run but the first moves by 0.1
+    _write(other, "06", {"runs": moved, "verdicts": [{"holds": False}, {"holds": False}]})
+    envelope = envelope_from_runs("quick", ref, {"other": other})
+    assert envelope["families"]["06:runs/f1"]["spread"] == pytest.approx(0.1)
+    assert "06/runs/0/f1" not in envelope["leaves"]  # it did not move
+    assert check.leaf_family("06/runs/0/f1") == "06:runs/f1"
+    candidate = json.loads(json.dumps(runs))
+    candidate[0]["f1"] += 0.2  # inside 2 x 0.1 + the F1 floor 0.03
+    _write(
+        tmp_path / "run", "06", {"runs": candidate, "verdicts": [{"holds": True}, {"holds": True}]}
+    )
+    report = check.compare_results(ref, tmp_path / "run")
+    assert report.ok, report.format_table()
+    # verdict 0 flipped in the other run; verdict 1 did not, but its kind did
+    assert {leaf.path for leaf in report.unstable_leaves} == {
+        "06/verdicts/0/holds",
+        "06/verdicts/1/holds",
+    }
+    candidate[0]["f1"] = 0.5 + 0.3  # beyond 0.23
+    _write(
+        tmp_path / "run", "06", {"runs": candidate, "verdicts": [{"holds": True}, {"holds": True}]}
+    )
+    assert [leaf.path for leaf in check.compare_results(ref, tmp_path / "run").failed_leaves] == [
+        "06/runs/0/f1"
+    ]
