@@ -35,14 +35,14 @@ envelope is the smallest and largest value the reference and the envelope runs g
 runs differ only in their numeric kernels); the leaf reproduces inside
 ``[min - margin, max + margin]`` with ``margin = ENVELOPE_RANGE_FACTOR x max(max - min, the
 spread of its kind)`` plus the leaf's fixed tolerance as a floor. The spread of a kind (the
-90th percentile of the ranges of every leaf with the same results file and last two named
-path components, e.g. every probe F1 of notebook 06) guards against a few runs agreeing on one
-value by chance; a boolean or label of a kind that changed anywhere is unstable. With five values the observed range is about 2.3 standard
-deviations of the spread, so twice the range on either side reaches about six standard
-deviations: a rerun elsewhere is expected inside, a regression larger than the
-machine-to-machine spread is not; the floor keeps the check from ever being stricter than the fixed rules. A
-boolean or label that changed across the envelope runs is *unstable*: reported, never a
-failure. A leaf without an envelope falls back to the fixed rules.
+95th percentile of the ranges, the largest range for counts, over every leaf with the same
+results file and last two named path components, e.g. every probe F1 of notebook 06) guards
+against a few runs agreeing on one value by chance. With five values the observed range is
+about 2.3 standard deviations of the spread, so twice the range on either side reaches about
+six standard deviations: a rerun elsewhere is expected inside, a regression larger than the
+machine-to-machine spread is not; the floor keeps the check from ever being stricter than
+the fixed rules. A boolean or label that changed across the envelope runs, or one of a kind
+that changed there, is *unstable*: reported, never a failure. A leaf without an envelope falls back to the fixed rules.
 
 Missing files and keys are failures; extra files and keys in the run are notes.
 """
@@ -77,6 +77,8 @@ EIGENVALUE_KEY = "eigenvalues"
 ENVELOPE_FILE = "envelope.json"
 #: the envelope is widened on each side by this multiple of its width (plus the rule's floor)
 ENVELOPE_RANGE_FACTOR = 2.0
+#: a leaf's kind: its results file and this many of its last named path components
+FAMILY_DEPTH = 2
 
 
 @dataclass(frozen=True)
@@ -558,7 +560,7 @@ def leaf_family(path: str) -> str:
     pools the spread of every leaf of a kind."""
     parts = path.split("/")
     named = [p for p in parts[1:] if not p.isdigit()]
-    return f"{parts[0]}:{'/'.join(named[-2:])}"
+    return f"{parts[0]}:{'/'.join(named[-FAMILY_DEPTH:])}"
 
 
 def load_envelope(folder: str | Path) -> dict[str, Any] | None:

@@ -54,7 +54,7 @@ ENVIRONMENTS: dict[str, dict[str, str]] = {
 EMULATED = "mkl_avx2+aten_default"
 
 #: the spread of a kind of leaf: this quantile of the ranges of its leaves (zeros included)
-FAMILY_QUANTILE = 0.9
+FAMILY_QUANTILE = 0.95
 
 #: the envelope's file name inside ``reference/<mode>/``
 ENVELOPE_FILE = "envelope.json"
@@ -154,12 +154,18 @@ def envelope_from_runs(
             entry = _leaf_envelope({n: values.get(path) for n, values in per_env.items()})
             if entry is not None:
                 leaves[path] = entry
-            kind = kinds.setdefault(leaf_family(path), {"ranges": [], "changed": set()})
+            kind = kinds.setdefault(
+                leaf_family(path), {"ranges": [], "changed": set(), "counts": True}
+            )
+            reference_value = per_env["reference"][path]
+            kind["counts"] &= isinstance(reference_value, int) and not isinstance(
+                reference_value, bool
+            )
             if isinstance(entry, list):
                 kind["ranges"].append(entry[1] - entry[0])
             elif isinstance(entry, dict):
                 kind["changed"].update(entry["changed_in"])
-            elif isinstance(per_env["reference"][path], (int, float)):
+            elif isinstance(reference_value, (int, float)):
                 kind["ranges"].append(0.0)
     envelope = {
         "mode": mode,
@@ -238,10 +244,17 @@ def main_envelope(
 
 def _family(kind: Mapping[str, Any]) -> dict[str, Any]:
     """The pooled envelope of one kind of leaf: the :data:`FAMILY_QUANTILE` of its leaves'
-    ranges, and whether any of its booleans or labels changed (and where)."""
+    ranges (for counts, such as how many seeds favour a variant, the largest range: a count
+    that moved anywhere can move by as much elsewhere), and whether any of its booleans or
+    labels changed (and where)."""
     import numpy as np
 
     ranges = kind["ranges"]
-    spread = float(np.quantile(ranges, FAMILY_QUANTILE)) if ranges else 0.0
+    if not ranges:
+        spread = 0.0
+    elif kind["counts"]:
+        spread = float(max(ranges))
+    else:
+        spread = float(np.quantile(ranges, FAMILY_QUANTILE))
     changed = sorted(kind["changed"])
     return {"spread": spread, "n": len(ranges), "unstable": bool(changed), "changed_in": changed}

@@ -443,7 +443,7 @@ def test_make_test_portable_emulates_the_envelope_environment() -> None:
 
 def test_a_leaf_borrows_the_spread_of_its_kind(tmp_path: Path) -> None:
     """Two runs can agree on one F1 by chance: the spread pooled over every F1 of the same kind
-    (here 0.1, the 90th percentile of the ranges) widens its band, while a far value still
+    (here 0.1, the 95th percentile of the ranges) widens its band, while a far value still
     fails; a boolean of a kind that flipped somewhere is unstable."""
     from equisae.envelope import envelope_from_runs
 
