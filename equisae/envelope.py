@@ -15,6 +15,7 @@ environment that gave each bound; per boolean or label leaf whether it changed a
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -73,10 +74,13 @@ def environment_for(name: str, base: Mapping[str, str] | None = None) -> dict[st
 
 
 def run_in_environment(mode: str, name: str, workdir: Path, stream: Any = None) -> Path:
-    """Run ``equisae reproduce --mode MODE --no-book`` in the environment ``name`` with its own
-    ``workdir/<name>/results`` and ``workdir/<name>/artifacts``; return its results folder."""
+    """Run ``equisae reproduce --mode MODE --no-book`` in the environment ``name`` with its own,
+    emptied ``workdir/<name>/results`` and ``workdir/<name>/artifacts``; return its results
+    folder."""
     out = stream if stream is not None else sys.stdout
     folder = Path(workdir).resolve() / name
+    # a fresh start: cached models of an earlier run would skip this environment's training
+    shutil.rmtree(folder, ignore_errors=True)
     env = environment_for(name)
     env["EQUISAE_RESULTS"] = str(folder / "results")
     env["EQUISAE_ARTIFACTS"] = str(folder / "artifacts")
