@@ -477,3 +477,11 @@ def test_a_leaf_borrows_the_spread_of_its_kind(tmp_path: Path) -> None:
     assert [leaf.path for leaf in check.compare_results(ref, tmp_path / "run").failed_leaves] == [
         "06/runs/0/f1"
     ]
+
+
+def test_cli_envelope_refuses_an_unknown_environment_before_running(capsys) -> None:
+    from equisae import cli
+
+    assert cli.main(["envelope", "--mode", "quick", "--env", "avx9"]) == 1
+    err = capsys.readouterr().err
+    assert "--env: unknown numeric environment 'avx9'" in err and "native" in err
