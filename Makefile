@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv lint unit reproduce book test check publish publish-reference bench clean
+.PHONY: venv lint unit reproduce book test test-portable envelope check publish publish-reference bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,23 @@ test: lint unit
 	$(BIN)/equisae reproduce --mode quick
 	$(BIN)/python -m pytest -m "notebooks or book"
 	$(BIN)/equisae check --mode quick
+
+# A second machine, emulated: the quick reproduction again with oneMKL limited to AVX2 and
+# PyTorch's kernels without vector extensions (the pair that moves the numbers most), into its
+# own results and artifacts, and `equisae check` must pass on it too (the envelope's job).
+PORTABLE := $(CURDIR)/_build/portable
+EMULATED_ENV := MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=default
+
+test-portable: venv
+	rm -rf $(PORTABLE)
+	env $(EMULATED_ENV) EQUISAE_RESULTS=$(PORTABLE)/results EQUISAE_ARTIFACTS=$(PORTABLE)/artifacts \
+		$(BIN)/equisae reproduce --mode quick --no-book
+	$(BIN)/equisae check --mode quick --results $(PORTABLE)/results/quick
+
+# Rerun the quick reproduction under every numeric environment, publish the native run as
+# reference/quick and write reference/quick/envelope.json (maintainers, with the reference).
+envelope: venv
+	$(BIN)/equisae envelope --mode quick --publish
 
 bench: venv
 	$(BIN)/python benchmarks/bench_data.py

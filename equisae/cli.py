@@ -110,7 +110,19 @@ def _check(args: argparse.Namespace) -> int:
         path = check.publish_reference(args.mode)
         print(f"published results/{args.mode} as the reference in {path}")
         return 0
-    return check.main_check(args.mode)
+    return check.main_check(args.mode, run_dir=args.results, use_envelope=not args.no_envelope)
+
+
+def _envelope(args: argparse.Namespace) -> int:
+    from equisae.envelope import main_envelope
+
+    return main_envelope(
+        args.mode,
+        workdir=args.workdir,
+        names=args.env or None,
+        reuse=args.reuse,
+        publish=args.publish,
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -264,7 +276,48 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument(
         "--publish", action="store_true", help="copy results/<mode> over the committed reference"
     )
+    chk.add_argument(
+        "--results",
+        default=None,
+        metavar="DIR",
+        help="the run's results folder to check (default: results/<mode> or $EQUISAE_RESULTS/<mode>)",
+    )
+    chk.add_argument(
+        "--no-envelope",
+        action="store_true",
+        help="ignore reference/<mode>/envelope.json and judge by the fixed tolerances only",
+    )
     chk.set_defaults(func=_check)
+
+    env = sub.add_parser(
+        "envelope",
+        help="rerun the reproduction under several numeric environments and write "
+        "reference/<mode>/envelope.json",
+        parents=[debug],
+    )
+    env.add_argument("--mode", choices=MODES, default="quick")
+    env.add_argument(
+        "--workdir",
+        default=None,
+        metavar="DIR",
+        help="where the runs' results and artifacts go (default: _build/envelope)",
+    )
+    env.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run only this numeric environment (repeatable; default: all of them)",
+    )
+    env.add_argument(
+        "--reuse", action="store_true", help="keep runs whose results folder is already complete"
+    )
+    env.add_argument(
+        "--publish",
+        action="store_true",
+        help="first publish the native run's results as reference/<mode> (then build the envelope)",
+    )
+    env.set_defaults(func=_envelope)
 
     img = sub.add_parser(
         "images",

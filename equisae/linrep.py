@@ -486,7 +486,8 @@ def evaluate_linear_representation(rep: LinearRepresentation, test: Any) -> LinR
     over dimensions (SST around the target mean). ``group_error`` is the largest relative
     relation error (:func:`equisae.groups.group_error`; ``||M^n - I||_F / ||I||_F`` for C_n) and
     ``power_consistency[a] = ||M_a - rho(a)||_F / ||M_a||_F``, computed in the kept subspace,
-    as are the eigenvalues of M (against the n-th roots of unity, n the order of the rotation),
+    as are the eigenvalues of M (against the n-th roots of unity, n the order of the rotation;
+    stored sorted by angle in [0, 2 pi), then by modulus),
     the irrep multiplicities from the character, and the relative distance to the nearest
     orthogonal matrix (raw, and after whitening by the training covariance, in which an exact
     representation of a G-invariant distribution is orthogonal).
@@ -515,6 +516,12 @@ def evaluate_linear_representation(rep: LinearRepresentation, test: Any) -> LinR
         for p in range(n)
     ]
     eig = torch.linalg.eigvals(m)
+    # LAPACK returns the eigenvalues in an order that depends on the machine: store them in a
+    # canonical one, by angle in [0, 2 pi) (rounded, so that rounding noise does not reorder
+    # equal angles), then by modulus.
+    eig_np = eig.numpy()
+    angle = np.round(np.mod(np.angle(eig_np), 2 * np.pi), 6)
+    eig = eig[torch.from_numpy(np.lexsort((np.abs(eig_np), angle)).copy())]
     dist = root_of_unity_distance(eig, grp.order if cyclic else grp.n)
     raw = irrep_multiplicities(grp, matrix_powers(m.double(), n) if cyclic else mats)
     scale = rep.variances.clamp_min(1e-300).sqrt()

@@ -357,3 +357,18 @@ def test_sae_representation_caps_wide_layers_and_reports_its_matrix() -> None:
         representation_summary(rep8, torch.eye(4))
     narrow = _wide_orbits(120, 16, 8, seed=1)
     assert auto_max_dim(narrow[:80]) is None  # nothing to cap: no warning
+
+
+def test_eigenvalues_are_stored_in_canonical_order() -> None:
+    """LAPACK's order depends on the machine: the stored eigenvalues are sorted by angle in
+    [0, 2 pi), then by modulus, and are the eigenvalues of the fitted M."""
+    import numpy as np
+
+    rep = representation_from_multiplicities(PLANTED, 4, seed=3)
+    fit, result = analyse_linear_representation(*splits(rep, noise=0.05))
+    eig = result.eigenvalues
+    angle = np.round(np.mod(np.angle(eig), 2 * np.pi), 6)
+    keys = list(zip(angle, np.abs(eig), strict=True))
+    assert keys == sorted(keys)
+    expected = torch.linalg.eigvals(fit.M_reduced).numpy()
+    assert np.allclose(np.sort_complex(eig), np.sort_complex(expected), atol=1e-5)

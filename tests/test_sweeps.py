@@ -35,7 +35,7 @@ from equisae.sweeps.report import (
     learned_generator_summary,
     learned_generator_table,
 )
-from equisae.sweeps.saes import final_slope, loss_curve, train_sweep_saes
+from equisae.sweeps.saes import final_loss_change, loss_curve, train_sweep_saes
 from equisae.sweeps.settings import SWEEP_SAE_TYPES, SAETraining
 
 
@@ -194,16 +194,34 @@ def test_train_sweep_saes_batched_equals_one_by_one_and_is_deterministic():
         train_sweep_saes("topk", acts[:, 0], 2, (0,), training)
 
 
-def test_loss_curve_and_final_slope():
+def test_loss_curve_and_final_loss_change():
     history = [
         {"step": s, "loss": 1.0 + np.exp(-s / 50), "fvu": 0.5, "l0": 4} for s in range(0, 1000, 10)
     ]
     curve = loss_curve(history, 10)
     assert len(curve["step"]) == 10 and curve["step"][0] == 0 and curve["step"][-1] == 990
-    assert abs(final_slope(history)) < 1e-3  # converged: flat tail
+    assert abs(final_loss_change(history)) < 1e-3  # converged: flat tail
     rising = [{"step": s, "loss": 1.0 + s / 1000} for s in range(0, 1000, 10)]
-    assert final_slope(rising) > 0.3
-    assert np.isnan(final_slope(history[:2]))
+    # smoothed loss ~1.72 at 75% (median of the 5% before it) and ~1.96 at the end
+    assert final_loss_change(rising) == pytest.approx((1.96 - 1.72) / 1.96, abs=0.01)
+    falling = [{"step": s, "loss": 1.0 - s / 1000} for s in range(0, 1000, 10)]
+    assert -1.0 < final_loss_change(falling) < -0.8
+    assert final_loss_change(history[:2]) is None  # too few points: None, not a sentinel
+
+
+def test_final_loss_change_is_bounded_where_a_slope_explodes():
+    """A loss that blows up (or collapses) over the tail gives a change in [-1, 1], and one
+    spike in the smoothing window does not move it."""
+    steps = range(0, 300, 10)
+    exploding = [{"step": s, "loss": float(np.exp(s / 5))} for s in steps]
+    collapsing = [{"step": s, "loss": float(np.exp(-s / 5))} for s in steps]
+    assert 0.99 < final_loss_change(exploding) <= 1.0
+    assert -1.0 <= final_loss_change(collapsing) < -0.99
+    flat = [{"step": s, "loss": 1.0} for s in range(0, 1000, 10)]
+    flat[-2]["loss"] = 1e6  # one spike among the last window's points
+    assert final_loss_change(flat) == 0.0
+    with pytest.raises(ValueError, match="fraction"):
+        final_loss_change(flat, fraction=0.1, window=0.2)
 
 
 def test_loss_curve_keeps_the_learned_representation_along_training():
@@ -245,7 +263,7 @@ def test_doubling_rows_pair_seeds_and_report_the_change():
             "n_steps": n_steps,
             "seed": seed,
             "fvu": fvu,
-            "final_slope": -0.01,
+            "final_loss_change": -0.01,
         }
 
     short = [rec("topk", 100, 0, 0.10), rec("topk", 100, 1, 0.50), rec("adaptive", 100, 0, 0.2)]

@@ -456,10 +456,12 @@ def _linrep_record(model: str, layer: str, acts: dict[str, Any]) -> tuple[dict[s
 def _sae_record(base: dict[str, Any], sae, result, test_acts, M) -> dict[str, Any]:
     from equisae.sae.evaluate import evaluate_on_orbits
     from equisae.sweeps.records import FRONTIER_METRICS
-    from equisae.sweeps.saes import final_slope
+    from equisae.sweeps.saes import final_loss_change
 
     metrics = evaluate_on_orbits(sae, test_acts)
-    metrics.update(train_seconds=result.seconds, final_slope=final_slope(result.history))
+    metrics.update(
+        train_seconds=result.seconds, final_loss_change=final_loss_change(result.history)
+    )
     if hasattr(sae, "m_drift"):
         metrics["m_drift"] = sae.m_drift()
     if getattr(sae, "is_equivariant", False):

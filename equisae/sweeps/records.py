@@ -20,7 +20,7 @@ FRONTIER_METRICS: tuple[str, ...] = (
     "latent_equivariance_error",
     "fvu_oracle_pose",
     "pose_accuracy",
-    "final_slope",
+    "final_loss_change",
     "m_drift",
     "m_group_error",
     "m_distance_to_fit",

@@ -53,16 +53,17 @@ def _group(records: Iterable[Record], keys: Sequence[str], value: str) -> dict[t
 
 
 def convergence_table(records: Sequence[Record]) -> str:
-    """Per SAE type: steps, final loss slope (relative change per 1000 steps before the
-    learning-rate decay; mean ± sd over every SAE of the type) and the largest |slope|."""
-    groups = _group(records, ("sae_type",), "final_slope")
+    """Per SAE type: steps, the relative change of the smoothed loss over the last quarter of
+    training (:func:`equisae.sweeps.saes.final_loss_change`; mean ± sd over every SAE of the
+    type) and the largest |change|."""
+    groups = _group(records, ("sae_type",), "final_loss_change")
     steps = {r["sae_type"]: r.get("n_steps") for r in records}
     rows = [
         {
             "SAE": _label(t),
             "steps": steps.get(t),
             "SAEs": len(v),
-            "loss change per 1000 steps (mean ± sd)": mean_sd_cell(v, signed=True),
+            "loss change, last quarter (mean ± sd)": mean_sd_cell(v, signed=True),
             "largest |change|": max(abs(x) for x in v),
         }
         for (t,), v in groups.items()
@@ -90,11 +91,13 @@ def doubling_rows(records: Sequence[Record], long_records: Sequence[Record]) -> 
         if not matches:
             continue
         steps, fvu = max(matches)
-        grouped[base[:4]].append((fvu, float(r["fvu"]), steps, r["n_steps"], r.get("final_slope")))
+        grouped[base[:4]].append(
+            (fvu, float(r["fvu"]), steps, r["n_steps"], r.get("final_loss_change"))
+        )
     rows = []
     for (model, layer, sae_type, k), pairs in grouped.items():
         changes = [long / short_ - 1 for short_, long, *_ in pairs]
-        slopes = [p[4] for p in pairs if p[4] is not None and np.isfinite(p[4])]
+        tails = [p[4] for p in pairs if p[4] is not None and np.isfinite(p[4])]
         rows.append(
             {
                 "model": model,
@@ -107,7 +110,7 @@ def doubling_rows(records: Sequence[Record], long_records: Sequence[Record]) -> 
                 "fvu": float(np.mean([p[0] for p in pairs])),
                 "fvu_long": float(np.mean([p[1] for p in pairs])),
                 "relative_change": float(np.mean(changes)),
-                "long_final_slope": float(np.mean(slopes)) if slopes else None,
+                "long_final_loss_change": float(np.mean(tails)) if tails else None,
             }
         )
     return rows
@@ -125,8 +128,10 @@ def doubling_table(rows: Sequence[Record]) -> str:
                     format_number(r["fvu_long"])
                 ),
                 "change": f"{100 * r['relative_change']:+.1f}%",
-                "loss change per 1000 steps (long run)": (
-                    "—" if r["long_final_slope"] is None else f"{r['long_final_slope']:+.3f}"
+                "loss change, last quarter (long run)": (
+                    "—"
+                    if r["long_final_loss_change"] is None
+                    else f"{r['long_final_loss_change']:+.3f}"
                 ),
             }
             for r in rows

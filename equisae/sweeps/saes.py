@@ -26,7 +26,14 @@ from equisae.sweeps.inputs import (
 )
 from equisae.sweeps.settings import LAYER_ROLES, REPRESENTATIVES, SAETraining, check_choice
 
-__all__ = ["EVAL_ORBITS", "SAEJob", "learned_generator_rows", "sae_folder", "train_sweep_saes"]
+__all__ = [
+    "EVAL_ORBITS",
+    "SAEJob",
+    "final_loss_change",
+    "learned_generator_rows",
+    "sae_folder",
+    "train_sweep_saes",
+]
 
 
 def sae_folder(seed: int) -> str:
@@ -63,25 +70,49 @@ def loss_curve(history: list[dict[str, float]], points: int) -> dict[str, list[f
     return {key: [float(history[i].get(key, float("nan"))) for i in idx] for key in keys}
 
 
-def final_slope(history: list[dict[str, float]], start: float = 0.55, end: float = 0.8) -> float:
-    """Relative change of the training loss per 1000 steps near the end of training.
+#: the fraction of training whose start and end the convergence measure compares
+FINAL_FRACTION = 0.25
+#: the width (fraction of training) of the windows whose median loss smooths each end
+SMOOTHING_WINDOW = 0.05
 
-    A least-squares line through ``log(loss)`` against the step on the logged points between
-    ``start`` and ``end`` of training. The window ends where the trainer's learning-rate decay
-    begins (its last 20% of steps, where the loss falls because the step size does): a
-    converged SAE has a slope near 0 (e.g. -0.01 is a 1% decrease per 1000 steps).
+
+def final_loss_change(
+    history: list[dict[str, float]],
+    fraction: float = FINAL_FRACTION,
+    window: float = SMOOTHING_WINDOW,
+) -> float | None:
+    """Relative change of the smoothed training loss over the last ``fraction`` of training.
+
+    The smoothed loss at a point is the median of the logged losses in the ``window`` (a
+    fraction of training) before it; the change from ``a`` (at ``1 - fraction`` of training) to
+    ``b`` (at the end) is ``(b - a) / max(a, b)``, which lies in [-1, 1] whatever the curve
+    does: -0.2 means the loss fell by 20% over the last quarter, 0 a flat tail, positive a
+    rising one. It includes the trainer's learning-rate decay, so a converged SAE shows a small
+    negative change. None where the history has too few finite, positive losses to tell.
     """
-    rows = [h for h in history if np.isfinite(h.get("loss", np.nan)) and h.get("loss", 0) > 0]
+    if not 0 < fraction < 1 or not 0 < window <= fraction:
+        raise ValueError(
+            f"need 0 < window <= fraction < 1, got fraction={fraction!r}, window={window!r}"
+        )
+    rows = [
+        (float(h["step"]), float(h["loss"]))
+        for h in history
+        if np.isfinite(h.get("loss", np.nan)) and h.get("loss", 0) > 0
+    ]
     if len(rows) < 4:
-        return float("nan")
-    last = max(h["step"] for h in rows)
-    tail = [h for h in rows if start * last <= h["step"] <= end * last]
-    if len(tail) < 2:
-        return float("nan")
-    steps = np.array([h["step"] for h in tail], dtype=float)
-    logs = np.log([h["loss"] for h in tail])
-    slope = np.polyfit(steps, logs, 1)[0]
-    return float(np.expm1(slope * 1000))
+        return None
+    steps = np.array([r[0] for r in rows])
+    losses = np.array([r[1] for r in rows])
+    last = steps.max()
+
+    def smoothed(at: float) -> float | None:
+        inside = (steps > (at - window) * last) & (steps <= at * last)
+        return float(np.median(losses[inside])) if inside.any() else None
+
+    a, b = smoothed(1.0 - fraction), smoothed(1.0)
+    if a is None or b is None:
+        return None
+    return (b - a) / max(a, b)
 
 
 def train_sweep_saes(
@@ -189,7 +220,7 @@ class SAEJob(ReadsInputs):
                 d_sae=sae.d_sae,
                 d_in=sae.d_in,
                 loss_curve=loss_curve(result.history, self.training.curve_points),
-                final_slope=final_slope(result.history),
+                final_loss_change=final_loss_change(result.history),
             )
             if hasattr(sae, "m_drift"):
                 metrics["m_drift"] = sae.m_drift()
