@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from equisae import io
 from equisae.activations import OrbitActivations, orbit_activations_many
+from equisae.device import current_device, device_config
 
 #: the default group (the paper's C4); ``group=`` of the functions below chooses another
 GROUP_NAME = "C4"
@@ -81,6 +82,9 @@ def activation_key(
         "layer": resolve_layer(model_name, layer),
         "group": _group_name(group),
         "version": CACHE_VERSION,
+        # the run's device off the CPU (a GPU's base model and forward passes differ in the
+        # last bits); nothing on the CPU, so the CPU caches keep their hashes
+        **device_config(),
     }
 
 
@@ -159,6 +163,7 @@ def _extract_all(
     from equisae.models import LAYERS, train_or_load
 
     model, info = train_or_load(model_name, mode, seed, progress=progress)
+    model.to(current_device())  # the forward passes run on the run's device (a no-op on the CPU)
     group = get_group(group_name)
     layers = list(dict.fromkeys([*LAYERS[model_name].values(), extra_layer]))
     splits = data.make_splits(data.dataset_sizes(mode), data.standard_config(representative), seed)

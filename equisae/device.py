@@ -30,6 +30,7 @@ __all__ = [
     "device_config",
     "device_name",
     "resolve_device",
+    "set_device",
     "use_device",
 ]
 
@@ -108,6 +109,14 @@ def device_config(device: str | torch.device | None = None) -> dict[str, Any]:
     ``{"device": type}`` elsewhere. The run's device when ``device`` is None."""
     name = device_name(device)
     return {} if name == "cpu" else {"device": name}
+
+
+def set_device(device: str | torch.device | None) -> torch.device:
+    """Resolve ``device`` and make it the run's device from now on (``$EQUISAE_DEVICE``): what
+    a notebook's ``device`` parameter is for when the notebook is run by hand."""
+    resolved = resolve_device(device)
+    os.environ[DEVICE_ENV] = str(resolved)
+    return resolved
 
 
 @contextlib.contextmanager
