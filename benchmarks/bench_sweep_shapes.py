@@ -6,12 +6,15 @@ orbits of 4 poses), stacks of S = 1, 3, 9 SAEs trained by
 :func:`equisae.sweeps.saes.train_sweep_saes`, that is ``train_many`` exactly as the sweep jobs
 call it (same configs, same batch rule, same dead-latent rule). Reported per cell:
 
-* ``ms_per_sae_step``: the training loop's wall time (``TrainResult.seconds``, without the
-  one-off ``b_dec`` initialisation) divided by steps x S;
-* ``floor_ms``: the five dense products of one SAE's forward and backward pass at that SAE's
-  shapes (encoder ``x W_enc``, its weight gradient ``x^T G``, decoder ``Z W_dec``, its weight
-  gradient ``Z^T E``, the input gradient ``E W_dec^T``), timed in the same process;
-* ``ratio``: ``ms_per_sae_step / floor_ms``.
+* ``ms_per_sae_step``: CPU time of this thread per SAE-step, from two runs of ``--steps`` and
+  ``--short`` steps (their difference, so the one-off set-up cancels) divided by the extra
+  steps x S; ``wall_ms_per_sae_step``: the long run's loop wall time (``TrainResult.seconds``)
+  per SAE-step;
+* ``floor_ms``: CPU time of the five dense products of one SAE's forward and backward pass at
+  that SAE's shapes (encoder ``x W_enc``, its weight gradient ``x^T G``, decoder ``Z W_dec``,
+  its weight gradient ``Z^T E``, the input gradient ``E W_dec^T``), in the same process;
+* ``ratio``: ``ms_per_sae_step / floor_ms`` (both CPU time: on a machine shared with other
+  work, time spent waiting for a core is not counted; wall-clock figures are kept beside).
 
 Everything runs on one thread. Each cell is measured ``--repeats`` times (default 3) and the
 median is reported, with the load average of the machine before and after (the numbers are
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import datetime
 import io as stdio
 import os
@@ -79,15 +83,17 @@ def orbit_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(poses, dim=1), M
 
 
-def timeit(fn: Callable[[], Any], reps: int, warmup: int = 5) -> float:
-    """Median wall time (s) of ``fn`` over ``reps`` calls after ``warmup`` calls."""
+def timeit(fn: Callable[[], Any], reps: int, warmup: int = 5, block: int = 20) -> float:
+    """Median thread CPU time (s) of one call of ``fn``: ``reps`` blocks of ``block`` calls
+    after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+        start = time.thread_time()
+        for _ in range(block):
+            fn()
+        times.append((time.thread_time() - start) / block)
     return statistics.median(times)
 
 
@@ -119,14 +125,26 @@ def gemm_floor(shapes: dict[str, int], reps: int) -> float:
     return timeit(lambda: (x @ w_enc, x.T @ g, z @ w_dec, z.T @ e, e @ w_dec.T), reps)
 
 
-def step_time(variant: str, s: int, training: SAETraining, acts: torch.Tensor) -> float:
-    """Seconds per SAE-step of ``s`` stacked SAEs of ``variant`` trained as the sweeps do."""
+def step_time(
+    variant: str, s: int, training: SAETraining, acts: torch.Tensor, short: int
+) -> tuple[float, float]:
+    """(CPU, wall) seconds per SAE-step of ``s`` stacked SAEs of ``variant`` trained as the
+    sweeps do: CPU time from the difference of a run of ``training.n_steps`` and one of
+    ``short`` steps, wall time from the long run's training loop."""
     M = _rep_for(variant)
-    _, results = train_sweep_saes(variant, acts, K, tuple(range(s)), training, M=M)
-    return results[0].seconds / (training.n_steps * s)
+    cpu = []
+    for n in (short, training.n_steps):
+        start = time.thread_time()
+        cfg = dataclasses.replace(training, n_steps=n)
+        _, results = train_sweep_saes(variant, acts, K, tuple(range(s)), cfg, M=M)
+        cpu.append(time.thread_time() - start)
+    extra = (training.n_steps - short) * s
+    return (cpu[1] - cpu[0]) / extra, results[0].seconds / (training.n_steps * s)
 
 
-def run(steps: int, repeats: int, floor_reps: int, variants: tuple[str, ...]) -> dict[str, Any]:
+def run(
+    steps: int, short: int, repeats: int, floor_reps: int, variants: tuple[str, ...]
+) -> dict[str, Any]:
     """Every (variant, S) cell: medians over ``repeats`` of step time, floor and their ratio."""
     torch.set_num_threads(1)
     training = SAETraining(n_steps=steps)
@@ -136,19 +154,22 @@ def run(steps: int, repeats: int, floor_reps: int, variants: tuple[str, ...]) ->
     for variant in variants:
         shapes = step_shapes(variant, training)
         # one untimed short run first: lazy initialisation must not land in the S = 1 cell
-        step_time(variant, 2, SAETraining(n_steps=20), acts)
+        step_time(variant, 2, SAETraining(n_steps=20), acts, 10)
         for s in STACKS:
-            steps_s, floors = [], []
+            cpu_s, wall_s, floors = [], [], []
             for _ in range(repeats):
                 floors.append(gemm_floor(shapes, floor_reps))
-                steps_s.append(step_time(variant, s, training, acts))
-            ms, floor_ms = statistics.median(steps_s) * 1e3, statistics.median(floors) * 1e3
+                cpu, wall = step_time(variant, s, training, acts, short)
+                cpu_s.append(cpu)
+                wall_s.append(wall)
+            ms, floor_ms = statistics.median(cpu_s) * 1e3, statistics.median(floors) * 1e3
             row = {
                 "variant": variant,
                 "S": s,
                 **shapes,
                 "ms_per_sae_step": ms,
-                "ms_per_sae_step_all": [t * 1e3 for t in steps_s],
+                "ms_per_sae_step_all": [t * 1e3 for t in cpu_s],
+                "wall_ms_per_sae_step": statistics.median(wall_s) * 1e3,
                 "floor_ms": floor_ms,
                 "ratio": ms / floor_ms,
             }
@@ -165,6 +186,7 @@ def run(steps: int, repeats: int, floor_reps: int, variants: tuple[str, ...]) ->
         "load_average_after": list(os.getloadavg()),
         "threads": torch.get_num_threads(),
         "steps": steps,
+        "short_steps": short,
         "repeats": repeats,
         "k": K,
         "batch_size": training.batch_size,
@@ -195,19 +217,21 @@ def markdown(report: dict[str, Any]) -> str:
         "# SAE step cost at the sweeps' shapes",
         "",
         f"Measured {report['date']} on {report['machine']}; one thread; "
-        f"{report['steps']} steps per run, median of {report['repeats']} runs per cell; "
+        f"runs of {report['steps']} and {report['short_steps']} steps (their difference), "
+        f"median of {report['repeats']} per cell, thread CPU time; "
         f"k = {report['k']}, {report['batch_size']} activations per step (orbit SAEs: "
         f"{report['batch_size'] // GROUP_ORDER} orbits of {GROUP_ORDER}). Load average "
         f"(1, 5, 15 min) before: {lb}; after: {la}. Produced by "
         "`benchmarks/bench_sweep_shapes.py`.",
         "",
-        "| SAE | d_sae | S stacked | ms per SAE-step | floor of its five GEMMs (ms) | ratio |",
-        "|---|---|---|---|---|---|",
+        "| SAE | d_sae | S stacked | ms per SAE-step (CPU) | floor of its five GEMMs (ms, CPU) "
+        "| ratio | ms per SAE-step (wall) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
         lines.append(
             f"| {r['variant']} | {r['d_sae']} | {r['S']} | {r['ms_per_sae_step']:.2f} | "
-            f"{r['floor_ms']:.3f} | {r['ratio']:.1f}x |"
+            f"{r['floor_ms']:.3f} | {r['ratio']:.1f}x | {r['wall_ms_per_sae_step']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -229,8 +253,9 @@ def profile(variant: str, steps: int, top: int = 25) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--steps", type=int, default=300, help="training steps per run")
+    parser.add_argument("--short", type=int, default=50, help="steps of the set-up run")
     parser.add_argument("--repeats", type=int, default=3, help="runs per cell (median)")
-    parser.add_argument("--floor-reps", type=int, default=200, help="timed calls of the GEMMs")
+    parser.add_argument("--floor-reps", type=int, default=30, help="timed blocks of the GEMMs")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated types")
     parser.add_argument("--publish", action="store_true", help="also write benchmarks/results/")
     parser.add_argument("--profile", metavar="VARIANT", help="profile one type instead")
@@ -245,7 +270,9 @@ def main() -> None:
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         parser.error(f"--variants: unknown {unknown}; known: {', '.join(VARIANTS)}")
-    report = run(args.steps, args.repeats, args.floor_reps, variants)
+    if not 0 < args.short < args.steps:
+        parser.error(f"--short must be in 1..--steps-1, got {args.short}")
+    report = run(args.steps, args.short, args.repeats, args.floor_reps, variants)
     write_json_atomic(OUT / "sweep_shapes.json", report)
     text = markdown(report)
     (OUT / "sweep_shapes.md").write_text(text)

@@ -282,7 +282,7 @@ def test_base_model_training_and_activations_on_cuda() -> None:
     from equisae.models import build_model
     from equisae.models.train import TrainSettings, train_model
 
-    images = torch.rand(64, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    images = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     model = build_model("cnn_augmented")
     settings = TrainSettings(epochs=1, batch_size=32)
     history = train_model(model, images, settings, True, 0, progress=False, device="cuda")
