@@ -241,6 +241,8 @@ def profile(variant: str, steps: int, top: int = 25) -> str:
     torch.set_num_threads(1)
     training = SAETraining(n_steps=steps)
     acts, _ = orbit_data()
+    # a short run first: one-off imports and lazy initialisation stay out of the profile
+    train_sweep_saes(variant, acts, K, (0, 1, 2), SAETraining(n_steps=5), M=_rep_for(variant))
     prof = cProfile.Profile()
     prof.enable()
     train_sweep_saes(variant, acts, K, (0, 1, 2), training, M=_rep_for(variant))
