@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from equisae import io
 from equisae.activations import OrbitActivations, orbit_activations_many
+from equisae.device import current_device, device_config
 from equisae.modes import check_mode
 
 #: the default group (the paper's C4); ``group=`` of the functions below chooses another
@@ -108,6 +109,9 @@ class ActivationKey:
             "layer": resolve_layer(self.model_name, self.layer),
             "group": _group_name(self.group),
             "version": CACHE_VERSION,
+            # the run's device off the CPU (a GPU's base model and forward passes differ in the
+            # last bits); nothing on the CPU, so the CPU caches keep their hashes
+            **device_config(),
         }
 
     def folder(self) -> Path:
@@ -190,6 +194,7 @@ def _extract_all(key: ActivationKey, progress: bool) -> None:
 
     model_name = key.model_name
     model, info = train_or_load(model_name, key.mode, key.seed, progress=progress)
+    model.to(current_device())  # the forward passes run on the run's device (a no-op on the CPU)
     group = get_group(key.group)
     layers = list(dict.fromkeys([*LAYERS[model_name].values(), key.layer]))
     sizes = data.dataset_sizes(key.mode)

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from equisae.device import resolve_device
 from equisae.io import (
     atomic_folder,
     read_json,
@@ -91,11 +92,14 @@ def extract_many(
     layers: Sequence[str],
     batch_size: int = 512,
     progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> dict[str, Tensor]:
     """Activations of ``images`` (N, ...) at each of ``layers``: ``{layer: (N, d_layer)}``.
 
     Runs under ``torch.no_grad()`` with the model in eval mode (its previous mode is restored),
     in batches of ``batch_size``; outputs are float32 on the CPU, flattened per example.
+    ``device``: the forward passes run there (the model is moved for the call and moved back);
+    None: where the model is.
     """
     if not isinstance(images, Tensor) or images.ndim < 2:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
@@ -106,7 +110,10 @@ def extract_many(
     if not layers:
         raise ValueError("layers must name at least one layer")
     modules = {layer: get_module(model, layer) for layer in layers}
-    device = _model_device(model)
+    home = _model_device(model)
+    device = home if device is None else resolve_device(device)
+    if device != home:
+        model.to(device)
     captured: dict[str, Tensor] = {}
 
     def make_hook(layer: str):
@@ -148,6 +155,8 @@ def extract_many(
     finally:
         for handle in handles:
             handle.remove()
+        if device != home:
+            model.to(home)
         model.train(was_training)
     return {layer: torch.cat(parts) for layer, parts in chunks.items()}
 

@@ -44,7 +44,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     from equisae.reproduce import reproduce
 
     only = _parse_only(args.only)
-    runs = reproduce(args.mode, only=only, book=not args.no_book)
+    runs = reproduce(args.mode, only=only, book=not args.no_book, device=args.device)
     total = sum(run.seconds for run in runs)
     print(f"ran {len(runs)} notebook(s) in {total:.1f} s ({args.mode} mode)")
     return 0
@@ -64,14 +64,17 @@ def _sweep(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.scheduler and "://" in args.scheduler:
         check_scheduler(args.scheduler)  # fail fast, before building the jobs
-    jobs = sweep_jobs(args.name, args.mode)
-    result = run_sweep(jobs, scheduler=args.scheduler or None)
+    from equisae.device import use_device
+
+    with use_device(args.device) as device:  # the workers inherit $EQUISAE_DEVICE
+        jobs = sweep_jobs(args.name, args.mode)  # hashes include a device other than the CPU
+        result = run_sweep(jobs, scheduler=args.scheduler or None)
     print(sweep_summary(result))
-    _record_sweep(args.name, args.mode, result)
+    _record_sweep(args.name, args.mode, result, device.type)
     return 1 if result.failures else 0
 
 
-def _record_sweep(name: str, mode: str, result: object) -> None:
+def _record_sweep(name: str, mode: str, result: object, device: str = "cpu") -> None:
     """``results/<mode>/run/sweep_<name>.json``: the counts and repairs of the last sweep."""
     from dataclasses import asdict
 
@@ -83,6 +86,7 @@ def _record_sweep(name: str, mode: str, result: object) -> None:
         {
             "sweep": name,
             "mode": mode,
+            "device": device,
             "requested": len(result.jobs),
             "computed": len(result.computed),
             "cached": result.n_cached,
@@ -98,7 +102,10 @@ def _extended(args: argparse.Namespace) -> int:
 
     if args.scheduler and "://" in args.scheduler:
         check_scheduler(args.scheduler)
-    path = run_extended(args.mode, scheduler=args.scheduler or None, publish=args.publish)
+    from equisae.device import use_device
+
+    with use_device(args.device):
+        path = run_extended(args.mode, scheduler=args.scheduler or None, publish=args.publish)
     print(f"extended sweep ({args.mode} mode): verdicts written to {path}")
     return 0
 
@@ -213,6 +220,19 @@ def _gallery(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device_argument(parser: argparse.ArgumentParser) -> None:
+    from equisae.device import DEVICES
+
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="where models and SAEs train and evaluate: auto (default: cuda if torch sees a "
+        "GPU, else mps, else cpu), cpu, cuda or mps; CPU results are bit-identical to the "
+        "reference, other devices get their own cache entries",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``equisae`` command."""
     debug = argparse.ArgumentParser(add_help=False)
@@ -241,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only the notebooks whose names start with NN (repeat or comma-separate)",
     )
     rep.add_argument("--no-book", action="store_true", help="skip the book build")
+    _device_argument(rep)
     rep.set_defaults(func=_reproduce)
 
     swp = sub.add_parser("sweep", help="run a named sweep without the notebooks", parents=[debug])
@@ -251,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="'serial', a Dask scheduler address tcp://host:port, or empty for a LocalCluster",
     )
+    _device_argument(swp)
     swp.set_defaults(func=_sweep)
 
     ext = sub.add_parser(
@@ -267,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument(
         "--publish", action="store_true", help="also write reference/extended/ (full mode)"
     )
+    _device_argument(ext)
     ext.set_defaults(func=_extended)
 
     chk = sub.add_parser(

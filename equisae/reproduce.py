@@ -36,6 +36,7 @@ from typing import Any
 import nbformat
 
 from equisae import repairs
+from equisae.device import resolve_device, use_device
 from equisae.io import (
     artifacts_dir,
     atomic_write_bytes,
@@ -260,11 +261,18 @@ def notebook_state(root: Path, stem: str) -> str:
 
 
 def run_notebook(
-    source: Path, target: Path, mode: str, cwd: Path, stamp: dict[str, str] | None = None
+    source: Path,
+    target: Path,
+    mode: str,
+    cwd: Path,
+    stamp: dict[str, str] | None = None,
+    device: str = "cpu",
 ) -> NotebookRun:
     """Execute one notebook with papermill and move it to ``target`` only if it finished.
 
-    ``stamp`` (see :func:`provenance`) is stored in the executed copy's metadata.
+    ``stamp`` (see :func:`provenance`) is stored in the executed copy's metadata. ``device``
+    (a resolved device type, see :mod:`equisae.device`) is injected as the notebook's
+    ``device`` parameter; the kernel reads the run's device from ``$EQUISAE_DEVICE``.
     Raises NotebookFailed (one line: the notebook, the error, where the failed copy is) when a
     cell raises; ``target`` is then left as it was.
     """
@@ -280,7 +288,7 @@ def run_notebook(
         papermill.execute_notebook(
             str(source),
             str(executing),
-            parameters={"mode": mode},
+            parameters={"mode": mode, "device": device},
             kernel_name="python3",
             cwd=str(cwd),
             progress_bar=False,
@@ -454,10 +462,19 @@ def write_claims(mode: str, root: Path | None = None) -> Path | None:
 
 
 def reproduce(
-    mode: str, only: Sequence[str] = (), book: bool = True, root: Path | None = None
+    mode: str,
+    only: Sequence[str] = (),
+    book: bool = True,
+    root: Path | None = None,
+    device: str = "auto",
 ) -> list[NotebookRun]:
-    """Run the notebooks of ``mode`` in order, record their wall times, and build the book."""
+    """Run the notebooks of ``mode`` in order, record their wall times, and build the book.
+
+    ``device`` (``auto``, ``cpu``, ``cuda``, ``mps``; :func:`equisae.device.resolve_device`):
+    where the kernels (and the Dask workers they start) train and evaluate; recorded in each
+    notebook's provenance (``results/<mode>/run/notebooks.json``) and in ``build_info.json``."""
     check_mode(mode)
+    where = resolve_device(device)  # a clear error before any notebook runs
     root = root or project_root()
     notebooks = find_notebooks(root, only)
     book_stems = check_toc_sources(root) if book else []
@@ -465,16 +482,21 @@ def reproduce(
     for folder in (artifacts_dir(), results_dir(mode)):
         for gone in remove_stale_tmp(folder):
             print(f"removed {gone}: left by an interrupted run", flush=True)
-    parameters = {"mode": mode}
+    parameters = {"mode": mode, "device": where.type}
     commit = _git_commit(root)
     runs: list[NotebookRun] = []
-    with repairs.collecting(results_dir(mode) / RUN_DIR / REPAIRS_FILE) as log_path:
+    with (
+        use_device(where),
+        repairs.collecting(results_dir(mode) / RUN_DIR / REPAIRS_FILE) as log_path,
+    ):
         try:
             for i, source in enumerate(notebooks, 1):
                 print(f"[{i}/{len(notebooks)}] {source.stem} ({mode}) ...", flush=True)
-                stamp = provenance(source, mode, commit)
+                stamp = {**provenance(source, mode, commit), "device": where.type}
                 try:
-                    run = run_notebook(source, root / EXECUTED_DIR / source.name, mode, root, stamp)
+                    run = run_notebook(
+                        source, root / EXECUTED_DIR / source.name, mode, root, stamp, where.type
+                    )
                 except NotebookFailed:
                     _record_run(mode, source.stem, None)
                     raise

@@ -6,6 +6,7 @@ import nbformat
 import pytest
 
 from equisae import cli
+from equisae.device import resolve_device
 from equisae.reproduce import (
     NotebookFailed,
     find_notebooks,
@@ -150,7 +151,8 @@ def test_executed_notebook_is_clean_and_build_info_records_the_run(book_project)
     assert "remove-cell" in injected[0].metadata["tags"]
     info = json.loads((executed / "build_info.json").read_text())
     assert set(info) >= {"mode", "commit", "date", "python", "torch", "equisae", "parameters"}
-    assert info["mode"] == "quick" and info["parameters"] == {"mode": "quick"}
+    device = resolve_device("auto").type  # reproduce's default device, recorded with the mode
+    assert info["mode"] == "quick" and info["parameters"] == {"mode": "quick", "device": device}
     assert info["date"].endswith("+00:00") and info["commit"]
     assert not [p for p in (book_project / "_build" / "executing").rglob("*") if p.is_file()]
 

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from equisae import io
+from equisae.device import current_device, device_config, resolve_device
 from equisae.models.registry import build_model, get_spec, model_config
 from equisae.modes import check_mode, get_mode
 
@@ -84,6 +85,11 @@ def random_rotations(images: Tensor, generator: torch.Generator) -> Tensor:
     return out
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    """Where ``model``'s first parameter lives (the CPU for a model without parameters)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def _check_images(images: Tensor, what: str) -> None:
     if not isinstance(images, Tensor) or images.ndim != 4:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
@@ -99,8 +105,9 @@ def reconstruction_mse(model: nn.Module, images: Tensor, batch_size: int = 512) 
     was_training = model.training
     model.eval()
     total = 0.0
+    where = _device_of(model)
     for start in range(0, images.shape[0], batch_size):
-        batch = images[start : start + batch_size]
+        batch = images[start : start + batch_size].to(where)  # no copy on the CPU
         total += torch.sum((model(batch) - batch) ** 2).item()
     model.train(was_training)
     return total / images.numel()
@@ -132,14 +139,20 @@ def train_model(
     val_images: Tensor | None = None,
     progress: bool = True,
     desc: str = "training",
+    device: str | torch.device | None = None,
 ) -> dict[str, list[float]]:
     """Train ``model`` in place to reconstruct ``train_images`` (MSE, Adam, cosine decay).
 
     With ``augment`` every batch is rotated by random multiples of 90 degrees. Shuffling and
     rotations come from a generator seeded with ``seed``. Returns the training curve: mean loss
     per epoch (``train_loss``), per step (``step_loss``) and, if given, validation MSE per epoch.
+    ``device``: the model is moved there and each batch follows it (shuffling and rotations
+    stay on the CPU, so the batches are the same on every device); None: where the model is.
     """
     _check_images(train_images, "train_images")
+    if device is not None:
+        model.to(resolve_device(device))
+    where = _device_of(model)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     n = train_images.shape[0]
@@ -157,6 +170,7 @@ def train_model(
             batch = train_images[order[start : start + settings.batch_size]]
             if augment:
                 batch = random_rotations(batch, gen)
+            batch = batch.to(where)  # no copy on the CPU
             loss = torch.mean((model(batch) - batch) ** 2)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -259,6 +273,7 @@ def train_or_load(
     overrides: dict[str, Any] | None = None,
     splits: dict[str, Any] | None = None,
     settings: TrainSettings | None = None,
+    device: str | torch.device | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train a named model on the Shapes data of ``mode`` (or load it from the cache).
 
@@ -269,7 +284,11 @@ def train_or_load(
     of the process, the better measure on a busy machine) of the original training,
     ``test_mse_canonical``,
     ``test_mse_rotated``, ``n_params``, ``history`` and the checkpoint ``folder``.
+    ``device``: where a model is trained (None: the run's device,
+    :func:`equisae.device.current_device`); a model trained off the CPU has its own cache
+    entry (:func:`equisae.device.device_config`). The model is returned on the CPU.
     """
+    where = current_device() if device is None else resolve_device(device)
     spec = get_spec(name)
     check_mode(mode)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -295,6 +314,7 @@ def train_or_load(
         "data": data_description,
         "seed": seed,
         "version": CACHE_VERSION,
+        **device_config(where),  # nothing on the CPU: the CPU caches keep their hashes
     }
     folder = io.artifacts_dir() / "models" / f"{name}-{io.config_hash(config)}"
     if folder.exists():
@@ -326,6 +346,7 @@ def train_or_load(
         val_images=val_images,
         progress=progress,
         desc=f"training {name}",
+        device=where,
     )
     train_seconds = time.perf_counter() - start
     train_cpu_seconds = time.process_time() - cpu_start
@@ -337,6 +358,9 @@ def train_or_load(
         "history": history,
         **evaluate_reconstruction(model, test_images, settings.eval_batch_size),
     }
+    if where.type != "cpu":
+        metrics["device"] = where.type
+        model.to("cpu")
     save_checkpoint(model, folder, config, metrics)
     info = {**metrics, "cached": False, "load_seconds": 0.0}
     return model, {**info, "folder": str(folder), "config": config}

@@ -292,7 +292,7 @@ class SparseAutoencoder(nn.Module):
         and decoded on its own, and the poses returned are the orbit positions."""
         n, order, d = acts.shape
         out = self(acts.reshape(n * order, d))
-        poses = torch.arange(order).expand(n, order).clone()
+        poses = torch.arange(order, device=acts.device).expand(n, order).clone()
         return out.latents.reshape(n, order, -1), out.recon.reshape(n, order, d), poses
 
     def decoder_atoms(self) -> Tensor:

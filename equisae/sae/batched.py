@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from equisae.device import resolve_device
 from equisae.groups import generator_names
 from equisae.sae.adaptive import AdaptiveEquivariantSAE, generator_diagnostics
 from equisae.sae.base import SparseAutoencoder
@@ -91,8 +92,9 @@ class BatchedGatherPreacts(torch.autograd.Function):
         d, d_sae = W_enc.shape[1:]
         flat_idx = _offset(idx, d_sae).reshape(-1)
         grad = grad.contiguous().reshape(-1)
-        grad_b_enc = torch.zeros(s * d_sae, dtype=grad.dtype).index_add_(0, flat_idx, grad)
-        rows = torch.arange(s * n).repeat_interleave(k)
+        grad_b_enc = torch.zeros(s * d_sae, dtype=grad.dtype, device=grad.device)
+        grad_b_enc = grad_b_enc.index_add_(0, flat_idx, grad)
+        rows = torch.arange(s * n, device=idx.device).repeat_interleave(k)
         sel = torch.sparse_coo_tensor(
             torch.stack([flat_idx, rows]), grad, (s * d_sae, s * n), check_invariants=False
         )
@@ -109,7 +111,7 @@ class BatchedGatherPreacts(torch.autograd.Function):
 
 def _offset(idx: Tensor, d_sae: int) -> Tensor:
     """Latent indices (S, N, k) of each SAE shifted to rows of the stacked (S d_sae, ...) tables."""
-    return idx + (torch.arange(idx.shape[0]) * d_sae).view(-1, 1, 1)
+    return idx + (torch.arange(idx.shape[0], device=idx.device) * d_sae).view(-1, 1, 1)
 
 
 def _stacked_decode(idx: Tensor, vals: Tensor, W_dec: Tensor) -> Tensor:
@@ -136,7 +138,9 @@ def _select(pre: Tensor, ks: list[int]) -> tuple[Tensor, Tensor, Tensor | None]:
         return vals, idx, None
     vals, order = vals.sort(dim=-1, descending=True)
     idx = idx.gather(-1, order)
-    keep = torch.arange(k_max) < torch.tensor(ks).view(-1, 1, 1)
+    keep = torch.arange(k_max, device=pre.device) < torch.tensor(ks, device=pre.device).view(
+        -1, 1, 1
+    )
     return vals, idx, keep
 
 
@@ -203,6 +207,7 @@ class _Stack:
         self.group_order = getattr(first, "group_order", 1)
         self.d_in, self.d_sae = first.d_in, first.d_sae
         self.ks = [sae.k for sae in saes]
+        self.device = dev = first.W_dec.device
         self.params = [
             torch.stack([p.detach() for p in tensors]).requires_grad_(True)
             for tensors in zip(*(_params(sae) for sae in saes), strict=True)
@@ -210,9 +215,11 @@ class _Stack:
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         self.n_updates = 0
-        self.aux_coef = torch.tensor([sae.aux_coef for sae in saes], dtype=first.W_dec.dtype)
-        self.beta1 = torch.tensor([c.betas[0] for c in cfgs], dtype=torch.float64)
-        self.beta2 = torch.tensor([c.betas[1] for c in cfgs], dtype=torch.float64)
+        self.aux_coef = torch.tensor(
+            [sae.aux_coef for sae in saes], dtype=first.W_dec.dtype, device=dev
+        )
+        self.beta1 = torch.tensor([c.betas[0] for c in cfgs], dtype=torch.float64, device=dev)
+        self.beta2 = torch.tensor([c.betas[1] for c in cfgs], dtype=torch.float64, device=dev)
 
     def diagnostics(self) -> list[dict[str, float]]:
         """Each SAE's logged model state (``training_diagnostics``): none for the TopK family."""
@@ -268,7 +275,7 @@ class _Stack:
         width, k_max = int(n_dead.max()), max(k_aux)
         # dead column indices of each SAE, padded (with column 0 and -inf) to the widest
         order = dead.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :width]
-        is_dead = torch.arange(width) < n_dead[:, None]
+        is_dead = torch.arange(width, device=dead.device) < n_dead[:, None]
         cols = torch.where(is_dead, order, torch.zeros_like(order))
         with torch.no_grad():
             sub = pre.gather(2, cols[:, None].expand(-1, pre.shape[1], -1))
@@ -276,7 +283,9 @@ class _Stack:
             dead_vals, pos = sub.topk(k_max, dim=-1, sorted=min(k_aux) != k_max)
             dead_idx = cols.gather(1, pos.reshape(self.s, -1)).reshape(pos.shape)
         vals = BatchedGatherPreacts.apply(centred, W_enc, b_enc, dead_idx, dead_vals).relu()
-        keep = torch.arange(k_max) < torch.tensor(k_aux).view(-1, 1, 1)
+        keep = torch.arange(k_max, device=dead.device) < torch.tensor(
+            k_aux, device=dead.device
+        ).view(-1, 1, 1)
         vals = torch.where(keep, vals, torch.zeros_like(vals))
         aux_recon = _stacked_decode(dead_idx, vals, W_dec)
         if transform is not None:
@@ -321,7 +330,9 @@ class _Stack:
         clips = [c.grad_clip for c in self.cfgs]
         if all(c is None for c in clips):
             return
-        max_norm = torch.tensor([math.inf if c is None else c for c in clips], dtype=norms.dtype)
+        max_norm = torch.tensor(
+            [math.inf if c is None else c for c in clips], dtype=norms.dtype, device=norms.device
+        )
         coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
         for p in self.params:
             p.grad.mul_(coef.view(-1, *[1] * (p.ndim - 1)).to(p.dtype))
@@ -379,7 +390,7 @@ class _OrbitStack(_Stack):
         dtype = first.W_dec.dtype
         # the canonical-mean variant has no invariance term (and no lambda_inv field)
         weights = [0.0 if self.encoder == "canonical_mean" else sae.lambda_inv for sae in saes]
-        self.lambda_inv = torch.tensor(weights, dtype=dtype)
+        self.lambda_inv = torch.tensor(weights, dtype=dtype, device=self.device)
         if self.learned:
             self.gens = [
                 torch.stack([getattr(sae, a).detach() for sae in saes]).requires_grad_(True)
@@ -390,7 +401,9 @@ class _OrbitStack(_Stack):
             self.gen_names = list(generator_names(first.group))
             self.exp_avg += [torch.zeros_like(g) for g in self.gens]
             self.exp_avg_sq += [torch.zeros_like(g) for g in self.gens]
-            self.lambda_eq = torch.tensor([sae.lambda_eq for sae in saes], dtype=dtype)
+            self.lambda_eq = torch.tensor(
+                [sae.lambda_eq for sae in saes], dtype=dtype, device=self.device
+            )
             self.bases = first.equivariance_bases
             self.compose = first._compose_table
         else:
@@ -421,7 +434,7 @@ class _OrbitStack(_Stack):
             return self.rho_fixed
         rot = self.gens[0]
         n = self.group.n if len(self.gens) > 1 else self.group_order
-        powers = [torch.eye(self.d_in, dtype=rot.dtype).expand_as(rot)]
+        powers = [torch.eye(self.d_in, dtype=rot.dtype, device=rot.device).expand_as(rot)]
         for _ in range(1, n):
             powers.append(powers[-1] @ rot)
         stacked = torch.stack(powers, dim=1)
@@ -459,7 +472,8 @@ class _OrbitStack(_Stack):
         terms = {"mse": mse}
         total = mse
         if self.encoder != "canonical_mean":
-            z = torch.zeros(s, flat.shape[1], self.d_sae, dtype=vals.dtype).scatter(-1, idx, vals)
+            z = torch.zeros(s, flat.shape[1], self.d_sae, dtype=vals.dtype, device=vals.device)
+            z = z.scatter(-1, idx, vals)
             z = z.view(s, b, g, self.d_sae)
             inv = (z - z.mean(2, keepdim=True)).pow(2).sum((1, 2, 3)) / float(b * g * d)
             terms["invariance"] = inv
@@ -558,6 +572,7 @@ def train_many(
     batch_size: int | None = None,
     seeds: Sequence[int] | None = None,
     progress: bool = False,
+    device: str | torch.device | None = None,
 ) -> list[TrainResult]:
     """Train ``saes`` in place, each as ``train_sae`` would, as one stacked model when possible.
 
@@ -566,15 +581,21 @@ def train_many(
     n_steps, seed)`` with its own seed (``seeds``, default each config's ``seed``). ``cfg``:
     one config for all or one per SAE; they may differ in everything but the number of steps.
     Returns one :class:`TrainResult` per SAE, equal (to float rounding) to ``train_sae``'s.
+    ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``, see :func:`equisae.device.resolve_device`):
+    the SAEs are moved there and every batch follows them; None keeps them where they are.
     """
     saes = list(saes)
     if not saes or not all(isinstance(s, SparseAutoencoder) for s in saes):
         raise ValueError("saes must be a non-empty list of SparseAutoencoder")
     cfgs = _configs(cfg, len(saes))
     streams = _batch_streams(saes, data, cfgs, batch_size, seeds)
+    if device is not None:
+        where = resolve_device(device)
+        for sae in saes:
+            sae.to(where)
     if not can_stack(saes):
         return [
-            train_sae(sae, batches, c, progress=progress)
+            train_sae(sae, batches, c, progress=progress, device=device)
             for sae, batches, c in zip(saes, streams, cfgs, strict=True)
         ]
     n_steps_all = {resolve_n_steps(c, b) for c, b in zip(cfgs, streams, strict=True)}
@@ -595,20 +616,24 @@ def _train_stacked(
     for sae, batches, c in zip(saes, streams, cfgs, strict=True):
         torch.manual_seed(c.seed)
         it = iter(batches)
-        head = list(itertools.islice(it, c.init_batches))
+        where = sae.W_dec.device  # the batches follow the SAE (no copy on the CPU)
+        head = [
+            b.to(where) if isinstance(b, Tensor) else b
+            for b in itertools.islice(it, c.init_batches)
+        ]
         scales.append(prepare_sae(sae, head_sample(head, sae.d_in), c))
         iterators.append(itertools.chain(head, it))
     orbit = type(saes[0]).loss in ORBIT_LOSSES
     stack = (_OrbitStack if orbit else _Stack)(saes, cfgs)  # type: ignore[arg-type]
-    s, d_sae = stack.s, stack.d_sae
-    scale_t = torch.tensor(scales, dtype=torch.float64)
-    dead_after = torch.tensor([c.dead_after for c in cfgs])
-    use_auxk = torch.tensor([c.use_auxk for c in cfgs])
-    since_fired = torch.zeros(s, d_sae, dtype=torch.long)
+    s, d_sae, dev = stack.s, stack.d_sae, stack.device
+    scale_t = torch.tensor(scales, dtype=torch.float64, device=dev)
+    dead_after = torch.tensor([c.dead_after for c in cfgs], device=dev)
+    use_auxk = torch.tensor([c.use_auxk for c in cfgs], device=dev)
+    since_fired = torch.zeros(s, d_sae, dtype=torch.long, device=dev)
     logs = [MetricLog(n_steps, c.log_every) for c in cfgs]
     start = time.perf_counter()
     for step in range(n_steps):
-        batch = _next_batch(iterators, step, scale_t)
+        batch = _next_batch(iterators, step, scale_t, dev)
         dead = (since_fired >= dead_after[:, None]) & use_auxk[:, None]
         has_dead = dead.any(1)
         out = stack.loss(batch, dead if bool(has_dead.any()) else None)
@@ -618,7 +643,7 @@ def _train_stacked(
         out["total"].sum().backward()
         stack.remove_parallel_grads()
         stack.clip_grads(step)
-        stack.adam(_lrs(cfgs, step, n_steps))
+        stack.adam(_lrs(cfgs, step, n_steps, dev))
         stack.normalize_decoder()
         rows = _step_rows(out, has_dead, scale_t, since_fired, stack.d_in)
         dead_frac = (since_fired >= dead_after[:, None]).double().mean(1).tolist()
@@ -643,7 +668,7 @@ def _train_stacked(
             TrainResult(
                 history=logs[i].history,
                 final=dict(logs[i].history[-1]) if logs[i].history else {},
-                dead_mask=since_fired[i] >= c.dead_after,
+                dead_mask=(since_fired[i] >= c.dead_after).cpu(),
                 activation_scale=scales[i],
                 n_steps=n_steps,
                 seconds=seconds,
@@ -653,13 +678,19 @@ def _train_stacked(
     return results
 
 
-def _lrs(cfgs: Sequence[TrainConfig], step: int, n_steps: int) -> Tensor:
+def _lrs(
+    cfgs: Sequence[TrainConfig], step: int, n_steps: int, device: torch.device | None = None
+) -> Tensor:
     """Each SAE's learning rate at ``step`` (the LambdaLR schedule of ``train_sae``)."""
-    return torch.tensor([c.lr * lr_factor(step, n_steps, c) for c in cfgs], dtype=torch.float64)
+    return torch.tensor(
+        [c.lr * lr_factor(step, n_steps, c) for c in cfgs], dtype=torch.float64, device=device
+    )
 
 
-def _next_batch(iterators: list[Iterator[Tensor]], step: int, scales: Tensor) -> Tensor:
-    """The next batch of every SAE, scaled, stacked (S, ...) and checked for NaN/inf."""
+def _next_batch(
+    iterators: list[Iterator[Tensor]], step: int, scales: Tensor, device: torch.device
+) -> Tensor:
+    """The next batch of every SAE, scaled, stacked (S, ...) on ``device`` and checked."""
     batches = []
     for i, it in enumerate(iterators):
         try:
@@ -669,7 +700,7 @@ def _next_batch(iterators: list[Iterator[Tensor]], step: int, scales: Tensor) ->
     shapes = {tuple(b.shape) for b in batches}
     if len(shapes) != 1:
         raise ValueError(f"all SAEs need batches of one shape at step {step}, got {shapes}")
-    stacked = torch.stack(batches)
+    stacked = torch.stack(batches).to(device)  # no copy when already there (the CPU)
     if bool((scales != 1.0).any()):
         stacked = stacked * scales.to(stacked.dtype).view(-1, *[1] * (stacked.ndim - 1))
     if not bool(torch.isfinite(stacked).all()):
@@ -699,7 +730,7 @@ def _step_rows(
     s, d_sae = since_fired.shape
     idx, vals = out["idx"], out["vals"]
     nonzero = vals != 0
-    fired = torch.zeros(s * d_sae, dtype=torch.bool)
+    fired = torch.zeros(s * d_sae, dtype=torch.bool, device=since_fired.device)
     fired[_offset(idx, d_sae)[nonzero]] = True
     since_fired += idx.shape[1]
     since_fired[fired.view(s, d_sae)] = 0

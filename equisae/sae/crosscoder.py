@@ -134,7 +134,7 @@ class GroupCrosscoder(TopKSAE):
         self.check_orbits(acts, "acts")
         n, order, d = acts.shape
         z = self.encode(acts.reshape(n * order, d))
-        poses = torch.arange(order).expand(n, order).clone()
+        poses = torch.arange(order, device=acts.device).expand(n, order).clone()
         if pose == "oracle":
             recon = self.decode(z.reshape(n, order, -1)[:, 0])
             return z.reshape(n, order, -1), recon, poses

@@ -334,7 +334,7 @@ class EquivariantSAE(TopKSAE):
                 raise ValueError(f"pose must be an int or a ({n},) tensor, got {tuple(pose.shape)}")
             idx = pose.long().expand(n) if pose.ndim == 0 else pose.long()
         elif isinstance(pose, int) and not isinstance(pose, bool):
-            idx = torch.full((n,), pose, dtype=torch.long)
+            idx = torch.full((n,), pose, dtype=torch.long, device=self.W_dec.device)
         else:
             raise ValueError(f"pose must be an int, a tensor or None, got {type(pose).__name__}")
         if n and (idx.min() < 0 or idx.max() >= self.group_order):
@@ -428,7 +428,7 @@ class EquivariantSAE(TopKSAE):
         n, order, d = acts.shape
         if pose == "oracle":
             z, recon = self._orbit_outputs_oracle(acts)
-            return z, recon, torch.arange(order).expand(n, order).clone()
+            return z, recon, torch.arange(order, device=acts.device).expand(n, order).clone()
         z, recon, _, idx = self._flat_outputs(acts.reshape(n * order, d), None)
         return z.reshape(n, order, -1), recon.reshape(n, order, d), idx.reshape(n, order)
 

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from equisae.activation_cache import ActivationKey, load_activations
+from equisae.device import device_config
 from equisae.modes import check_mode
 from equisae.runner import Job, JobResult
 from equisae.sweeps.settings import LAYER_ROLES, REPRESENTATIVES, check_choice
@@ -108,8 +109,9 @@ class InputsJob(Job):
             raise ValueError(f"rep_variance must be in (0, 1], got {self.rep_variance!r}")
 
     def config(self) -> dict[str, Any]:
-        """The fields; ``group`` only when it is not C4 (:func:`group_config`)."""
-        return group_config(super().config())
+        """The fields; ``group`` only when it is not C4 (:func:`group_config`); the run's
+        device only when it is not the CPU (:func:`equisae.device.device_config`)."""
+        return {**group_config(super().config()), **device_config()}
 
     def key(self, split: str) -> ActivationKey:
         """The activations of ``split`` that this job's SAEs train or are tested on."""
@@ -201,4 +203,8 @@ class ReadsInputs(Job):
         return (self.inputs,)
 
     def config(self) -> dict[str, Any]:
-        return {**group_config(super().config()), "inputs": self.inputs.hash}
+        return {
+            **group_config(super().config()),
+            "inputs": self.inputs.hash,
+            **device_config(),  # nothing on the CPU: the CPU caches keep their hashes
+        }

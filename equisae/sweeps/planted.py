@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from equisae.device import current_device, device_config
 from equisae.modes import get_mode
 from equisae.planted import ToyConfig, detection_f1, feature_recovery, make_planted, top1_detection
 from equisae.planted_summary import METRICS, MODEL_TYPES, series, summarize
@@ -178,11 +179,16 @@ class PlantedJob(Job):
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"PlantedJob.lr must be a positive number, got {self.lr!r}")
 
+    def config(self) -> dict[str, Any]:
+        """The fields, and the run's device when it is not the CPU (own cache entries)."""
+        return {**super().config(), **device_config()}
+
     def run(self, workdir: Path, deps: list[JobResult]) -> dict[str, Any]:
         from equisae.sae.evaluate import decoder_atoms, evaluate_on_orbits, orbit_latents
         from equisae.sae.io import save_sae
         from equisae.sae.train import TrainConfig, minibatches, orbit_training_data, train_sae
 
+        dev = current_device()
         problem = make_planted(self.toy, self.n_train, self.n_test, seed=self.seed)
         truth = problem.generators()
         sae = build_planted_sae(
@@ -204,16 +210,21 @@ class PlantedJob(Job):
             seed=self.seed,
         )
         result = train_sae(
-            sae, minibatches(data, batch, self.n_steps, seed=self.seed), cfg, progress=False
+            sae,
+            minibatches(data, batch, self.n_steps, seed=self.seed),
+            cfg,
+            progress=False,
+            device=dev,
         )
         save_sae(sae, workdir / "sae")
 
-        metrics = evaluate_on_orbits(sae, problem.test.acts)
+        metrics = evaluate_on_orbits(sae, problem.test.acts, device=dev)
         metrics["recovery"] = feature_recovery(
-            decoder_atoms(sae), problem.features, problem.powers()
+            decoder_atoms(sae).cpu(), problem.features, problem.powers()
         )["recovery"]
-        z_train = orbit_latents(sae, problem.train.acts).reshape(-1, sae.d_sae)
-        z_test = orbit_latents(sae, problem.test.acts).reshape(-1, sae.d_sae)
+        z_train = orbit_latents(sae, problem.train.acts, device=dev).reshape(-1, sae.d_sae)
+        z_test = orbit_latents(sae, problem.test.acts, device=dev).reshape(-1, sae.d_sae)
+        sae.cpu()  # the ground truth lives on the CPU (a no-op there)
         p_train, p_test = problem.train.flat()[1], problem.test.flat()[1]
         metrics["detection_f1"] = detection_f1(z_train, p_train, z_test, p_test)["detection_f1"]
         metrics["top1_detection"] = top1_detection(z_train, p_train, z_test, p_test)[

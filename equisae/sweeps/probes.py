@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from equisae.device import current_device
 from equisae.modes import check_mode
 from equisae.runner import Job, JobResult
 from equisae.sweeps.inputs import (
@@ -111,7 +112,7 @@ def _feature_sets(sae: Any, splits: dict[str, Any], with_pose: bool) -> dict[str
     if with_pose:
         sets["latents+pose"] = {}
     for split, (acts, _) in splits.items():
-        z, _, poses = orbit_reconstructions(sae, acts, pose="inferred")
+        z, _, poses = orbit_reconstructions(sae, acts, pose="inferred", device=current_device())
         flat = z.reshape(-1, z.shape[-1])
         sets["latents"][split] = flat.numpy()
         if with_pose:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 from torch import Tensor
 
+from equisae.device import current_device
 from equisae.modes import EVAL_ORBITS, check_mode
 from equisae.runner import JobResult
 from equisae.sweeps.inputs import (
@@ -125,11 +126,13 @@ def train_sweep_saes(
     group: Any = "C4",
     progress: bool = False,
     generators: dict[str, Tensor] | None = None,
+    device: Any = None,
 ) -> tuple[list[Any], list[Any]]:
     """Build and train one SAE per seed on orbit activations (N, |G|, d); (saes, results).
 
     Equivariant variants get the representation: ``M`` (C_n) or ``generators`` (``{"r", "s"}``
-    for D_n; give one of the two), fixed or as the adaptive model's start."""
+    for D_n; give one of the two), fixed or as the adaptive model's start. ``device``: where
+    they train (:func:`~equisae.sae.batched.train_many`; None: where they are built, the CPU)."""
     from equisae.sae.batched import train_many
     from equisae.sae.factory import build_sae, sae_class, shared_hyper
     from equisae.sae.train import orbit_training_data
@@ -162,7 +165,9 @@ def train_sweep_saes(
         train_acts, getattr(cls, "takes_orbits", False), training.batch_size
     )
     cfgs = [train_config(training, seed, batch) for seed in seeds]
-    results = train_many(saes, data, cfgs, batch_size=batch, seeds=list(seeds), progress=progress)
+    results = train_many(
+        saes, data, cfgs, batch_size=batch, seeds=list(seeds), progress=progress, device=device
+    )
     return saes, results
 
 
@@ -206,14 +211,23 @@ class SAEJob(ReadsInputs):
         test = self.inputs.split("test")
         fitted = load_generators(deps[0])
         rep = {"M": fitted["r"]} if len(fitted) == 1 else {"generators": fitted}
+        dev = current_device()
         saes, results = train_sweep_saes(
-            self.sae_type, train.acts, self.k, self.seeds, self.training, group=self.group, **rep
+            self.sae_type,
+            train.acts,
+            self.k,
+            self.seeds,
+            self.training,
+            group=self.group,
+            device=dev,
+            **rep,
         )
         test_acts = test.acts[subsample_orbits(test.n_examples, EVAL_ORBITS, seed=0)]
         per_seed: dict[str, dict[str, Any]] = {}
         for seed, sae, result in zip(self.seeds, saes, results, strict=True):
             save_sae(sae, workdir / sae_folder(seed))
-            metrics = evaluate_on_orbits(sae, test_acts)
+            metrics = evaluate_on_orbits(sae, test_acts, device=dev)
+            sae.cpu()  # the fitted generators live on the CPU (a no-op there)
             metrics.update(
                 n_eval_orbits=int(test_acts.shape[0]),
                 train_seconds=result.seconds,
