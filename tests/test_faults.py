@@ -479,3 +479,24 @@ def test_ledger_message_prints_the_real_results_path(project, capsys, monkeypatc
     reproduce("quick", only=["01"], book=False, root=root)
     out = capsys.readouterr().out
     assert f"claims ledger: {root / 'results' / 'quick' / 'claims.json'}" in out
+
+
+def test_nonfinite_loss_names_the_input_the_weights_or_the_learning_rate():
+    """A finite step whose loss is not finite blames the input when its square overflows, the
+    learning rate when the weights have run away or are ordinary, the weights when they broke."""
+    import torch
+
+    from equisae.sae.topk import TopKSAE
+    from equisae.sae.train import check_finite_loss, nonfinite_loss_cause
+
+    sae = TopKSAE(8, 16, k=2)
+    huge = torch.full((4, 8), 3e18)
+    assert nonfinite_loss_cause(sae.parameters(), huge).startswith("the input")
+    assert "ordinary size" in nonfinite_loss_cause(sae.parameters(), torch.ones(4, 8))
+    with torch.no_grad():
+        sae.W_enc.mul_(1e9)
+    assert "grown to" in nonfinite_loss_cause(sae.parameters(), torch.ones(4, 8))
+    with torch.no_grad():
+        sae.b_dec[0] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"step 3 \(the weights are non-finite"):
+        check_finite_loss(torch.tensor(float("inf")), 3, sae.parameters(), torch.ones(4, 8))

@@ -53,6 +53,7 @@ from equisae.sae.train import (
     head_sample,
     lr_factor,
     minibatches,
+    nonfinite_loss_cause,
     prepare_sae,
     resolve_n_steps,
     train_sae,
@@ -637,7 +638,7 @@ def _train_stacked(
         dead = (since_fired >= dead_after[:, None]) & use_auxk[:, None]
         has_dead = dead.any(1)
         out = stack.loss(batch, dead if bool(has_dead.any()) else None)
-        _check_losses(out["total"].detach(), step, stack.params)
+        _check_losses(out["total"].detach(), step, stack.params, batch)
         for p in stack.params:
             p.grad = None
         out["total"].sum().backward()
@@ -712,14 +713,14 @@ def _next_batch(
     return stacked
 
 
-def _check_losses(total: Tensor, step: int, params: list[Tensor]) -> None:
-    """FloatingPointError naming the step, the SAE and the cause of a non-finite loss."""
+def _check_losses(total: Tensor, step: int, params: list[Tensor], batch: Tensor) -> None:
+    """FloatingPointError naming the step, the SAE and the cause of a non-finite loss
+    (:func:`equisae.sae.train.nonfinite_loss_cause` on that SAE's weights and batch)."""
     finite = torch.isfinite(total)
     if bool(finite.all()):
         return
     i = int((~finite).nonzero()[0])
-    bad = any(not bool(torch.isfinite(p[i]).all()) for p in params)
-    cause = "the weights are non-finite" if bad else "finite batch and weights: lower lr"
+    cause = nonfinite_loss_cause([p[i] for p in params], batch[i])
     raise FloatingPointError(f"non-finite loss at step {step} in SAE {i} ({cause})")
 
 

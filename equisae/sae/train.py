@@ -27,6 +27,7 @@ __all__ = [
     "activation_scale",
     "check_finite_batch",
     "check_finite_loss",
+    "nonfinite_loss_cause",
     "fired_latents",
     "geometric_median",
     "head_sample",
@@ -245,12 +246,39 @@ def check_finite_batch(batch: Tensor, step: int) -> None:
         )
 
 
-def check_finite_loss(total: Tensor, step: int, params: Iterable[Tensor]) -> None:
-    """FloatingPointError naming ``step`` and the likely cause when the loss is not finite."""
+#: weights larger than this (in absolute value) have run away: the learning rate is at fault
+RUNAWAY_WEIGHT = 1e6
+
+
+def nonfinite_loss_cause(params: Iterable[Tensor], batch: Tensor | None = None) -> str:
+    """Which of the weights, the input or the learning rate made a finite step's loss
+    non-finite: non-finite weights; an input so large that its square overflows its dtype;
+    weights that have run away (above :data:`RUNAWAY_WEIGHT`); otherwise the learning rate."""
+    params = [p.detach() for p in params]
+    if any(not bool(torch.isfinite(p).all()) for p in params):
+        return "the weights are non-finite: an earlier update diverged; lower the learning rate"
+    if batch is not None and batch.numel():
+        largest = float(batch.detach().abs().max())
+        limit = math.sqrt(torch.finfo(batch.dtype).max) / max(1, batch.shape[-1])
+        if largest > limit:
+            return (
+                f"the input: activations up to {largest:.3g} overflow {batch.dtype} when "
+                f"squared (at most about {limit:.3g}); rescale or clean them"
+            )
+    biggest = max((float(p.abs().max()) for p in params if p.numel()), default=0.0)
+    if biggest > RUNAWAY_WEIGHT:
+        return f"the learning rate: the weights have grown to {biggest:.3g}; lower it"
+    return "the learning rate: finite input and weights of ordinary size; lower it"
+
+
+def check_finite_loss(
+    total: Tensor, step: int, params: Iterable[Tensor], batch: Tensor | None = None
+) -> None:
+    """FloatingPointError naming ``step`` and the likely cause when the loss is not finite
+    (:func:`nonfinite_loss_cause`)."""
     if bool(torch.isfinite(total)):
         return
-    bad = any(not bool(torch.isfinite(p).all()) for p in params)
-    cause = "the weights are non-finite" if bad else "finite batch and weights: lower lr"
+    cause = nonfinite_loss_cause(params, batch)
     raise FloatingPointError(f"non-finite loss at step {step} ({cause})")
 
 
@@ -270,7 +298,7 @@ def train_step(
     """
     check_finite_batch(batch, step)
     out = sae.loss(batch, dead_mask=dead_mask)
-    check_finite_loss(out.total.detach(), step, sae.parameters())
+    check_finite_loss(out.total.detach(), step, sae.parameters(), batch)
     optimizer.zero_grad(set_to_none=True)
     out.total.backward()
     sae.remove_parallel_grads()
