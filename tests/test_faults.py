@@ -500,3 +500,13 @@ def test_nonfinite_loss_names_the_input_the_weights_or_the_learning_rate():
         sae.b_dec[0] = float("nan")
     with pytest.raises(FloatingPointError, match=r"step 3 \(the weights are non-finite"):
         check_finite_loss(torch.tensor(float("inf")), 3, sae.parameters(), torch.ones(4, 8))
+
+
+@pytest.mark.parametrize("size", [0, -4, 2.5])
+def test_every_source_refuses_the_same_bad_image_size_from_python(size, tmp_path):
+    """``load_source`` applies one rule to ``image_size`` for every source (0 is not ignored)."""
+    from equisae.sources.pipeline import load_source
+
+    for source in ("digits", "folder", "galaxy-mnist"):
+        with pytest.raises(ValueError, match="image_size must be a positive int"):
+            load_source(source, tmp_path, image_size=size)

@@ -93,8 +93,12 @@ def load_source(
     from equisae.sources.digits import DEFAULT_IMAGE_SIZE, digits_source
     from equisae.sources.files import load_galaxy_mnist, load_image_folder
 
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0
+    ):
+        raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
     if source == "digits":
-        return digits_source(image_size or DEFAULT_IMAGE_SIZE)
+        return digits_source(DEFAULT_IMAGE_SIZE if image_size is None else image_size)
     if path is None:
         raise ValueError(f"source {source!r} needs a path (--path) to the files")
     if source == "galaxy-mnist":
