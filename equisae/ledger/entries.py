@@ -26,6 +26,7 @@ __all__ = [
     "BOTH",
     "PAIRED",
     "THRESHOLD",
+    "Spec",
     "both_points",
     "entry",
     "judged",

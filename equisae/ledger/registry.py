@@ -128,6 +128,7 @@ def _digits_reads(*path: str) -> tuple[Read, ...]:
     return (Read("verdict", N07, path), Read("settings", N07, ("settings",), required=False))
 
 
+#: Every claim of the ledger, in the order the claims page shows them.
 CLAIMS: tuple[ClaimSpec, ...] = (
     ClaimSpec(
         "claim-1",
