@@ -618,7 +618,18 @@ def browser(served_book: str):
 
 
 def _html_pages() -> list[str]:
-    skip = ("_static/", "_sources/", "_images/", "_modules/", "genindex", "search", "py-modindex")
+    # gallery/ is the latent gallery's own page, framed by book/gallery.html (which carries the
+    # provenance line); tests/test_gallery.py opens it in the browser
+    skip = (
+        "_static/",
+        "_sources/",
+        "_images/",
+        "_modules/",
+        "gallery/",
+        "genindex",
+        "search",
+        "py-modindex",
+    )
     pages = [p.relative_to(HTML).as_posix() for p in HTML.rglob("*.html")]
     return sorted(p for p in pages if not p.startswith(skip))
 

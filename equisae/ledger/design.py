@@ -11,6 +11,10 @@ from equisae.verdicts import TOO_FEW, paired_t_pvalue, status_of
 __all__ = ["design_choices"]
 
 
+#: variant names written by older notebook code, as the ledger names them now
+LEGACY_VARIANTS = {"raw (METHOD.md)": "raw (invariance learned)"}
+
+
 def _status(mean: float | None, sd: float | None, n: int) -> str:
     """The status of one advantage tested alone (the module rule of :mod:`equisae.verdicts`)."""
     if mean is None or sd is None or not math.isfinite(float(mean)):
@@ -24,6 +28,7 @@ def design_choices(rows: Sequence[Mapping[str, Any]] | None) -> list[dict[str, A
     variants fall on different sides of the rule)."""
     if not rows:
         return []
+    rows = [{**r, "variant": LEGACY_VARIANTS.get(r["variant"], r["variant"])} for r in rows]
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["choice"], r["probe"]), []).append(r)

@@ -52,7 +52,7 @@ class TrainConfig:
     ``n_steps`` None means "as many steps as the iterable has" (it must then have a length);
     when both are given they must agree (a mismatch is an error, never a silently shorter
     schedule). The default ``lr`` 4e-3 is the rate the project's learning-rate study found
-    best for TopK SAEs at these sizes (the study in the developer guide, "Training length and learning rate").
+    best for TopK SAEs at these sizes (a study of learning rate and training length on the sweeps' shapes).
     The learning rate rises linearly over ``warmup_steps``, stays at ``lr``, and decays
     linearly to zero over the last ``decay_fraction`` of the steps. A latent is dead when it
     has not fired on the last ``dead_after`` examples (rows of the flattened latents).
