@@ -453,8 +453,14 @@ def test_purity_figure_shows_the_seed_means() -> None:
     heights = [p.get_height() for p in fig.axes[0].patches]
     assert heights == pytest.approx([0.25, 0.65])
     table = purity_table_rows(rows)
-    assert [r["SAE"] for r in table] == ["adaptive equivariant", "TopK"]
-    assert table[1]["invariant fraction"].startswith("0.25")
+    assert [(r["SAE"], r["metric"]) for r in table] == [
+        ("TopK", "invariant fraction"),
+        ("TopK", "duplicate fraction"),
+        ("adaptive equivariant", "invariant fraction"),
+        ("adaptive equivariant", "duplicate fraction"),
+    ]
+    assert table[0]["m / bottleneck"].startswith("0.25")
+    assert table[2]["m / bottleneck"].startswith("0.65")
 
 
 def test_book_build_finds_the_gallery_of_the_build_mode(

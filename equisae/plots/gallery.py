@@ -25,6 +25,7 @@ from torch import Tensor
 
 from equisae import io
 from equisae.gallery import PURITY_METRICS, LatentGallery, class_name
+from equisae.plots.findings import MAX_WIDTH
 
 __all__ = [
     "GallerySection",
@@ -165,10 +166,18 @@ def plot_purity(
 
     targets = sorted({(r["model"], r["layer"]) for r in records})
     types = list(order) if order is not None else sorted({r["sae_type"] for r in records})
-    fig, axes = plt.subplots(
-        1, len(metrics), figsize=(3.1 * len(metrics), 3.2), constrained_layout=True
+    n_cols = min(len(metrics), 2)  # panels wrap into rows: the figure fits the book's column
+    n_rows = -(-len(metrics) // n_cols)
+    fig, grid = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(MAX_WIDTH, 2.9 * n_rows),
+        constrained_layout=True,
+        squeeze=False,
     )
-    axes = np.atleast_1d(axes)
+    axes = grid.ravel()[: len(metrics)]
+    for spare in grid.ravel()[len(metrics) :]:
+        spare.set_visible(False)
     width = 0.8 / max(len(types), 1)
     for ax, metric in zip(axes, metrics, strict=True):
         for i, sae_type in enumerate(types):
@@ -203,7 +212,10 @@ def plot_curated(
     fig, axes = plt.subplots(
         len(rows),
         len(classes),
-        figsize=(2.3 * len(classes), (0.6 * n_show + 0.3) * len(rows) + 0.4),
+        figsize=(
+            min(2.3 * len(classes), MAX_WIDTH),
+            (0.6 * n_show + 0.3) * len(rows) * min(1.0, MAX_WIDTH / (2.3 * len(classes))) + 0.4,
+        ),
         constrained_layout=True,
         squeeze=False,
     )
@@ -253,7 +265,7 @@ def plot_planted_atoms(features: Tensor, atoms: Tensor, powers: Tensor, title: s
     cos, atom = per_pose.max(1)
     shown_feats = variants[best_pose, torch.arange(feats.shape[0])]
     shown_feats = torch.nn.functional.normalize(shown_feats, dim=1)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 0.25 * feats.shape[0] + 1.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(MAX_WIDTH, 0.25 * feats.shape[0] + 1.2), sharey=True)
     lim = float(max(shown_feats.abs().max(), a[atom].abs().max()))
     for ax, mat, name in zip(
         axes,
@@ -405,24 +417,27 @@ by its invariance, pose selectivity or precision.</p>
 
 
 def purity_table_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Rows (target, SAE type, one ``mean ± sd`` cell per metric of :data:`PURITY_METRICS`)
-    of per-seed purity records, for :func:`equisae.tables.markdown_table`."""
+    """Long-format rows (SAE type, metric, one ``mean ± sd`` cell per target) of per-seed purity
+    records, for :func:`equisae.tables.markdown_table`: narrow enough for the book's column."""
     from equisae.plots.findings import label_of
     from equisae.tables import mean_sd_cell
 
-    keys = sorted({(r["model"], r["layer"], r["sae_type"]) for r in records})
+    targets = sorted({(r["model"], r["layer"]) for r in records})
+    types = list(dict.fromkeys(r["sae_type"] for r in records))
+    present = {r["metric"] for r in records}
     rows = []
-    for model, layer, sae_type in keys:
-        row: dict[str, Any] = {"target": f"{model} / {layer}", "SAE": label_of(sae_type)}
-        for metric in PURITY_METRICS:
-            values = [
-                r["value"]
-                for r in records
-                if (r["model"], r["layer"], r["sae_type"], r["metric"])
-                == (model, layer, sae_type, metric)
-            ]
-            row[metric.replace("_", " ")] = mean_sd_cell(values) if values else "–"
-        rows.append(row)
+    for sae_type in types:
+        for metric in (m for m in PURITY_METRICS if m in present):
+            row: dict[str, Any] = {"SAE": label_of(sae_type), "metric": metric.replace("_", " ")}
+            for model, layer in targets:
+                values = [
+                    r["value"]
+                    for r in records
+                    if (r["model"], r["layer"], r["sae_type"], r["metric"])
+                    == (model, layer, sae_type, metric)
+                ]
+                row[f"{model} / {layer}"] = mean_sd_cell(values) if values else "–"
+            rows.append(row)
     return rows
 
 
