@@ -429,6 +429,18 @@ class _Comparer:
             LeafCheck(figure, path, ref, run, margin, desc, passed, low=low, high=high)
         )
 
+    def _absent_in_envelope(self, path: str) -> str | None:
+        """The envelope runs in which the leaf ``path`` (or every leaf under it) was unstable,
+        as a comma-separated list, or None when the envelope says it was always there."""
+        bounds = self.envelope.get(path)
+        if isinstance(bounds, Mapping) and bounds.get("unstable"):
+            return ", ".join(bounds.get("changed_in", [])) or "?"
+        prefix = path + "/"
+        under = [b for p, b in self.envelope.items() if p.startswith(prefix)]
+        if under and all(isinstance(b, Mapping) and b.get("unstable") for b in under):
+            return ", ".join(sorted({e for b in under for e in b.get("changed_in", [])})) or "?"
+        return None
+
     def _categorical(
         self, figure: str, path: str, ref: Any, run: Any, bounds: Mapping[str, Any]
     ) -> None:
@@ -490,7 +502,14 @@ class _Comparer:
         for key, ref_value in ref.items():
             child = f"{path}/{key}"
             if key not in run:
-                self.report.failures.append(f"{figure}: missing key {child}")
+                changed = self._absent_in_envelope(child)
+                if changed is None:
+                    self.report.failures.append(f"{figure}: missing key {child}")
+                else:  # absent in some envelope runs too: an unstable leaf, not a failure
+                    desc = f"unstable: absent in some envelope runs ({changed})"
+                    self.report.leaves.append(
+                        LeafCheck(figure, child, ref_value, None, 0.0, desc, True, unstable=True)
+                    )
                 continue
             run_value = run[key]
             if key == EIGENVALUE_KEY and isinstance(ref_value, Mapping):

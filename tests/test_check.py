@@ -325,6 +325,26 @@ def test_unstable_booleans_and_labels_are_reported_not_failed(dirs: tuple[Path, 
     assert [leaf.path for leaf in report.failed_leaves] == ["07/verdicts/lags"]
 
 
+def test_a_key_absent_in_some_envelope_runs_is_unstable_not_missing(
+    dirs: tuple[Path, Path],
+) -> None:
+    """A count kept only where it is non-zero (a sparse dictionary) can be absent on another
+    machine: when the envelope saw it absent, the run's missing key is reported as unstable;
+    a key that every envelope run had is still a missing-key failure."""
+    ref, run = dirs
+    _write(ref, "09", {"per_class": {"red": 2, "blue": 3}, "alive": 7})
+    absent = {"values": ["2", "None"], "unstable": True, "changed_in": ["mkl_avx2+aten_default"]}
+    _envelope(ref, {"09/per_class/red": absent})
+    _write(run, "09", {"per_class": {"blue": 3}, "alive": 7})
+    report = check.compare_results(ref, run)
+    assert report.ok, report.format_table()
+    assert [leaf.path for leaf in report.unstable_leaves] == ["09/per_class/red"]
+    _write(run, "09", {"per_class": {"red": 2}, "alive": 7})
+    report = check.compare_results(ref, run)
+    assert not report.ok
+    assert any("missing key 09/per_class/blue" in f for f in report.failures)
+
+
 def test_full_mode_verdict_labels_must_match_exactly(tmp_path: Path) -> None:
     """Full mode has no envelope: a verdict label or a holds flag that differs fails, other
     strings are notes, and numbers are judged within their seed spread."""
