@@ -19,7 +19,6 @@ from equisae.ledger.entries import (
 from equisae.verdicts import (
     HIGHER,
     LOWER,
-    judge_points,
     linear_representation_verdict,
     paired_delta,
     probe_type,
@@ -510,11 +509,10 @@ def feature_purity(spec: Spec, x: Inputs) -> dict[str, Any]:
     """Claim 3's feature reading (notebook 09): the adaptive SAE's latents are more invariant
     along orbits, less duplicated across poses and more often monosemantic than TopK's."""
     deltas = purity_deltas(x["records"])
-    rows = [(f"{where}, {PURITY_NAMES[m]}", d.mean, d.sd, d.n) for where, m, d in deltas]
-    directions = [PURITY_METRICS[m] for _, m, _ in deltas]
-    points = [
-        {**p.to_dict(), "rule": "paired t-test, Holm"} for p in judge_points(rows, directions)
-    ]
+    points = judged(
+        [(f"{w}, {PURITY_NAMES[m]}", {"mean": d.mean, "sd": d.sd, "n": d.n}) for w, m, d in deltas],
+        [PURITY_METRICS[m] for _, m, _ in deltas],
+    )
     thresholds = x.get("thresholds") or {}
     seeds = sorted({r["seed"] for r in x["records"]})
     setting = (

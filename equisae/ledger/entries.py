@@ -55,8 +55,11 @@ class Spec(Protocol):
     reads: tuple
 
 
-def judged(points: Sequence[tuple[str, Mapping[str, Any]]], direction: str) -> list[dict]:
-    """Points ``(where, {"mean", "sd", "n"})`` judged together (t-test, Holm within the list)."""
+def judged(
+    points: Sequence[tuple[str, Mapping[str, Any]]], direction: str | Sequence[str]
+) -> list[dict]:
+    """Points ``(where, {"mean", "sd", "n"})`` judged together (t-test, Holm within the list);
+    ``direction`` is one for all points or one per point."""
     rows = [(w, float(d["mean"]), float(d.get("sd") or 0.0), int(d["n"])) for w, d in points]
     return [{**p.to_dict(), "rule": PAIRED} for p in judge_points(rows, direction)]
 
