@@ -1,9 +1,9 @@
 """Every size of both modes is where :mod:`equisae.modes` puts it, and unchanged.
 
 The table below is the settings of every mode as they were before the sizes moved into
-:mod:`equisae.modes` (commit 46cb040, equal to c0eae18 plus the A/A and base-seeds sweeps added since): the
-literal numbers are the point, so that moving a size can never change one silently. The cache
-hashes of a few activation keys are pinned the same way.
+:mod:`equisae.modes` (commit 46cb040, equal to c0eae18 plus the A/A and base-seeds sweeps
+added since): the literal numbers are the point, so that moving a size can never change one
+silently. The cache hashes of a few activation keys are pinned the same way.
 """
 
 from __future__ import annotations

@@ -238,9 +238,8 @@ def base_seed_sentence(summary: Mapping[str, Any]) -> str:
             f"all {len(spread)} (target, probe type) points"
         )
     n_claims = sum(c["flips"] for c in claims)
-    flips += (
-        f", and the label over the targets changes on {n_claims} of {len(claims)} probe types"
-    )
+    flips += f", and the label over the targets changes on {n_claims} of {len(claims)}"
+    flips += " probe types"
     text = f"Across base-model seeds {seeds}, {flips}."
     median, null = summary["median_ratio"], summary["ratio_if_no_base_effect"]
     if median is None or null is None:
