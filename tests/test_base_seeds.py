@@ -17,6 +17,7 @@ from equisae.sweeps.base_seeds import (
     base_seed_table,
 )
 from equisae.sweeps.saes import SAEJob
+from equisae.verdicts import claim_label
 
 
 def _sae_jobs(jobs) -> set[SAEJob]:
@@ -112,6 +113,9 @@ def test_summary_finds_a_flip_and_computes_the_spreads() -> None:
     assert by[a[0], "all", 0]["label"] == "holds"
     assert by[a[0], "all", 1]["label"] == "contradicted"
     assert by[g[0], "all", 1]["label"] == "does not hold"
+    # each point's label is the one label function of its status and direction
+    for p in out["points"]:
+        assert claim_label([p["status"]], [p["direction"]]) == p["label"]
     assert by[a[0], "k5", 2]["mean"] == pytest.approx(0.21)
     assert by[a[0], "k5", 2]["sd"] == pytest.approx(0.01) and by[a[0], "k5", 2]["n"] == 3
     spread = {(r["model"], r["probe_k"]): r for r in out["spread"]}

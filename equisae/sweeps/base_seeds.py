@@ -155,6 +155,7 @@ def base_seed_summary(
                         "n": row.delta.n,
                         "p_value": _finite(point.p_value),
                         "status": point.status,
+                        "direction": point.direction,
                         "label": v.outcome,
                     }
                 )
