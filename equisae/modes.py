@@ -108,6 +108,8 @@ class SweepSizes:
     probe_max_iter: int
     aa_seeds_a: tuple[int, ...]
     aa_seeds_b: tuple[int, ...]
+    #: the data seeds (data and base-model initialisation) of the base-seeds sweep
+    base_seeds: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,7 @@ QUICK = Mode(
         probe_max_iter=100,
         aa_seeds_a=(0, 1),
         aa_seeds_b=(2, 3),
+        base_seeds=(0, 1),
     ),
     planted=PlantedSizes(
         d=16,
@@ -240,6 +243,7 @@ FULL = Mode(
         probe_max_iter=200,
         aa_seeds_a=(0, 1, 2),
         aa_seeds_b=(3, 4, 5),
+        base_seeds=(0, 1, 2),
     ),
     planted=PlantedSizes(
         d=16,

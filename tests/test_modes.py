@@ -1,9 +1,9 @@
 """Every size of both modes is where :mod:`equisae.modes` puts it, and unchanged.
 
 The table below is the settings of every mode as they were before the sizes moved into
-:mod:`equisae.modes` (commit 46cb040, equal to c0eae18 plus the A/A seeds added since): the
-literal numbers are the point, so that moving a size can never change one silently. The cache
-hashes of a few activation keys are pinned the same way.
+:mod:`equisae.modes` (commit 46cb040, equal to c0eae18 plus the A/A and base-seeds sweeps
+added since): the literal numbers are the point, so that moving a size can never change one
+silently. The cache hashes of a few activation keys are pinned the same way.
 """
 
 from __future__ import annotations
@@ -94,6 +94,9 @@ TODAY: dict[str, dict[str, Any]] = {
             "aa_types": ("topk", "adaptive"),
             "aa_seeds_a": (0, 1),
             "aa_seeds_b": (2, 3),
+            "base_seed_targets": (("cnn_augmented", "bottleneck"),),
+            "base_seed_types": ("topk", "adaptive"),
+            "base_seeds": (0, 1),
         },
         "planted_settings": {
             "mode": "quick",
@@ -268,6 +271,9 @@ TODAY: dict[str, dict[str, Any]] = {
             "aa_types": ("topk", "adaptive"),
             "aa_seeds_a": (0, 1, 2),
             "aa_seeds_b": (3, 4, 5),
+            "base_seed_targets": (("cnn_augmented", "bottleneck"), ("gcnn", "bottleneck")),
+            "base_seed_types": ("topk", "adaptive"),
+            "base_seeds": (0, 1, 2),
         },
         "planted_settings": {
             "mode": "full",

@@ -18,6 +18,8 @@ Named sweeps (:data:`SWEEPS`, ``equisae sweep NAME --mode quick|full``):
 * ``group``: topk, equivariant and adaptive SAEs under C4 and under D4 (notebook 08);
 * ``aa``: the A/A test of the verdict rule, one SAE type against itself under two disjoint
   seed sets (notebook 06), :mod:`equisae.sweeps.aa`;
+* ``base_seeds``: TopK and adaptive SAEs on the key targets over the data and base models of
+  several data seeds (notebook 06), :mod:`equisae.sweeps.base_seeds`;
 * ``extended``: the intermediate layers outside the published grid (``equisae extended``,
   :mod:`equisae.sweeps.extended`).
 """
@@ -206,6 +208,12 @@ def _aa_jobs(s: SweepSettings) -> list[Job]:
     return aa_jobs(s)
 
 
+def _base_seed_jobs(s: SweepSettings) -> list[Job]:
+    from equisae.sweeps.base_seeds import base_seed_jobs
+
+    return base_seed_jobs(s)
+
+
 def _planted_jobs(s: Any) -> list[Job]:
     from equisae.sweeps import planted
 
@@ -222,6 +230,7 @@ SWEEPS: dict[str, Callable[[SweepSettings], list[Job]]] = {
     "lambda_inv": lambda_inv_jobs,
     "group": group_jobs,
     "aa": _aa_jobs,
+    "base_seeds": _base_seed_jobs,
     "extended": _extended_jobs,
 }
 

@@ -163,6 +163,13 @@ class SweepSettings:
     aa_types: tuple[str, ...] = ("topk", "adaptive")
     aa_seeds_a: tuple[int, ...] = ()
     aa_seeds_b: tuple[int, ...] = ()
+    #: the base-seeds sweep (:mod:`equisae.sweeps.base_seeds`, notebook 06): ``base_seed_types``
+    #: at ``probe_k`` on ``base_seed_targets`` under every SAE seed of ``seeds``, on the data
+    #: and base models of each data seed of ``base_seeds``; data seed ``data_seed`` is the
+    #: published one, whose SAEs and probes come from the probing sweep's cache
+    base_seed_targets: tuple[tuple[str, str], ...] = ()
+    base_seed_types: tuple[str, ...] = ("topk", "adaptive")
+    base_seeds: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
@@ -182,6 +189,11 @@ class SweepSettings:
                 f"aa_seeds_a {self.aa_seeds_a} and aa_seeds_b {self.aa_seeds_b} must have the "
                 "same length (they are paired by rank)"
             )
+        bad = [s for s in self.base_seeds if isinstance(s, bool) or not isinstance(s, int)]
+        if bad or any(s < 0 for s in self.base_seeds):
+            raise ValueError(f"base_seeds must be non-negative ints, got {self.base_seeds}")
+        if len(set(self.base_seeds)) != len(self.base_seeds):
+            raise ValueError(f"base_seeds must be distinct, got {self.base_seeds}")
         if not set(self.convergence_seeds) <= set(self.seeds):
             raise ValueError(
                 f"convergence_seeds {self.convergence_seeds} must be among seeds {self.seeds}"
@@ -231,9 +243,11 @@ def sweep_settings(mode: str) -> SweepSettings:
     by a few percent); probes at k = 8 with dense and
     1-, 2-, 5-, 16-sparse probes; the random-representative comparison and the lambda_inv curve
     on ``cnn_augmented``/bottleneck and ``gcnn``/bottleneck; the A/A test: TopK and adaptive
-    SAEs on every target under seeds (3, 4, 5) against the published (0, 1, 2). ``quick``: two
-    bottlenecks, k in {4, 16}, one seed, 300 steps: it shows that everything runs (the A/A
-    test: 2 + 2 seeds on both).
+    SAEs on every target under seeds (3, 4, 5) against the published (0, 1, 2); the base-seeds
+    sweep: TopK and adaptive SAEs on the two key bottlenecks over the data and base models of
+    data seeds 0 (published), 1 and 2. ``quick``: two bottlenecks, k in {4, 16}, one seed, 300
+    steps: it shows that everything runs (the A/A test: 2 + 2 seeds on both; the base-seeds
+    sweep: data seeds 0 and 1 on ``cnn_augmented``/bottleneck).
     """
     from equisae.models import MODEL_NAMES
 
@@ -263,6 +277,7 @@ def sweep_settings(mode: str) -> SweepSettings:
         probing=probing,
         aa_seeds_a=sizes.aa_seeds_a,
         aa_seeds_b=sizes.aa_seeds_b,
+        base_seeds=sizes.base_seeds,
     )
     key_targets = (("cnn_augmented", "bottleneck"), ("gcnn", "bottleneck"))
     if mode == "full":
@@ -282,6 +297,7 @@ def sweep_settings(mode: str) -> SweepSettings:
             convergence_targets=key_targets,
             extended_targets=tuple((m, "intermediate") for m, _ in key_targets),
             aa_targets=targets,
+            base_seed_targets=key_targets,
         )
     return SweepSettings(
         **sized,
@@ -292,6 +308,7 @@ def sweep_settings(mode: str) -> SweepSettings:
         convergence_targets=key_targets[:1],
         extended_targets=(("cnn_augmented", "intermediate"),),
         aa_targets=key_targets,
+        base_seed_targets=key_targets[:1],
     )
 
 
