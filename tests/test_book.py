@@ -925,6 +925,83 @@ def test_layout_checks_catch_what_they_should() -> None:
     )
 
 
+# the width of the article column of the book's theme at 1280 px and at 390 px (measured)
+COLUMN_PX = {1280: 674, 390: 341}
+_BROKEN_WORDS = """
+const broken = [];
+document.querySelectorAll('td:first-child').forEach(cell => {
+  const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const re = /\\S+/g;
+    let m;
+    while ((m = re.exec(node.data)) !== null) {
+      const range = document.createRange();
+      range.setStart(node, m.index);
+      range.setEnd(node, m.index + m[0].length);
+      const lines = new Set(Array.from(range.getClientRects()).map(r => Math.round(r.top)));
+      if (lines.size > 1) { broken.push(m[0]); }
+    }
+  }
+});
+const table = document.querySelector('table');
+return {broken: broken, scroll: table.scrollWidth, width: table.clientWidth};
+"""
+
+
+def _claims_table_html(column_px: int) -> str:
+    """The ledger's summary table of ``reference/full`` as docutils writes a MyST table: roles
+    as links, every cell's text in a ``<p>``, inside the claims directive's container."""
+    from markdown_it import MarkdownIt
+
+    from equisae.ledger import build_ledger, claims_table
+
+    text = claims_table(build_ledger(ROOT / "reference" / "full"))
+    text = re.sub(r"\{(?:ref|doc)\}`([^`<]+?) <([^`>]+)>`", r"[\1](#\2)", text)
+    table = MarkdownIt("commonmark").enable("table").render(text)
+    table = re.sub(r"<(td|th)([^>]*)>(.*?)</\1>", r"<\1\2><p>\3</p></\1>", table, flags=re.S)
+    table = table.replace("<table>", '<table class="table">')
+    return (
+        '<!DOCTYPE html><html><head><meta charset="utf-8">'
+        f'<link rel="stylesheet" href="{(BOOK / "_static" / "equisae.css").as_uri()}"></head>'
+        f'<body style="margin:0"><article class="bd-article" style="width:{column_px}px">'
+        f'<div class="equisae-generated equisae-claims">{table}'
+        "</div></article></body></html>"
+    )
+
+
+@pytest.mark.slow
+def test_claims_table_keeps_words_whole_at_the_column_width(tmp_path: Path) -> None:
+    """The ledger's summary table in the book's CSS at the column width of a desktop and of a
+    phone: no word of the first column is split across lines ("matri x"), and at the desktop
+    width the table needs no scroll bar (at phone width it scrolls in its own box)."""
+    found = _find_chromium()
+    if found is None:
+        pytest.skip("headless Chromium not found: apt-get install chromium chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = found[0]
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=found[1]), options=options)
+    states = {}
+    try:
+        for window, column in COLUMN_PX.items():
+            page = tmp_path / f"claims_{window}.html"
+            page.write_text(_claims_table_html(column))
+            driver.get(page.as_uri())
+            states[window] = driver.execute_script(_BROKEN_WORDS)
+    finally:
+        driver.quit()
+    for window, state in states.items():
+        assert not state["broken"], f"at {window} px, words split: {state['broken'][:10]}"
+    desktop = states[1280]
+    assert desktop["scroll"] <= desktop["width"] + 2, (
+        f"the claims table is {desktop['scroll']} px wide in a {desktop['width']} px column"
+    )
+
+
 @pytest.mark.book
 def test_every_page_fits_the_column_at_desktop_and_phone_width(browser, served_book: str) -> None:
     """Measured per page at 1280 and 390 px: see :func:`layout_problems`."""

@@ -414,7 +414,10 @@ def test_write_ledger_round_trips_and_renders(tmp_path: Path) -> None:
     assert loaded["schema"] == ledger.SCHEMA and loaded["mode"] == "full"
     assert loaded["source"] == f"{tmp_path.name}/full"
     text = ledger.ledger_markdown(loaded)
-    row = "| {ref}`Claim 3a: better probing, sparse probe <claim-3a-sparse>` | v1 | **holds** |"
+    row = (
+        "| {ref}`Claim 3a: better probing, sparse probe <claim-3a-sparse>` "
+        "(paper v1; {doc}`notebook 06 <notebooks/06_probing>`) | **holds** |"
+    )
     assert row in text and "n = 3 seeds" in text
     assert "(claim-3a-sparse)=" in text  # the stable anchor of the details
     assert "{doc}`notebook 06 <notebooks/06_probing>`" in text
