@@ -484,6 +484,93 @@ def test_findings_accessor_reads_both_ledger_formats(tmp_path: Path) -> None:
         findings.read_findings(path)
 
 
+def _record(day: str, commit: str, mode: str = "full") -> dict[str, str]:
+    return {"mode": mode, "commit": commit, "date": f"{day}T10:00:00+00:00"}
+
+
+def test_run_stamp_gives_the_days_and_commits_the_notebooks_ran() -> None:
+    findings = _load_extension("equisae_findings")
+    one = {"01_a": _record("2026-11-28", "aaa1111"), "02_b": _record("2026-11-28", "aaa1111")}
+    assert findings.run_stamp(one) == {"date": "2026-11-28", "commit": "aaa1111", "mode": "full"}
+    two = {"02_b": _record("2026-11-30", "bbb2222"), "01_a": _record("2026-11-28", "aaa1111")}
+    stamp = findings.run_stamp(two)
+    assert stamp["date"] == "2026-11-28 to 2026-11-30" and stamp["commit"] == "aaa1111, bbb2222"
+    assert findings.run_stamp({}) == {} and findings.run_stamp({"x": {"date": "soon"}}) == {}
+
+
+def _git_commit(root: Path, day: str, *paths: str) -> None:
+    import subprocess
+
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_DATE": f"{day}T12:00:00",
+        "GIT_COMMITTER_DATE": f"{day}T12:00:00",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    subprocess.run(["git", "add", *paths], cwd=root, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", day], cwd=root, check=True, env=env)
+
+
+def test_provenance_shows_the_day_the_run_ran_not_the_ledger_rebuild(tmp_path: Path) -> None:
+    """The pages of committed numbers name the day of the run (its run record) or, without one,
+    the day the results were published; the day the ledger was rebuilt is said apart."""
+    import subprocess
+
+    findings = _load_extension("equisae_findings")
+    recorded, unrecorded = tmp_path / "recorded", tmp_path / "unrecorded"
+    for root in (recorded, unrecorded):
+        folder = root / "reference" / "full"
+        (folder / "run").mkdir(parents=True)
+        (folder / "06_probing.json").write_text("{}")
+        subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+        if root == recorded:
+            record = {
+                "05_f": _record("2026-11-27", "abc1234"),
+                "06_p": _record("2026-11-28", "abc1234"),
+            }
+            (folder / "run" / "notebooks.json").write_text(json.dumps(record))
+        _git_commit(root, "2026-11-30", ".")
+        (folder / "claims.json").write_text("{}")
+        _git_commit(root, "2026-12-03", ".")
+
+    ref = findings.reference_provenance(recorded)
+    assert ref["date"] == "2026-11-27 to 2026-11-28" and ref["commit"] == "abc1234"
+    assert ref["ledger"] == "2026-12-03" and "published" not in ref
+    line = findings.provenance_html("book/claims", {}, ref)
+    assert "full-mode run of 2026-11-27 to 2026-11-28" in line and "abc1234" in line
+    assert "rebuilt from them on 2026-12-03" in line
+
+    ref = findings.reference_provenance(unrecorded)
+    assert "date" not in ref and ref["published"] == "2026-11-30" and ref["ledger"] == "2026-12-03"
+    line = findings.provenance_html("book/intro", {}, ref)
+    assert "published on 2026-11-30" in line and "not recorded" in line
+    assert line.index("2026-11-30") < line.index("2026-12-03")
+
+
+def test_build_pages_show_the_day_their_notebooks_ran(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(BOOK / "_ext"))
+    findings = _load_extension("equisae_findings")
+    folder = tmp_path / "book" / "notebooks"
+    folder.mkdir(parents=True)
+    own = {"01_a": _record("2026-12-01", "aaa1111", "quick")}
+    own["02_b"] = _record("2026-12-02", "bbb2222", "quick")
+    for stem, record in own.items():
+        meta = {"equisae": record, "papermill": {"parameters": {"mode": "quick"}}}
+        (folder / f"{stem}.ipynb").write_text(json.dumps({"metadata": meta, "cells": []}))
+    info = {"mode": "quick", "commit": "bbb2222", "date": "2026-12-09T08:00:00+00:00"}
+    (folder / "build_info.json").write_text(json.dumps({**info, "notebooks": own}))
+    page = findings.build_provenance(tmp_path, "book/notebooks/01_a")
+    assert page == {"mode": "quick", "commit": "aaa1111", "date": "2026-12-01"}
+    line = findings.provenance_html("book/notebooks/01_a", page, {"mode": "full"})
+    assert "quick-mode run (run on 2026-12-01, commit <code>aaa1111</code>)" in line
+    other = findings.build_provenance(tmp_path, "book/method")
+    assert other["date"] == "2026-12-01 to 2026-12-02" and "2026-12-09" not in str(other)
+    assert "aaa1111, bbb2222" in findings.provenance_html("book/results", other, {"mode": "full"})
+
+
 def test_results_files_are_copied_for_download(tmp_path: Path) -> None:
     findings = _load_extension("equisae_findings")
     copied = findings.copy_results(ROOT, tmp_path)
