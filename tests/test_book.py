@@ -570,7 +570,8 @@ def test_build_pages_show_the_day_their_notebooks_ran(tmp_path: Path, monkeypatc
     assert "quick-mode run (run on 2026-12-01, commit <code>aaa1111</code>)" in line
     other = findings.build_provenance(tmp_path, "book/method")
     assert other["date"] == "2026-12-01 to 2026-12-02" and "2026-12-09" not in str(other)
-    assert "aaa1111, bbb2222" in findings.provenance_html("book/results", other, {"mode": "full"})
+    results = findings.provenance_html("book/results", other, {"mode": "full"})
+    assert "aaa1111, bbb2222" in results and "headline figure from the committed full" in results
 
 
 def test_results_files_are_copied_for_download(tmp_path: Path) -> None:

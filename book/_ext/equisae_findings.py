@@ -34,7 +34,8 @@ from sphinx.util.docutils import SphinxDirective
 
 LEDGER = Path("reference") / "full" / "claims.json"
 DOWNLOADS = "results"
-# pages that show the numbers of the run the book was built from (they carry the build banner)
+# pages that show the numbers of the run the book was built from (they carry the build banner);
+# their headline figure is drawn from the committed full-mode reference
 BUILD_PAGES = ("book/results",)
 NOTEBOOK_PREFIX = "book/notebooks/"
 # pages whose numbers come from the committed full-mode reference, whatever the build's mode
@@ -504,7 +505,8 @@ def provenance_html(pagename: str, build: dict[str, str], reference: dict[str, s
         what = f"The numbers on this page come from this notebook's {mode}-mode run ({details})."
     elif pagename in BUILD_PAGES:
         what = (
-            f"The numbers on this page come from the {mode}-mode run this book shows ({details})."
+            f"The numbers on this page come from the {mode}-mode run this book shows "
+            f"({details}); its headline figure from {ref}."
         )
     else:
         what = f"This page shows no run's numbers; the book shows a {mode}-mode run ({details})."
