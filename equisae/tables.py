@@ -20,6 +20,7 @@ __all__ = [
     "as_markdown",
     "escape",
     "format_number",
+    "format_spread",
     "markdown_table",
     "mean_sd",
     "mean_sd_cell",
@@ -62,6 +63,18 @@ def mean_sd(values: Sequence[Any]) -> tuple[float, float, int]:
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
 
 
+def format_spread(sd: Any, digits: int = 3) -> str:
+    """A standard deviation as a cell: ``"0.004"``; one that rounds to zero at ``digits``
+    reads ``"<0.001"`` (``"0"`` when the values are identical), never a spread of exactly zero
+    at that precision; :data:`MISSING` when not finite."""
+    if _is_missing(sd):
+        return MISSING
+    if abs(float(sd)) < 1e-12:  # identical values (up to float rounding)
+        return "0"
+    shown = format_number(sd, digits)
+    return f"<{10.0**-digits:.{digits}f}" if float(shown) == 0.0 else shown
+
+
 def mean_sd_cell(
     values: Sequence[Any] | None = None,
     digits: int = 3,
@@ -84,12 +97,7 @@ def mean_sd_cell(
     if n == 1:
         return f"{cell} (n=1)"
     if not _is_missing(sd):
-        shown = format_number(sd, digits)
-        if abs(float(sd)) < 1e-12:  # identical values (up to float rounding)
-            shown = "0"
-        elif float(shown) == 0.0:
-            shown = f"<{10.0**-digits:.{digits}f}"
-        cell += f" ± {shown}"
+        cell += f" ± {format_spread(sd, digits)}"
     if show_n and n is not None:
         cell += f" (n={n})"
     return cell

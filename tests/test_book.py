@@ -378,8 +378,9 @@ def test_pasted_glue_keys_exist_in_executed_notebooks() -> None:
 # what a reader of the book cannot follow: the project's internal notes, its issue tracker,
 # its release history and the conditions of the machine a number was measured on
 INTERNAL = re.compile(
-    r"METHOD\.md|DEVELOPING\.md|developer (?:notes|guide)|\bissues?\b|\breleases?\b"
-    r"|earlier release|first release|machine shared|shared with other jobs",
+    r"METHOD\.md|DEVELOPING|developer (?:notes|guide)|\bissues?\b|\breleases?\b"
+    r"|earlier release|first release|machine shared|shared with other jobs"
+    r"|\bintegrator\b|\bsessions?\b",
     re.I,
 )
 NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -409,8 +410,7 @@ def contradictions(text: str, n_notebooks: int) -> list[str]:
 
 def _markdown_sources() -> list[tuple[str, str]]:
     """Every page and every notebook Markdown cell (the prose a reader sees)."""
-    # book/claims.md is rewritten on another branch; the built-HTML test covers its final form
-    pages = [p for p in sorted(BOOK.rglob("*.md")) if p.name != "claims.md"]
+    pages = sorted(BOOK.rglob("*.md"))
     out = [(str(p.relative_to(ROOT)), p.read_text()) for p in pages]
     for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         cells = json.loads(path.read_text())["cells"]
@@ -425,6 +425,8 @@ def test_internal_and_contradiction_checks_catch_what_they_should() -> None:
     )
     assert internal_references("(machine shared with other jobs)")
     assert internal_references("the 0.05 the issue asks for")
+    assert internal_references("see the DEVELOPING notes") and internal_references("the integrator")
+    assert internal_references("rerun in another session")
     assert not internal_references("the method page; 0.05 as required; the data are released")
     assert contradictions("in six notebooks", 8) and not contradictions("in eight notebooks", 8)
     assert contradictions("the notebooks only use $C_4$.", 8)
@@ -482,6 +484,94 @@ def test_findings_accessor_reads_both_ledger_formats(tmp_path: Path) -> None:
     path.write_text(json.dumps({"claims": "nope"}))
     with pytest.raises(ValueError, match="claims"):
         findings.read_findings(path)
+
+
+def _record(day: str, commit: str, mode: str = "full") -> dict[str, str]:
+    return {"mode": mode, "commit": commit, "date": f"{day}T10:00:00+00:00"}
+
+
+def test_run_stamp_gives_the_days_and_commits_the_notebooks_ran() -> None:
+    findings = _load_extension("equisae_findings")
+    one = {"01_a": _record("2026-11-28", "aaa1111"), "02_b": _record("2026-11-28", "aaa1111")}
+    assert findings.run_stamp(one) == {"date": "2026-11-28", "commit": "aaa1111", "mode": "full"}
+    two = {"02_b": _record("2026-11-30", "bbb2222"), "01_a": _record("2026-11-28", "aaa1111")}
+    stamp = findings.run_stamp(two)
+    assert stamp["date"] == "2026-11-28 to 2026-11-30" and stamp["commit"] == "aaa1111, bbb2222"
+    assert findings.run_stamp({}) == {} and findings.run_stamp({"x": {"date": "soon"}}) == {}
+
+
+def _git_commit(root: Path, day: str, *paths: str) -> None:
+    import subprocess
+
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_DATE": f"{day}T12:00:00",
+        "GIT_COMMITTER_DATE": f"{day}T12:00:00",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    subprocess.run(["git", "add", *paths], cwd=root, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", day], cwd=root, check=True, env=env)
+
+
+def test_provenance_shows_the_day_the_run_ran_not_the_ledger_rebuild(tmp_path: Path) -> None:
+    """The pages of committed numbers name the day of the run (its run record) or, without one,
+    the day the results were published; the day the ledger was rebuilt is said apart."""
+    import subprocess
+
+    findings = _load_extension("equisae_findings")
+    recorded, unrecorded = tmp_path / "recorded", tmp_path / "unrecorded"
+    for root in (recorded, unrecorded):
+        folder = root / "reference" / "full"
+        (folder / "run").mkdir(parents=True)
+        (folder / "06_probing.json").write_text("{}")
+        subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+        if root == recorded:
+            record = {
+                "05_f": _record("2026-11-27", "abc1234"),
+                "06_p": _record("2026-11-28", "abc1234"),
+            }
+            (folder / "run" / "notebooks.json").write_text(json.dumps(record))
+        _git_commit(root, "2026-11-30", ".")
+        (folder / "claims.json").write_text("{}")
+        _git_commit(root, "2026-12-03", ".")
+
+    ref = findings.reference_provenance(recorded)
+    assert ref["date"] == "2026-11-27 to 2026-11-28" and ref["commit"] == "abc1234"
+    assert ref["ledger"] == "2026-12-03" and "published" not in ref
+    line = findings.provenance_html("book/claims", {}, ref)
+    assert "full-mode run of 2026-11-27 to 2026-11-28" in line and "abc1234" in line
+    assert "rebuilt from them on 2026-12-03" in line
+
+    ref = findings.reference_provenance(unrecorded)
+    assert "date" not in ref and ref["published"] == "2026-11-30" and ref["ledger"] == "2026-12-03"
+    line = findings.provenance_html("book/intro", {}, ref)
+    assert "published on 2026-11-30" in line and "not recorded" in line
+    assert line.index("2026-11-30") < line.index("2026-12-03")
+
+
+def test_build_pages_show_the_day_their_notebooks_ran(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(BOOK / "_ext"))
+    findings = _load_extension("equisae_findings")
+    folder = tmp_path / "book" / "notebooks"
+    folder.mkdir(parents=True)
+    own = {"01_a": _record("2026-12-01", "aaa1111", "quick")}
+    own["02_b"] = _record("2026-12-02", "bbb2222", "quick")
+    for stem, record in own.items():
+        meta = {"equisae": record, "papermill": {"parameters": {"mode": "quick"}}}
+        (folder / f"{stem}.ipynb").write_text(json.dumps({"metadata": meta, "cells": []}))
+    info = {"mode": "quick", "commit": "bbb2222", "date": "2026-12-09T08:00:00+00:00"}
+    (folder / "build_info.json").write_text(json.dumps({**info, "notebooks": own}))
+    page = findings.build_provenance(tmp_path, "book/notebooks/01_a")
+    assert page == {"mode": "quick", "commit": "aaa1111", "date": "2026-12-01"}
+    line = findings.provenance_html("book/notebooks/01_a", page, {"mode": "full"})
+    assert "quick-mode run (run on 2026-12-01, commit <code>aaa1111</code>)" in line
+    other = findings.build_provenance(tmp_path, "book/method")
+    assert other["date"] == "2026-12-01 to 2026-12-02" and "2026-12-09" not in str(other)
+    results = findings.provenance_html("book/results", other, {"mode": "full"})
+    assert "aaa1111, bbb2222" in results and "headline figure from the committed full" in results
 
 
 def test_results_files_are_copied_for_download(tmp_path: Path) -> None:
@@ -922,6 +1012,83 @@ def test_layout_checks_catch_what_they_should() -> None:
     shrunk = {**fits, "figures": [{"src": "a", "natural": 1400, "shown": 700}]}
     assert layout_problems(1280, shrunk) and not layout_problems(
         390, {**phone, "figures": shrunk["figures"]}
+    )
+
+
+# the width of the article column of the book's theme at 1280 px and at 390 px (measured)
+COLUMN_PX = {1280: 674, 390: 341}
+_BROKEN_WORDS = """
+const broken = [];
+document.querySelectorAll('td:first-child').forEach(cell => {
+  const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const re = /\\S+/g;
+    let m;
+    while ((m = re.exec(node.data)) !== null) {
+      const range = document.createRange();
+      range.setStart(node, m.index);
+      range.setEnd(node, m.index + m[0].length);
+      const lines = new Set(Array.from(range.getClientRects()).map(r => Math.round(r.top)));
+      if (lines.size > 1) { broken.push(m[0]); }
+    }
+  }
+});
+const table = document.querySelector('table');
+return {broken: broken, scroll: table.scrollWidth, width: table.clientWidth};
+"""
+
+
+def _claims_table_html(column_px: int) -> str:
+    """The ledger's summary table of ``reference/full`` as docutils writes a MyST table: roles
+    as links, every cell's text in a ``<p>``, inside the claims directive's container."""
+    from markdown_it import MarkdownIt
+
+    from equisae.ledger import build_ledger, claims_table
+
+    text = claims_table(build_ledger(ROOT / "reference" / "full"))
+    text = re.sub(r"\{(?:ref|doc)\}`([^`<]+?) <([^`>]+)>`", r"[\1](#\2)", text)
+    table = MarkdownIt("commonmark").enable("table").render(text)
+    table = re.sub(r"<(td|th)([^>]*)>(.*?)</\1>", r"<\1\2><p>\3</p></\1>", table, flags=re.S)
+    table = table.replace("<table>", '<table class="table">')
+    return (
+        '<!DOCTYPE html><html><head><meta charset="utf-8">'
+        f'<link rel="stylesheet" href="{(BOOK / "_static" / "equisae.css").as_uri()}"></head>'
+        f'<body style="margin:0"><article class="bd-article" style="width:{column_px}px">'
+        f'<div class="equisae-generated equisae-claims">{table}'
+        "</div></article></body></html>"
+    )
+
+
+@pytest.mark.slow
+def test_claims_table_keeps_words_whole_at_the_column_width(tmp_path: Path) -> None:
+    """The ledger's summary table in the book's CSS at the column width of a desktop and of a
+    phone: no word of the first column is split across lines ("matri x"), and at the desktop
+    width the table needs no scroll bar (at phone width it scrolls in its own box)."""
+    found = _find_chromium()
+    if found is None:
+        pytest.skip("headless Chromium not found: apt-get install chromium chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = found[0]
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=found[1]), options=options)
+    states = {}
+    try:
+        for window, column in COLUMN_PX.items():
+            page = tmp_path / f"claims_{window}.html"
+            page.write_text(_claims_table_html(column))
+            driver.get(page.as_uri())
+            states[window] = driver.execute_script(_BROKEN_WORDS)
+    finally:
+        driver.quit()
+    for window, state in states.items():
+        assert not state["broken"], f"at {window} px, words split: {state['broken'][:10]}"
+    desktop = states[1280]
+    assert desktop["scroll"] <= desktop["width"] + 2, (
+        f"the claims table is {desktop['scroll']} px wide in a {desktop['width']} px column"
     )
 
 

@@ -407,6 +407,32 @@ def test_design_choices_say_what_moves_the_verdict(tmp_path: Path) -> None:
     assert probe["moves_verdict"] is True
 
 
+def test_the_raw_encoder_has_one_name_everywhere(tmp_path: Path) -> None:
+    """The ledger's encoder field, its design table and the sweeps' design rows use the one
+    name of :data:`equisae.plots.style.ENCODER_LABELS`; older names are read as it."""
+    from equisae.ledger.claims import ENCODERS
+    from equisae.ledger.design import design_choices
+    from equisae.plots.style import ENCODER_LABELS, encoder_label
+    from equisae.sweeps import report
+
+    raw = encoder_label("raw")
+    assert ENCODERS == ENCODER_LABELS and raw.startswith("raw (")
+    built = ledger.build_ledger(_results(tmp_path / "full"))
+    encoders = {c["encoder"] for c in built["claims"] if c["encoder"]}
+    assert encoders == {raw}
+    named = {v["variant"] for d in built["design_choices"] for v in d["variants"]}
+    assert raw in named and not any(n.startswith("raw") and n != raw for n in named)
+    old = {"choice": "encoder", "probe": "dense", "advantage_mean": 0.1, "advantage_sd": 0.01}
+    for legacy in ("raw (METHOD.md)", "raw (invariance learned)"):
+        (choice,) = design_choices([{**old, "variant": legacy, "n": 3}])
+        assert [v["variant"] for v in choice["variants"]] == [raw]
+    rows = report.design_choices([], full_steps=4, short_steps=2)
+    encoder_rows = [r["variant"] for r in rows if r["choice"] == "encoder"]
+    assert set(encoder_rows) == {raw, encoder_label("canonical")}
+    with pytest.raises(KeyError, match="encoder must be one of"):
+        encoder_label("pixel")
+
+
 def test_write_ledger_round_trips_and_renders(tmp_path: Path) -> None:
     folder = _results(tmp_path / "full")
     path = ledger.write_ledger(folder, tmp_path / "claims.json")
@@ -414,7 +440,10 @@ def test_write_ledger_round_trips_and_renders(tmp_path: Path) -> None:
     assert loaded["schema"] == ledger.SCHEMA and loaded["mode"] == "full"
     assert loaded["source"] == f"{tmp_path.name}/full"
     text = ledger.ledger_markdown(loaded)
-    row = "| {ref}`Claim 3a: better probing, sparse probe <claim-3a-sparse>` | v1 | **holds** |"
+    row = (
+        "| {ref}`Claim 3a: better probing, sparse probe <claim-3a-sparse>` "
+        "(paper v1; {doc}`notebook 06 <notebooks/06_probing>`) | **holds** |"
+    )
     assert row in text and "n = 3 seeds" in text
     assert "(claim-3a-sparse)=" in text  # the stable anchor of the details
     assert "{doc}`notebook 06 <notebooks/06_probing>`" in text

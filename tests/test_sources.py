@@ -434,13 +434,69 @@ def test_study_report_tables_pair_by_model_and_seed() -> None:
     verdicts = probing_verdicts(probes, ["adaptive"], ["all"], ["digit"])
     (v,) = verdicts.values()
     assert v.n_better == 2 and v.holds  # +0.1 at every seed of both models
-    assert "| adaptive equivariant | dense probe (all latents) | digit | 2 | 0 | 0 |" in (
-        probing_verdict_table(verdicts)
-    )
+    table = probing_verdict_table(verdicts)
+    assert "| adaptive equivariant | digit, dense probe | a | +0.100 | 0 | 3 | better |" in table
+    assert "|  |  | label over the 2 above | +0.100 |  |  | **holds** |" in table
     lin = {"model": "m", "r2_single": [1, 0.9, 0.8, 0.9], "r2_per_power": [1, 0.95, 0.9, 0.9]}
     lin.update(r2_identity=[1, 0, -1, 0], group_error=0.5, rank=3, dim=4)
     table = linrep_table([lin])
     assert "| m | 0.9000 | 0.8000 | 0.9000 | 0.1000 | -0.3333 | 0.5000 | 3 / 4 |" in table
+
+
+def test_verdict_tables_are_long_one_row_per_point_and_a_label_row() -> None:
+    """Notebook 07's verdict tables: seven (six) narrow columns, one row per SAE, metric and
+    target with value, spread, n and status, then the label; targets in words; k in order."""
+    from equisae.sources.report import frontier_verdict_table, probing_verdict_table
+    from equisae.verdicts import frontier_verdict, probing_verdict
+
+    probes = [
+        {
+            "model": m,
+            "layer": "bottleneck",
+            "sae_type": t,
+            "seed": seed,
+            "features": "latents",
+            "factor": f,
+            "probe_k": pk,
+            "f1": 0.5 + (0.05 * seed if t == "adaptive" and m == "b" else 0.0) + 0.01 * seed,
+        }
+        for m in ("a", "b", "c")
+        for t in ("topk", "adaptive")
+        for seed in ((0,) if m == "c" else (0, 1, 2))
+        for f in ("digit", "digit_without_6_9")
+        for pk in ("all", "k5")
+    ]
+    verdicts = {
+        ("adaptive", pk, f): probing_verdict(probes, pk, "adaptive", "topk", (f,))
+        for pk in ("all", "k5")
+        for f in ("digit", "digit_without_6_9")
+    }
+    lines = probing_verdict_table(verdicts).splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == ["SAE (vs TopK)", "F1 of, probe", "base model", "F1 difference", "sd", "n"] + [
+        "status"
+    ]
+    body = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    assert len(body) == 4 * (3 + 1)  # per verdict: three base models and the label
+    assert [r[0] for r in body].count("adaptive equivariant") == 1  # named once
+    assert body[4][1] == "digit without 6 and 9, dense probe"
+    assert "digit_without_6_9" not in "\n".join(lines)
+    by_model = {r[2]: r for r in body[:3]}
+    assert by_model["b"][3:] == ["+0.050", "0.050", "3", "within spread"]
+    assert by_model["c"][4:] == ["", "1", "one seed"]  # one seed: n=1, no spread
+    assert body[3][2] == "label over the 3 above" and body[3][6].startswith("**")
+
+    frontier = [
+        {"model": m, "layer": "bottleneck", "sae_type": t, "seed": seed, "k": k, "fvu": v}
+        for m in ("a",)
+        for k in (4, 16, 8)
+        for seed in (0, 1, 2)
+        for t, v in (("topk", 0.1), ("adaptive", 0.2 + 0.001 * seed))
+    ]
+    table = frontier_verdict_table({"adaptive": frontier_verdict(frontier, "adaptive", "topk")})
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    assert [r[1] for r in rows] == ["a, k=4", "a, k=8", "a, k=16", "label over the 3 above"]
+    assert rows[0][2:] == ["+0.101", "0.001", "3", "higher FVU"] and rows[3][5] == "**holds**"
 
 
 def test_probe_f1_table_is_long_and_names_targets_in_words() -> None:

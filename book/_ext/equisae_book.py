@@ -302,12 +302,14 @@ def build_info_markdown(info: dict[str, str]) -> str:
 
 class _MarkdownDirective(SphinxDirective):
     has_content = False
+    # the classes of the container the Markdown is parsed into (book/_static/equisae.css)
+    classes: tuple[str, ...] = ("equisae-generated",)
 
     def markdown(self) -> str:
         raise NotImplementedError
 
     def run(self) -> list[nodes.Node]:
-        container = nodes.container(classes=["equisae-generated"])
+        container = nodes.container(classes=list(self.classes))
         self.state.nested_parse(StringList(self.markdown().splitlines()), 0, container)
         return [container]
 
@@ -398,6 +400,7 @@ class ClaimsDirective(_MarkdownDirective):
     (reference/full)."""
 
     required_arguments = 1
+    classes = ("equisae-generated", "equisae-claims")
 
     def markdown(self) -> str:
         root = Path(self.env.srcdir)

@@ -6,14 +6,18 @@
   is read through :func:`read_findings`, the one accessor of this file, which accepts both the
   ledger as ``equisae.ledger`` writes it (``{"claims": [...]}`` with ``values`` per point) and
   a plain list of entries with the fields of :class:`Finding`.
-* Provenance: every page gets a line saying which results it shows (the build's mode, commit
-  and date; the committed full-mode reference with the commit and date that last changed it).
+* Provenance: every page gets a line saying which results it shows and when the run that made
+  them ran: a notebook page its own run's day and commit, the other pages of the build the days
+  and commits of the book's executed notebooks, the pages of committed full-mode numbers the run
+  recorded in ``reference/full/run/notebooks.json`` (and, when later, the day its claims ledger
+  was rebuilt; a reference published without a run record says so).
 * Downloads: the committed results files (``reference/<mode>/*.json``) are copied into the
   built site under ``results/<mode>/`` so that a reader can download them.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import re
@@ -30,7 +34,8 @@ from sphinx.util.docutils import SphinxDirective
 
 LEDGER = Path("reference") / "full" / "claims.json"
 DOWNLOADS = "results"
-# pages that show the numbers of the run the book was built from (they carry the build banner)
+# pages that show the numbers of the run the book was built from (they carry the build banner);
+# their headline figure is drawn from the committed full-mode reference
 BUILD_PAGES = ("book/results",)
 NOTEBOOK_PREFIX = "book/notebooks/"
 # pages whose numbers come from the committed full-mode reference, whatever the build's mode
@@ -347,11 +352,98 @@ def _git(root: Path, *args: str) -> str:
     return out.stdout.strip()
 
 
+RUN_RECORD = Path("run") / "notebooks.json"  # under results/<mode> and reference/<mode>
+
+
+def _day(stamp: Any) -> str:
+    """``2026-12-03T18:13:20+00:00`` -> ``2026-12-03`` ("" when not a date)."""
+    text = str(stamp or "")[:10]
+    return text if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) else ""
+
+
+def run_stamp(records: dict[str, Any]) -> dict[str, str]:
+    """Mode, commit(s) and date(s) of a run from its notebooks' provenance records (``stem ->
+    {"mode", "commit", "date", ...}``, as ``results/<mode>/run/notebooks.json`` holds them):
+    one date, or the first and last day when the notebooks ran on several; the commits in the
+    order they ran. Empty when no record has a date."""
+    ran = sorted(
+        (str(r.get("date")), r)
+        for r in records.values()
+        if isinstance(r, dict) and _day(r.get("date"))
+    )
+    if not ran:
+        return {}
+    days = [_day(date) for date, _ in ran]
+    commits = list(dict.fromkeys(str(r["commit"]) for _, r in ran if r.get("commit")))
+    modes = sorted({str(r["mode"]) for _, r in ran if r.get("mode")})
+    out = {"date": days[0] if days[0] == days[-1] else f"{days[0]} to {days[-1]}"}
+    if commits:
+        out["commit"] = ", ".join(commits) if len(commits) <= 3 else f"{commits[0]} … {commits[-1]}"
+    if modes:
+        out["mode"] = " and ".join(modes)
+    return out
+
+
+@functools.lru_cache(maxsize=8)
 def reference_provenance(root: Path, mode: str = "full") -> dict[str, str]:
-    """Commit and date of the last commit that changed ``reference/<mode>`` (git log)."""
-    line = _git(root, "log", "-1", "--format=%h %cs", "--", f"reference/{mode}")
-    commit, _, date = line.partition(" ")
-    return {"mode": mode, "commit": commit or "not recorded", "date": date or "not recorded"}
+    """Which run the committed ``reference/<mode>`` holds: its mode, commit(s) and date(s)
+    from the run record published with it (``reference/<mode>/run/notebooks.json``), or, for a
+    reference published without one, ``published`` and ``published_commit`` (the day and commit
+    that last changed its results files, git log) and no ``date``; ``ledger``: the day
+    ``claims.json`` was last rebuilt, when it is not a day of the run (or of its publication)."""
+    folder = root / "reference" / mode
+    out: dict[str, str] = {"mode": mode}
+    try:
+        records = json.loads((folder / RUN_RECORD).read_text())
+    except (OSError, ValueError):
+        records = {}
+    out.update(run_stamp(records if isinstance(records, dict) else {}))
+    out["mode"] = mode
+    results = f"reference/{mode}"
+    if "date" not in out:
+        line = _git(root, "log", "-1", "--format=%h %cs", "--", results, f":!{results}/claims.json")
+        commit, _, day = line.partition(" ")
+        if _day(day):
+            out["published"], out["published_commit"] = day, commit
+    rebuilt = _day(_git(root, "log", "-1", "--format=%cs", "--", f"{results}/claims.json"))
+    ran = out.get("date", out.get("published", ""))
+    if rebuilt and rebuilt not in ran:
+        out["ledger"] = rebuilt
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def book_run_stamp(root: Path) -> dict[str, str]:
+    """:func:`run_stamp` of the notebooks this book shows: the records ``equisae reproduce``
+    wrote into ``book/notebooks/build_info.json``, else each executed copy's own provenance."""
+    from equisae.reproduce import executed_provenance
+
+    folder = root / "book" / "notebooks"
+    try:
+        records = json.loads((folder / "build_info.json").read_text()).get("notebooks")
+    except (OSError, ValueError, AttributeError):
+        records = None
+    if not isinstance(records, dict) or not run_stamp(records):
+        records = {p.stem: executed_provenance(p) for p in sorted(folder.glob("*.ipynb"))}
+    return run_stamp(records)
+
+
+def build_provenance(root: Path, pagename: str) -> dict[str, str]:
+    """Which run a page of this build shows: a notebook page its own executed copy's mode,
+    commit and day (:func:`equisae_book.page_info`); any other page the days and commits of the
+    notebooks the book shows (:func:`book_run_stamp`), else the build information's."""
+    from equisae_book import page_info  # the banner's reader (same folder)
+
+    info = {k: str(v) for k, v in page_info(root, pagename).items()}
+    out = {k: info[k] for k in ("mode", "commit") if info.get(k)}
+    if pagename.startswith(NOTEBOOK_PREFIX):
+        if _day(info.get("date")):
+            out["date"] = _day(info.get("date"))
+        return out
+    out.update(book_run_stamp(root))
+    if "date" not in out and info.get("date"):
+        out["date"] = _day(info["date"]) or info["date"]
+    return out
 
 
 class FindingsDirective(SphinxDirective):
@@ -367,23 +459,57 @@ class FindingsDirective(SphinxDirective):
         return [nodes.raw("", table, format="html")]
 
 
+def _commits(text: str) -> str:
+    label = "commits" if "," in text or "…" in text else "commit"
+    return f"{label} <code>{html.escape(text)}</code>"
+
+
 def provenance_html(pagename: str, build: dict[str, str], reference: dict[str, str]) -> str:
-    """The line that says which results a page shows."""
-    ref = (
-        f"the committed full-mode results (<code>reference/full</code>, commit "
-        f"<code>{html.escape(reference['commit'])}</code>, {html.escape(reference['date'])})"
-    )
-    run = (
-        f"the {html.escape(build.get('mode', 'unknown'))}-mode run this book was built from "
-        f"(commit <code>{html.escape(build.get('commit', 'not recorded'))}</code>, "
-        f"{html.escape(build.get('date', 'not recorded'))})"
+    """The line that says which results a page shows and when the run that made them ran:
+    ``reference`` for the pages of committed full-mode numbers (:func:`reference_provenance`),
+    ``build`` for the notebook and results pages (:func:`build_provenance`)."""
+    if "date" in reference:
+        ref = (
+            f"the {html.escape(reference['mode'])}-mode run of "
+            f"{html.escape(reference['date'])}"
+            + (f" ({_commits(reference['commit'])})" if reference.get("commit") else "")
+            + f", committed as <code>reference/{html.escape(reference['mode'])}</code>"
+        )
+    else:
+        published = ""
+        if reference.get("published"):
+            published = f", published on {html.escape(reference['published'])}"
+            if reference.get("published_commit"):
+                published += f" in {_commits(reference['published_commit'])}"
+        ref = (
+            f"the committed {html.escape(reference['mode'])}-mode results "
+            f"(<code>reference/{html.escape(reference['mode'])}</code>{published}; "
+            "the date of the run itself was not recorded)"
+        )
+    if reference.get("ledger"):
+        ref += f"; the claims ledger was rebuilt from them on {html.escape(reference['ledger'])}"
+    mode = html.escape(build.get("mode", "unknown"))
+    when = build.get("date")
+    commit = build.get("commit")
+    details = ", ".join(
+        x
+        for x in (
+            f"run on {html.escape(when)}" if when else "run date not recorded",
+            _commits(commit) if commit else "",
+        )
+        if x
     )
     if pagename in REFERENCE_PAGES:
         what = f"The numbers on this page come from {ref}."
-    elif pagename.startswith(NOTEBOOK_PREFIX) or pagename in BUILD_PAGES:
-        what = f"The numbers on this page come from {run}."
+    elif pagename.startswith(NOTEBOOK_PREFIX):
+        what = f"The numbers on this page come from this notebook's {mode}-mode run ({details})."
+    elif pagename in BUILD_PAGES:
+        what = (
+            f"The numbers on this page come from the {mode}-mode run this book shows "
+            f"({details}); its headline figure from {ref}."
+        )
     else:
-        what = f"This page shows no run's numbers; the book was built from {run}."
+        what = f"This page shows no run's numbers; the book shows a {mode}-mode run ({details})."
     return f'<p class="equisae-provenance">{what}</p>\n'
 
 
@@ -401,7 +527,7 @@ def _page_context(app: Sphinx, pagename: str, templatename: str, context: dict, 
     if doctree is None or "body" not in context:
         return
     root = Path(app.srcdir)
-    build = _build_info(root)
+    build = build_provenance(root, pagename)
     reference = reference_provenance(root)
     body = provenance_html(pagename, build, reference)
     if pagename in REFERENCE_PAGES and build.get("mode") == "quick":
@@ -414,12 +540,6 @@ def _page_context(app: Sphinx, pagename: str, templatename: str, context: dict, 
         context["body"] = page[:end] + body + page[end:]
     else:
         context["body"] = body + page
-
-
-def _build_info(root: Path) -> dict[str, str]:
-    from equisae_book import read_build_info  # the banner's reader (same folder)
-
-    return {k: str(v) for k, v in read_build_info(root).items()}
 
 
 def copy_results(root: Path, outdir: Path) -> list[Path]:
@@ -486,9 +606,12 @@ __all__ = [
     "FIELDS",
     "Finding",
     "anchor",
+    "book_run_stamp",
+    "build_provenance",
     "copy_results",
     "findings_html",
     "provenance_html",
     "read_findings",
     "reference_provenance",
+    "run_stamp",
 ]

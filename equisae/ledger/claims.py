@@ -16,6 +16,7 @@ from equisae.ledger.entries import (
     number_text,
     threshold_point,
 )
+from equisae.plots.style import ENCODER_LABELS
 from equisae.verdicts import (
     HIGHER,
     LOWER,
@@ -43,7 +44,8 @@ __all__ = [
     "representation",
 ]
 
-ENCODERS = {"raw": "raw (each pose encoded from its own activation)", "canonical": "canonicalising"}
+#: the encoders' names (one definition, :data:`equisae.plots.style.ENCODER_LABELS`)
+ENCODERS = ENCODER_LABELS
 #: ``||M^n - I||_F / ||I||_F`` at or below which the fitted M counts as a representation of C_n
 REPRESENTATION_THRESHOLD = 0.05
 Inputs = Mapping[str, Any]

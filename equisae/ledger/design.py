@@ -6,13 +6,17 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from equisae.plots.style import encoder_label
 from equisae.verdicts import TOO_FEW, paired_t_pvalue, status_of
 
 __all__ = ["design_choices"]
 
 
 #: variant names written by older notebook code, as the ledger names them now
-LEGACY_VARIANTS = {"raw (METHOD.md)": "raw (invariance learned)"}
+LEGACY_VARIANTS = {
+    "raw (METHOD.md)": encoder_label("raw"),
+    "raw (invariance learned)": encoder_label("raw"),
+}
 
 
 def _status(mean: float | None, sd: float | None, n: int) -> str:

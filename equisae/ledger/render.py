@@ -68,18 +68,21 @@ def _detectable(claim: Mapping[str, Any]) -> str:
 
 
 def claims_table(ledger: Mapping[str, Any], link: Links = True) -> str:
-    """One row per claim: the claim (linked to its details), the label, the number with spread
-    and seed count, the smallest detectable difference, what it rests on, its scope."""
+    """One row per claim: the claim (linked to its details, with the paper version and the
+    notebook that computes it), the label, the number with spread and seed count, the smallest
+    detectable difference, what it rests on, its scope. Six columns: at the book's column width
+    every word of every column fits on a line (``book/_static/equisae.css``)."""
     rows = [
         {
-            "claim": f"{{ref}}`{escape(c['title'])} <{c['id']}>`",
-            "paper": c["paper"],
+            "claim": (
+                f"{{ref}}`{escape(c['title'])} <{c['id']}>` "
+                f"(paper {c['paper']}; {_link(c['notebook'], link)})"
+            ),
             "verdict": f"**{c['verdict']}**",
             "difference (paper's claim minus baseline)": compact_number(c),
             "smallest detectable": _detectable(c),
             "rests on": _rests_on(c),
             "scope": c["scope"],
-            "notebook": _link(c["notebook"], link),
         }
         for c in ledger["claims"]
     ]

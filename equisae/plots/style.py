@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["VARIANT_STYLE", "VariantStyle", "variant_colour", "variant_label"]
+__all__ = [
+    "ENCODER_LABELS",
+    "VARIANT_STYLE",
+    "VariantStyle",
+    "encoder_label",
+    "variant_colour",
+    "variant_label",
+]
 
 
 class VariantStyle(NamedTuple):
@@ -30,6 +37,23 @@ VARIANT_STYLE: dict[str, VariantStyle] = {
     "adaptive": VariantStyle("adaptive equivariant", "tab:red"),
     "adaptive_canonical": VariantStyle("adaptive equivariant, canonicalising", "tab:pink"),
 }
+
+
+#: the two encoders of the equivariant SAEs, as every table, figure and the ledger name them:
+#: the raw encoder encodes each pose from its own activation (its latents are only as invariant
+#: as lambda_inv makes them); the canonicalising one encodes M^{-p} h_p (invariant by
+#: construction)
+ENCODER_LABELS: dict[str, str] = {
+    "raw": "raw (each pose encoded from its own activation)",
+    "canonical": "canonicalising",
+}
+
+
+def encoder_label(encoder: str) -> str:
+    """The name of an equivariant SAE's ``encoder`` (``"raw"`` or ``"canonical"``)."""
+    if encoder not in ENCODER_LABELS:
+        raise KeyError(f"encoder must be one of {sorted(ENCODER_LABELS)}, got {encoder!r}")
+    return ENCODER_LABELS[encoder]
 
 
 def _style(variant: str) -> VariantStyle:

@@ -8,14 +8,18 @@ numbers, so the notebook only calls them and displays the result. Verdicts come 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from equisae.plots.findings import label_of as _label
-from equisae.tables import markdown_table, mean_sd_cell
+from equisae.tables import format_number, format_spread, markdown_table, mean_sd_cell
 from equisae.verdicts import (
+    NEGATIVE,
+    POSITIVE,
+    TOO_FEW,
+    WITHIN,
     paired_delta,
     probe_type,
     probing_verdict,
@@ -26,12 +30,14 @@ __all__ = [
     "confusion_table",
     "count_better",
     "factor_words",
+    "frontier_verdict_table",
     "linrep_table",
     "probe_f1_table",
     "probing_verdicts",
     "probing_verdict_table",
     "six_nine",
     "six_nine_table",
+    "verdict_long_rows",
 ]
 
 Record = Mapping[str, Any]
@@ -202,24 +208,132 @@ def probing_verdicts(
     }
 
 
-def probing_verdict_table(verdicts: Mapping[tuple[str, str, str], Any]) -> str:
-    """One row per (SAE, probe type, factor): base models where the SAE probes better / worse
-    than the baseline beyond the seed spread, the mean difference and the claim's label."""
-    rows = []
-    for (sae, pk, factor), v in verdicts.items():
-        rows.append(
+#: a point's status after Holm as table text: probing (higher F1 is better) and frontier
+#: (higher FVU is worse); one seed has no spread to test against
+PROBING_STATUS = {
+    POSITIVE: "better",
+    NEGATIVE: "worse",
+    WITHIN: "within spread",
+    TOO_FEW: "one seed",
+}
+FRONTIER_STATUS = {
+    POSITIVE: "higher FVU",
+    NEGATIVE: "lower FVU",
+    WITHIN: "within spread",
+    TOO_FEW: "one seed",
+}
+LONG_COLUMNS = ("SAE", "metric", "target", "value", "spread", "n", "status")
+
+
+def verdict_long_rows(
+    groups: Sequence[tuple[str, str, Any]],
+    target: Callable[[Any], str],
+    status_words: Mapping[str, str],
+    order: Callable[[Any], Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Long-format rows of judged verdicts, for :func:`markdown_table` over
+    :data:`LONG_COLUMNS`: for every ``(sae, metric, verdict)`` one row per point of the verdict
+    (``target(row)`` of its comparison row; value: the mean paired difference SAE minus
+    baseline; spread: its seed sd, blank for one seed; n: seeds; status after Holm over the
+    verdict's points, in ``status_words``) and then one row with the verdict's label over all
+    its points. ``order``: a sort key of the comparison rows (default: the verdict's order).
+    The SAE and metric are named on their first row only."""
+    out: list[dict[str, Any]] = []
+    previous = None
+    for sae, metric, verdict in groups:
+        points = verdict.points
+        judged = list(zip(verdict.rows, points, strict=True))
+        if order is not None:
+            judged.sort(key=lambda pair: order(pair[0]))
+        for i, (row, point) in enumerate(judged):
+            out.append(
+                {
+                    "SAE": _label(sae) if i == 0 and sae != previous else "",
+                    "metric": metric if i == 0 else "",
+                    "target": target(row),
+                    "value": format_number(point.mean, signed=True),
+                    "spread": format_spread(point.sd) if point.n > 1 else "",
+                    "n": point.n,
+                    "status": status_words.get(point.status, point.status),
+                }
+            )
+            previous = sae
+        mean = float(np.mean([p.mean for p in points]))
+        out.append(
             {
-                f"SAE (vs {_label(v.baseline)})": _label(sae),
-                "probe": probe_type(pk),
-                "factor": factor,
-                "better": v.n_better,
-                "worse": v.n_worse,
-                "within spread": len(v.rows) - v.n_better - v.n_worse,
-                "mean difference": float(np.mean([r.delta.mean for r in v.rows])),
-                "label": v.outcome,
+                "SAE": "",
+                "metric": "",
+                "target": f"label over the {len(points)} above",
+                "value": format_number(mean, signed=True),
+                "spread": "",
+                "n": "",
+                "status": f"**{verdict.outcome}**",
             }
         )
-    return markdown_table(rows)
+    return out
+
+
+def _long_table(
+    rows: Sequence[Mapping[str, Any]],
+    headers: Mapping[str, str],
+    columns: Sequence[str] = LONG_COLUMNS,
+) -> str:
+    right = {c: "right" for c in ("value", "spread", "n")}
+    return markdown_table(rows, columns=columns, align=right, headers=headers)
+
+
+def _model(row: Any, layers: set[str]) -> str:
+    """The base model of a comparison row, with its layer when the table has several."""
+    return row.model if len(layers) == 1 else f"{row.model} / {row.layer}"
+
+
+def probing_verdict_table(verdicts: Mapping[tuple[str, str, str], Any]) -> str:
+    """The probing verdicts in long format: per SAE, probe type and factor (the metric), one
+    row per base model (F1 difference SAE minus baseline, seed sd, n, status after Holm) and a
+    row with the label over the base models. Seven narrow columns: it fits a page's column."""
+    if not verdicts:
+        raise ValueError("probing_verdict_table needs at least one verdict, got none")
+    layers = {r.layer for v in verdicts.values() for r in v.rows}
+    groups = [
+        (sae, f"{factor_words(factor)}, {probe_type(pk).removesuffix(' (all latents)')}", v)
+        for (sae, pk, factor), v in verdicts.items()
+    ]
+    baselines = {_label(v.baseline) for v in verdicts.values()}
+    rows = verdict_long_rows(groups, lambda r: _model(r, layers), PROBING_STATUS)
+    headers = {
+        "SAE": f"SAE (vs {', '.join(sorted(baselines))})",
+        "metric": "F1 of, probe",
+        "target": "base model",
+        "value": "F1 difference",
+        "spread": "sd",
+    }
+    return _long_table(rows, headers)
+
+
+def frontier_verdict_table(verdicts: Mapping[str, Any]) -> str:
+    """The frontier verdicts (``{sae: FrontierVerdict}``) in long format: per SAE, one row per
+    base model and k (test FVU difference SAE minus baseline, seed sd, n, status after Holm:
+    a higher FVU reconstructs worse) and a row with the label over its points."""
+    if not verdicts:
+        raise ValueError("frontier_verdict_table needs at least one verdict, got none")
+    layers = {r.layer for v in verdicts.values() for r in v.rows}
+    groups = [(sae, "test FVU", v) for sae, v in verdicts.items()]
+    baselines = {_label(v.baseline) for v in verdicts.values()}
+    rows = verdict_long_rows(
+        groups,
+        lambda r: f"{_model(r, layers)}, k={r.k}",
+        FRONTIER_STATUS,
+        order=lambda r: (r.model, r.layer, float(r.k)),
+    )
+    for row in rows:
+        row.pop("metric")
+    headers = {
+        "SAE": f"SAE (vs {', '.join(sorted(baselines))})",
+        "target": "base model, k",
+        "value": "FVU difference",
+        "spread": "sd",
+    }
+    return _long_table(rows, headers, [c for c in LONG_COLUMNS if c != "metric"])
 
 
 def count_better(verdict: Any) -> tuple[int, int]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from equisae.plots.style import encoder_label
 from equisae.tables import format_number, markdown_table, mean_sd_cell
 from equisae.verdicts import INVARIANT_FACTORS, paired_delta
 
@@ -435,13 +436,13 @@ def design_choices(
         rows += [
             row(
                 "encoder",
-                "raw (invariance learned)",
+                encoder_label("raw"),
                 advantage(records, "adaptive", probe_k=probe, n_steps=full_steps),
                 probe,
             ),
             row(
                 "encoder",
-                "canonicalising",
+                encoder_label("canonical"),
                 advantage(records, "adaptive_canonical", probe_k=probe, n_steps=full_steps),
                 probe,
             ),

@@ -46,7 +46,8 @@ class SAETraining:
     batch_size: int = 256  # activations per step; orbit SAEs take batch_size // |G| orbits
     #: Adam's peak learning rate: 4e-3 reaches in 4000 steps the test FVU that 1e-3 reaches in
     #: about 10,000 (TopK and adaptive SAEs on cnn_augmented/bottleneck); 1e-2 is no faster
-    #: and ends higher (DEVELOPING.md, "Training length and learning rate")
+    #: and ends higher (a study on that one target; notebook 05's doubling test checks the
+    #: training length on the key targets)
     lr: float = 4e-3
     expansion: int = 4  # d_sae = expansion * d_in, capped at max_d_sae
     max_d_sae: int = 256
