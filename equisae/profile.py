@@ -40,6 +40,7 @@ from equisae.timing import read_timing
 
 __all__ = [
     "OVERHEAD",
+    "Collected",
     "Window",
     "Work",
     "attribute",
@@ -47,6 +48,7 @@ __all__ = [
     "notebook_windows",
     "profile_markdown",
     "profile_run",
+    "run_phases",
     "write_profile",
 ]
 
@@ -451,8 +453,19 @@ def _s(value: float) -> str:
     return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
 
 
-def profile_markdown(profile: Mapping[str, Any], heading: str = "###") -> str:
-    """Markdown of a profile: the machine, a summary per notebook and a table per notebook."""
+def run_phases(profile: Mapping[str, Any]) -> dict[str, float]:
+    """Seconds per phase over every notebook of a profile, largest first."""
+    total: dict[str, float] = defaultdict(float)
+    for nb in profile["notebooks"].values():
+        for phase, seconds in nb["phases"].items():
+            total[phase] += seconds
+    return dict(sorted(total.items(), key=lambda kv: -kv[1]))
+
+
+def profile_markdown(profile: Mapping[str, Any], heading: str | None = "###") -> str:
+    """Markdown of a profile: the machine, a summary per notebook, the largest phases of the
+    run and a table per notebook (titled by ``heading``, or by a bold line when None, for
+    pages where the tables sit inside a directive)."""
     run, machine = profile["run"], profile["machine"]
     notebooks = profile["notebooks"]
     state = "" if run.get("finished", True) else " (still running when profiled)"
@@ -487,11 +500,20 @@ def profile_markdown(profile: Mapping[str, Any], heading: str = "###") -> str:
         "figures, start-up). Worker-seconds add up the records' own durations, so above the "
         "wall time they show work done in parallel."
     )
+    phases = run_phases(profile)
+    walls = sum(phases.values())
+    if walls > 0:
+        top = ", ".join(
+            f"{phase} {_s(seconds)} s ({seconds / walls:.0%})"
+            for phase, seconds in list(phases.items())[:5]
+        )
+        lines += ["", f"The largest phases of the run's {_s(walls)} s of notebooks: {top}."]
     notes = _notes(profile)
     if notes:
         lines += ["", *notes]
     for name, nb in notebooks.items():
-        lines += ["", f"{heading} `{name}` ({_s(nb['wall_s'])} s)", ""]
+        title = f"`{name}` ({_s(nb['wall_s'])} s)"
+        lines += ["", f"{heading} {title}" if heading else f"**{title}**", ""]
         lines += ["| phase | seconds | share |", "| --- | ---: | ---: |"]
         for phase, seconds in nb["phases"].items():
             share = seconds / nb["wall_s"] if nb["wall_s"] > 0 else 0.0
