@@ -2,7 +2,9 @@
 
 Every piece of cached work leaves a wall-clock record beside its artifact: the runner's
 ``run.json`` for each job (``wall_s``, ``started``/``ended`` and the process), and the
-``timing.json`` of :mod:`equisae.timing` for base models, activations and galleries. The
+``timing.json`` of :mod:`equisae.timing` for base models, activations and galleries, and the
+run's log of uncached kernel work (``results/<mode>/run/work.jsonl``: fits, the image-source
+study). The
 notebooks' start times are in ``results/<mode>/run/notebooks.json`` and their wall times in
 ``results/<mode>/timings/notebooks.json``. :func:`profile_run` lays the records on each
 notebook's time window and shares every second of it among the work running then:
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from equisae import io
-from equisae.timing import read_timing
+from equisae.timing import SAE_EVALUATION, WORKLOG_FILE, read_timing, read_worklog
 
 __all__ = [
     "OVERHEAD",
@@ -62,7 +64,6 @@ RUNNER_PHASES = {
     "sweep-probe": "probes",
     "sweep-probe-reference": "probes",
 }
-SAE_EVALUATION = "SAE evaluation and pose inference"
 PLANTED_EVALUATION = "planted: evaluation"
 #: artifact folders that are not runner jobs, by the top-level folder name
 KNOWN_FOLDERS = ("models", "activations", "gallery")
@@ -364,6 +365,10 @@ def profile_run(
     artifacts = Path(artifacts) if artifacts is not None else io.artifacts_dir()
     results = Path(results) if results is not None else io.results_dir(mode)
     found = collect_work(artifacts)
+    for i, record in enumerate(read_worklog(results / "run" / WORKLOG_FILE)):
+        work = _timing_work("worklog", f"run/{WORKLOG_FILE}#{i + 1}", record)
+        if work is not None:
+            found.work.append(work)
     latest = max((w.ended for w in found.work), default=None)
     moment = now if now is not None else max(latest or 0.0, datetime.datetime.now().timestamp())
     windows = notebook_windows(results, now=moment)

@@ -35,7 +35,7 @@ from typing import Any
 
 import nbformat
 
-from equisae import repairs
+from equisae import repairs, timing
 from equisae.device import resolve_device, use_device
 from equisae.io import (
     artifacts_dir,
@@ -497,9 +497,13 @@ def reproduce(
     parameters = {"mode": mode, "device": where.type}
     commit = _git_commit(root)
     runs: list[NotebookRun] = []
+    worklog = results_dir(mode) / RUN_DIR / timing.WORKLOG_FILE
+    if not only:  # a whole run starts a fresh log; --only adds to the last one
+        worklog.unlink(missing_ok=True)
     with (
         use_device(where),
         repairs.collecting(results_dir(mode) / RUN_DIR / REPAIRS_FILE) as log_path,
+        timing.collecting(worklog),
     ):
         try:
             for i, source in enumerate(notebooks, 1):

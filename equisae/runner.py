@@ -713,6 +713,14 @@ def _repairs_env() -> dict[str, str]:
     return {repairs.REPAIRS_ENV: path} if path else {}
 
 
+def _worklog_env() -> dict[str, str]:
+    """``$EQUISAE_WORKLOG`` for the workers of a local cluster, when this run keeps one."""
+    from equisae.timing import WORKLOG_ENV
+
+    path = os.environ.get(WORKLOG_ENV)
+    return {WORKLOG_ENV: path} if path else {}
+
+
 def _run_serial(
     graph: dict[str, Job], todo: list[str], root: Path, outcomes: dict[str, Outcome], progress: bool
 ) -> None:
@@ -745,7 +753,12 @@ def _run_dask(
                     processes=True,
                     host="127.0.0.1",  # scheduler and workers reachable from this machine only
                     dashboard_address="127.0.0.1:0",  # localhost, any free port
-                    env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **_repairs_env()},
+                    env={
+                        "OMP_NUM_THREADS": "1",
+                        "MKL_NUM_THREADS": "1",
+                        **_repairs_env(),
+                        **_worklog_env(),
+                    },
                 )
             )
             client = stack.enter_context(Client(cluster))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,16 @@ from equisae.profile import (
     profile_run,
 )
 from equisae.runner import Job, JobResult, run_sweep
-from equisae.timing import Stopwatch, read_timing, write_timing
+from equisae.timing import (
+    WORKLOG_FILE,
+    Stopwatch,
+    collecting,
+    logged,
+    read_timing,
+    read_worklog,
+    timed,
+    write_timing,
+)
 
 T0 = 1_700_000_000.0  # a fixed past moment (seconds since the epoch) the synthetic run starts
 
@@ -243,3 +253,31 @@ def test_bad_input_names_what_is_missing(tmp_path: Path) -> None:
         notebook_windows(tmp_path)
     with pytest.raises(ValueError, match="phase"):
         Stopwatch("")
+
+
+def test_uncached_kernel_work_is_logged_and_profiled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EQUISAE_WORKLOG", raising=False)
+    results = tmp_path / "results" / "full"
+    log = results / "run" / WORKLOG_FILE
+
+    @timed("fit of M")
+    def fit(x: int) -> int:
+        time.sleep(0.1)
+        return 2 * x
+
+    start = time.time()
+    assert fit(1) == 2 and not log.exists()  # no log set: nothing written
+    with collecting(log):
+        assert fit(2) == 4
+        with logged("probes") as watch, watch.part("dense"):
+            time.sleep(0.05)
+    assert os.environ.get("EQUISAE_WORKLOG") is None
+    assert [r["phase"] for r in read_worklog(log)] == ["fit of M", "probes"]
+    io.write_json_atomic(results / "run" / "notebooks.json", {"01_a": {"date": _iso(start - 1)}})
+    io.write_json_atomic(results / "timings" / "notebooks.json", {"01_a": time.time() - start + 2})
+    (tmp_path / "artifacts").mkdir()
+    nb = profile_run("full", tmp_path / "artifacts", results)["notebooks"]["01_a"]
+    assert nb["phases"]["fit of M"] >= 0.09 and nb["phases"]["probes"] >= 0.04
+    assert sum(nb["phases"].values()) == pytest.approx(nb["wall_s"])
