@@ -326,18 +326,30 @@ def attribute(work: Sequence[Work], start: float, end: float) -> dict[str, float
         for w in work
         if min(w.ended, end) > max(w.started, start)
     ]
-    edges = sorted({t for a, b, _ in clipped for t in (a, b)})
+    # a sweep over the start and end times (ends first at a tie), with the records running
     share: dict[int, float] = defaultdict(float)
-    for lo, hi in zip(edges, edges[1:], strict=False):
-        innermost: dict[Any, tuple[float, float, int]] = {}
-        for i, (a, b, w) in enumerate(clipped):
-            if a <= lo and b >= hi:
-                group = w.process if w.process is not None else ("record", i)
-                rank = (w.started, -w.seconds, i)  # the latest start is the innermost
+    events = sorted(
+        [(a, 1, i) for i, (a, _, _) in enumerate(clipped)]
+        + [(b, 0, i) for i, (_, b, _) in enumerate(clipped)]
+    )
+    running: set[int] = set()
+    previous = None
+    for moment, is_start, i in events:
+        if running and previous is not None and moment > previous:
+            innermost: dict[Any, tuple[float, float, int]] = {}
+            for j in running:
+                w = clipped[j][2]
+                group = w.process if w.process is not None else ("record", j)
+                rank = (w.started, -w.seconds, j)  # the latest start is the innermost
                 if group not in innermost or rank > innermost[group]:
                     innermost[group] = rank
-        for _, _, i in innermost.values():
-            share[i] += (hi - lo) / len(innermost)
+            for _, _, j in innermost.values():
+                share[j] += (moment - previous) / len(innermost)
+        previous = moment
+        if is_start:
+            running.add(i)
+        else:
+            running.discard(i)
     phases: dict[str, float] = defaultdict(float)
     for i, seconds in share.items():
         parts = clipped[i][2].parts
@@ -347,8 +359,23 @@ def attribute(work: Sequence[Work], start: float, end: float) -> dict[str, float
     return dict(phases)
 
 
-def _worker_seconds(work: Sequence[Work], start: float, end: float) -> float:
-    return sum(max(0.0, min(w.ended, end) - max(w.started, start)) for w in work)
+def _busy_seconds(work: Sequence[Work], start: float, end: float) -> float:
+    """Seconds inside ``[start, end]`` that each process spent on recorded work, added over
+    the processes (a record nested in another of its process counts once): above the span,
+    the work ran in parallel."""
+    by_process: dict[Any, list[tuple[float, float]]] = defaultdict(list)
+    for i, w in enumerate(work):
+        a, b = max(w.started, start), min(w.ended, end)
+        if b > a:
+            by_process[w.process if w.process is not None else ("record", i)].append((a, b))
+    total = 0.0
+    for intervals in by_process.values():
+        reach = float("-inf")
+        for a, b in sorted(intervals):
+            if b > reach:
+                total += b - max(a, reach)
+                reach = b
+    return total
 
 
 def profile_run(
@@ -394,7 +421,7 @@ def profile_run(
             "wall_s": window.wall,
             "finished": window.finished,
             "phases": dict(sorted(phases.items(), key=lambda kv: -kv[1])),
-            "worker_s": _worker_seconds([found.work[i] for i in members], *_span(window)),
+            "worker_s": _busy_seconds([found.work[i] for i in members], *_span(window)),
             "records": len(members),
         }
     outside = [w for w, hit in zip(found.work, inside, strict=True) if not hit]
@@ -502,8 +529,8 @@ def profile_markdown(profile: Mapping[str, Any], heading: str | None = "###") ->
         "Each notebook's phases add up to its wall time: every second goes to the innermost "
         "record of cached work running then (shared between Dask workers running at once); "
         f"*{OVERHEAD}* is the time no record covers (kernel work that leaves no artifact, "
-        "figures, start-up). Worker-seconds add up the records' own durations, so above the "
-        "wall time they show work done in parallel."
+        "figures, start-up). Worker-seconds add up, over the processes, the time each spent on "
+        "recorded work, so above the recorded work they show work done in parallel."
     )
     phases = run_phases(profile)
     walls = sum(phases.values())

@@ -149,6 +149,9 @@ def test_parallel_jobs_share_the_wall_and_split_into_training_and_evaluation(
     assert phases["SAE evaluation and pose inference"] == pytest.approx(2 * 20.0 * 10 / 40)
     assert phases["probes"] == pytest.approx(20.0)
     assert nb["worker_s"] == pytest.approx(40 + 40 + 20 + 10)
+    # nested work counts once in its process: 50 s of worker time in notebook A
+    nb_a = profile_run("full", art, results, now=T0 + 300)["notebooks"]["01_a"]
+    assert nb_a["worker_s"] == pytest.approx(50.0)
 
 
 def test_unknown_kinds_and_unrecorded_folders_are_reported(synthetic: tuple[Path, Path]) -> None:
