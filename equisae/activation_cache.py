@@ -23,6 +23,7 @@ from equisae import io
 from equisae.activations import OrbitActivations, orbit_activations_many
 from equisae.device import current_device, device_config
 from equisae.modes import check_mode
+from equisae.timing import Stopwatch
 
 #: the default group (the paper's C4); ``group=`` of the functions below chooses another
 GROUP_NAME = "C4"
@@ -193,20 +194,27 @@ def _extract_all(key: ActivationKey, progress: bool) -> None:
     from equisae.models import LAYERS, train_or_load
 
     model_name = key.model_name
+    # one wall-clock record per split, shared by its layers' folders; the first also covers
+    # the data (a base model trained here keeps its own record, nested in this one)
+    watch = Stopwatch("activations")
     model, info = train_or_load(model_name, key.mode, key.seed, progress=progress)
     model.to(current_device())  # the forward passes run on the run's device (a no-op on the CPU)
     group = get_group(key.group)
     layers = list(dict.fromkeys([*LAYERS[model_name].values(), key.layer]))
     sizes = data.dataset_sizes(key.mode)
-    splits = data.make_splits(sizes, data.standard_config(key.representative), key.seed)
+    with watch.part("data"):
+        splits = data.make_splits(sizes, data.standard_config(key.representative), key.seed)
     for split in tqdm(SPLITS, desc=f"activations of {model_name}", disable=not progress):
-        per_layer = orbit_activations_many(
-            model, splits[split], group, layers, model_name=model_name, progress=False
-        )
+        with watch.part("extract"):
+            per_layer = orbit_activations_many(
+                model, splits[split], group, layers, model_name=model_name, progress=False
+            )
+        record = watch.stop()
         for layer, acts in per_layer.items():
             config = key.at(layer=layer, split=split).config()
             acts.metadata = {"key": config, "model_folder": info.get("folder")}
-            acts.save(io.artifacts_dir() / "activations" / io.config_hash(config))
+            acts.save(io.artifacts_dir() / "activations" / io.config_hash(config), timing=record)
+        watch = Stopwatch("activations")
 
 
 def output_equivariance_error(

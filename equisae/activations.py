@@ -227,9 +227,10 @@ class OrbitActivations:
             {name: values.reshape(-1) for name, values in self.factors.items()},
         )
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, timing: dict[str, Any] | None = None) -> Path:
         """Write the folder ``path`` (safetensors, meta.json and a sha256 manifest) atomically,
-        replacing what is there; returns ``path``."""
+        replacing what is there; returns ``path``. ``timing``: the wall-clock record of the
+        work (:mod:`equisae.timing`), written beside them."""
         path = Path(path)
         with atomic_folder(path) as tmp:
             tensors = {"acts": self.acts.detach().float().contiguous()}
@@ -246,6 +247,10 @@ class OrbitActivations:
                 "metadata": to_jsonable(self.metadata),
             }
             write_json_atomic(tmp / META_FILE, meta)
+            if timing is not None:
+                from equisae.timing import write_timing
+
+                write_timing(tmp, timing)
             write_manifest(tmp)
         return path
 

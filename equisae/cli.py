@@ -50,6 +50,23 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from equisae.io import project_root
+    from equisae.profile import profile_run, write_profile
+
+    profile = profile_run(args.mode, artifacts=args.artifacts, results=args.results)
+    out = Path(args.out) if args.out else project_root() / "benchmarks" / "results"
+    json_path, md_path = write_profile(profile, out)
+    walls = sum(nb["wall_s"] for nb in profile["notebooks"].values())
+    print(
+        f"profile of the {args.mode} run: {len(profile['notebooks'])} notebook(s), "
+        f"{walls:.0f} s; wrote {md_path} and {json_path}"
+    )
+    return 0
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from equisae.runner import check_scheduler, run_sweep, sweep_summary
     from equisae.sweeps import SWEEPS, sweep_jobs
@@ -263,6 +280,32 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--no-book", action="store_true", help="skip the book build")
     _device_argument(rep)
     rep.set_defaults(func=_reproduce)
+
+    prf = sub.add_parser(
+        "profile",
+        help="seconds per phase and notebook of a run, from its artifacts and notebook times",
+        parents=[debug],
+    )
+    prf.add_argument("--mode", choices=MODES, default="full")
+    prf.add_argument(
+        "--artifacts",
+        default=None,
+        metavar="DIR",
+        help="the run's artifacts folder (default: ./artifacts or $EQUISAE_ARTIFACTS)",
+    )
+    prf.add_argument(
+        "--results",
+        default=None,
+        metavar="DIR",
+        help="the run's results folder (default: results/<mode> or $EQUISAE_RESULTS/<mode>)",
+    )
+    prf.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="where profile_<mode>.md and .json go (default: benchmarks/results)",
+    )
+    prf.set_defaults(func=_profile)
 
     swp = sub.add_parser("sweep", help="run a named sweep without the notebooks", parents=[debug])
     swp.add_argument("name", help="the sweep: planted, frontier, probing, setting, ...")

@@ -180,8 +180,9 @@ class LatentGallery:
             out[f"recall.{name}"] = self.recall[name].contiguous()
         return out
 
-    def save(self, folder: str | Path) -> Path:
-        """Write the gallery atomically (safetensors + json + manifest) into ``folder``."""
+    def save(self, folder: str | Path, timing: dict[str, Any] | None = None) -> Path:
+        """Write the gallery atomically (safetensors + json + manifest) into ``folder``, with
+        ``timing`` (the wall-clock record of :mod:`equisae.timing`) when given."""
         from safetensors.torch import save_file
 
         folder = Path(folder)
@@ -196,6 +197,10 @@ class LatentGallery:
                 "version": GALLERY_VERSION,
             }
             io.write_json_atomic(tmp / META_FILE, meta)
+            if timing is not None:
+                from equisae.timing import write_timing
+
+                write_timing(tmp, timing)
             io.write_manifest(tmp)
         return folder
 
@@ -545,6 +550,9 @@ def job_gallery(
         pass
     except ValueError as exc:
         io.log.warning("%s; computing again", exc)
+    from equisae.timing import Stopwatch
+
+    watch = Stopwatch("gallery")
     result = load_result(job, artifacts)
     if result is None:
         raise FileNotFoundError(f"{job.label()} has no cached result: run its sweep first")
@@ -563,7 +571,7 @@ def job_gallery(
         "sae_folder": str(result.path / sae_folder(seed)),
     }
     gallery = build_gallery(sae, orbits, settings, meta=meta)
-    gallery.save(folder)
+    gallery.save(folder, timing=watch.stop())
     return gallery
 
 

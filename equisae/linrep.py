@@ -46,6 +46,7 @@ from equisae.groups import (
     representation_matrices,
 )
 from equisae.io import to_jsonable
+from equisae.timing import timed
 
 __all__ = [
     "auto_max_dim",
@@ -559,6 +560,7 @@ def evaluate_linear_representation(rep: LinearRepresentation, test: Any) -> LinR
     )
 
 
+@timed("fit of M")
 def analyse_linear_representation(
     train: Any,
     val: Any,

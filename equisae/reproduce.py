@@ -35,7 +35,7 @@ from typing import Any
 
 import nbformat
 
-from equisae import repairs
+from equisae import repairs, timing
 from equisae.device import resolve_device, use_device
 from equisae.io import (
     artifacts_dir,
@@ -59,6 +59,9 @@ PROVENANCE_KEY = "equisae"  # the executed notebook's metadata entry of its prov
 RUN_DIR = "run"  # results/<mode>/run/: provenance and repairs of the runs of that mode
 PROVENANCE_FILE = "notebooks.json"
 REPAIRS_FILE = "repairs.jsonl"
+TIMINGS_DIR = "timings"  # results/<mode>/timings/: wall times of the last runs
+TIMINGS_FILE = "notebooks.json"  # seconds per notebook
+BOOK_TIMING = "book.json"  # seconds of the last book build
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
@@ -439,6 +442,15 @@ def _read_timings(path: Path) -> dict[str, Any]:
     return previous
 
 
+def _record_timing(mode: str, stem: str, seconds: float) -> None:
+    """Add a finished notebook's wall time to ``results/<mode>/timings/notebooks.json`` (after
+    each notebook, so that a run stopped part-way keeps the times of what finished)."""
+    path = results_dir(mode) / TIMINGS_DIR / TIMINGS_FILE
+    timings = _read_timings(path)
+    timings[stem] = round(seconds, 1)
+    write_json_atomic(path, timings)
+
+
 def write_claims(mode: str, root: Path | None = None) -> Path | None:
     """The claims ledger of this run: ``results/<mode>/claims.json`` (:mod:`equisae.ledger`).
 
@@ -485,9 +497,13 @@ def reproduce(
     parameters = {"mode": mode, "device": where.type}
     commit = _git_commit(root)
     runs: list[NotebookRun] = []
+    worklog = results_dir(mode) / RUN_DIR / timing.WORKLOG_FILE
+    if not only:  # a whole run starts a fresh log; --only adds to the last one
+        worklog.unlink(missing_ok=True)
     with (
         use_device(where),
         repairs.collecting(results_dir(mode) / RUN_DIR / REPAIRS_FILE) as log_path,
+        timing.collecting(worklog),
     ):
         try:
             for i, source in enumerate(notebooks, 1):
@@ -501,6 +517,7 @@ def reproduce(
                     _record_run(mode, source.stem, None)
                     raise
                 _record_run(mode, source.stem, stamp)
+                _record_timing(mode, run.name, run.seconds)
                 print(
                     f"[{i}/{len(notebooks)}] {source.stem} done in {run.seconds:.1f} s", flush=True
                 )
@@ -509,10 +526,6 @@ def reproduce(
             found = repairs.read_log(log_path)
             for line in repairs.summary_lines(found):
                 print(line, flush=True)
-    timings_path = results_dir(mode) / "timings" / "notebooks.json"
-    timings = _read_timings(timings_path)
-    timings.update({run.name: round(run.seconds, 1) for run in runs})
-    write_json_atomic(timings_path, timings)
     write_build_info(root, mode, parameters, found)
     write_claims(mode, root)
     if book:
@@ -528,5 +541,10 @@ def reproduce(
             print(f"not building the book: {'; '.join(reasons)}", flush=True)
         else:
             shutil.rmtree(root / "_build" / ".doctrees", ignore_errors=True)
+            started = time.time()
             build_book(root)
+            write_json_atomic(
+                results_dir(mode) / TIMINGS_DIR / BOOK_TIMING,
+                {"seconds": round(time.time() - started, 1), "started": started},
+            )
     return runs

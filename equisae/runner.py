@@ -28,7 +28,7 @@ output, so old artifacts are no longer reused), lists the jobs it needs in
 Artifacts live in ``<artifacts>/<kind>/<hash>/`` (``artifacts`` defaults to
 :func:`equisae.io.artifacts_dir`, i.e. ``$EQUISAE_ARTIFACTS`` or ``./artifacts``) and hold the
 job's own files plus ``config.json`` (the configuration), ``metrics.json``, ``run.json`` (wall
-time, host; not part of the metrics) and ``manifest.json`` (the sha256 of every other file). A job
+time, start and end, host and process; not part of the metrics) and ``manifest.json`` (the sha256 of every other file). A job
 is computed in a temporary sibling folder that is renamed into place only when complete, so an
 interrupted job leaves no half-written artifact. A folder whose manifest does not match its
 files (bad JSON, a missing or altered file) is treated as absent and recomputed.
@@ -474,9 +474,11 @@ def _compute(job: Job, root: Path, deps: list[JobResult]) -> JobResult:
     final = root / job.kind / job.hash
     with io.atomic_folder(final, keep=lambda path: verify_artifact(path, job) is None) as tmp:
         _seed_from_hash(job.hash)
+        started = time.time()
         start = time.perf_counter()
         metrics = job.run(tmp, deps)
         wall_s = time.perf_counter() - start
+        ended = time.time()
         if not isinstance(metrics, Mapping):
             raise ValueError(
                 f"{job.label()}.run() must return a dict of metrics, got {type(metrics).__name__}"
@@ -500,6 +502,8 @@ def _compute(job: Job, root: Path, deps: list[JobResult]) -> JobResult:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "started": started,  # seconds since the epoch (equisae.profile reads them)
+            "ended": ended,
             "torch": torch.__version__,
         }
         io.write_json_atomic(tmp / "run.json", run_info)
@@ -709,6 +713,14 @@ def _repairs_env() -> dict[str, str]:
     return {repairs.REPAIRS_ENV: path} if path else {}
 
 
+def _worklog_env() -> dict[str, str]:
+    """``$EQUISAE_WORKLOG`` for the workers of a local cluster, when this run keeps one."""
+    from equisae.timing import WORKLOG_ENV
+
+    path = os.environ.get(WORKLOG_ENV)
+    return {WORKLOG_ENV: path} if path else {}
+
+
 def _run_serial(
     graph: dict[str, Job], todo: list[str], root: Path, outcomes: dict[str, Outcome], progress: bool
 ) -> None:
@@ -741,7 +753,12 @@ def _run_dask(
                     processes=True,
                     host="127.0.0.1",  # scheduler and workers reachable from this machine only
                     dashboard_address="127.0.0.1:0",  # localhost, any free port
-                    env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **_repairs_env()},
+                    env={
+                        "OMP_NUM_THREADS": "1",
+                        "MKL_NUM_THREADS": "1",
+                        **_repairs_env(),
+                        **_worklog_env(),
+                    },
                 )
             )
             client = stack.enter_context(Client(cluster))

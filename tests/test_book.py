@@ -298,6 +298,38 @@ def test_timings_table_lists_every_notebook_with_both_modes() -> None:
         assert f"| `{stem}` |" in table
 
 
+def test_profile_directive_renders_the_committed_profile_or_says_there_is_none(
+    tmp_path: Path,
+) -> None:
+    ext = _load_book_extension()
+    assert "No profile of a full run" in ext.profile_source_markdown(tmp_path, "full")
+    profile = {
+        "mode": "full",
+        "run": {"started": 1_700_000_000.0, "commit": "abc1234", "device": "cpu"},
+        "machine": {"hosts": ["ci"], "cores": 2, "cpu": "a CPU", "python": "3.11"},
+        "notebooks": {
+            "05_frontier": {
+                "wall_s": 100.0,
+                "worker_s": 150.0,
+                "phases": {"SAE training: topk": 70.0, "notebook overhead": 30.0},
+            }
+        },
+        "book_s": 20.0,
+        "outside_run": {"records": 0, "seconds": 0.0},
+        "unknown_kinds": {},
+        "unrecorded": {},
+    }
+    path = ext.profile_path(tmp_path, "full")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(profile))
+    text = ext.profile_source_markdown(tmp_path, "full")
+    assert "on ci (2 cores, a CPU)" in text and "2023-11-14" in text
+    assert "| `05_frontier` | 100 | 70 | 30 | 150 | SAE training: topk |" in text
+    assert "| book build | 20 |" in text and "| **total** | 120 |" in text
+    assert not any(line.startswith("#") for line in text.splitlines())  # no section titles
+    assert "{equisae-profile}" in (BOOK / "rerun.md").read_text()
+
+
 def test_companion_bibtex_has_url_and_version() -> None:
     cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
     url = cff["url"]

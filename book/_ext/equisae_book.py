@@ -14,7 +14,9 @@
 * **No thebe scripts**: thebe is off, but sphinx-thebe registers its configuration script on
   every read pass (``const THEBE_JS_URL`` declared twice is a JS error); they are dropped.
 * Directives ``{equisae-timings}`` (run time per notebook, quick and full, from
-  ``reference/*/timings/notebooks.json``) and ``{equisae-build-info}`` (environment stamp).
+  ``reference/*/timings/notebooks.json``), ``{equisae-profile}`` (seconds per phase and
+  notebook, from ``benchmarks/results/profile_<mode>.json``) and ``{equisae-build-info}``
+  (environment stamp).
 * Directive ``{equisae-claims}`` (the claims ledger of :mod:`equisae.ledger`, read from
   ``reference/full`` so that the page does not change with the build mode; when the full
   reference predates the current schema, this build's own results, under a labelled notice).
@@ -284,6 +286,24 @@ def timings_markdown(root: Path) -> str:
     return "\n".join(lines)
 
 
+def profile_path(root: Path, mode: str = "full") -> Path:
+    """The committed profile of a run of ``mode`` (written by ``equisae profile``)."""
+    return root / "benchmarks" / "results" / f"profile_{mode}.json"
+
+
+def profile_source_markdown(root: Path, mode: str = "full") -> str:
+    """The committed profile of a run as Markdown (:func:`equisae.profile.profile_markdown`)."""
+    from equisae.profile import profile_markdown
+
+    path = profile_path(root, mode)
+    if not path.is_file():
+        return (
+            f"No profile of a {mode} run is committed yet (`equisae profile --mode {mode}` "
+            f"writes `benchmarks/results/profile_{mode}.json`)."
+        )
+    return profile_markdown(json.loads(path.read_text()), heading=None)
+
+
 def build_info_markdown(info: dict[str, str]) -> str:
     """A Markdown table of the build's mode, commit, date and versions."""
     labels = {
@@ -319,6 +339,21 @@ class TimingsDirective(_MarkdownDirective):
 
     def markdown(self) -> str:
         return timings_markdown(Path(self.env.srcdir))
+
+
+class ProfileDirective(_MarkdownDirective):
+    """``{equisae-profile}`` (argument: ``full``, the default, or ``quick``): seconds per
+    phase and notebook of the committed profile of that run."""
+
+    optional_arguments = 1
+
+    def markdown(self) -> str:
+        mode = self.arguments[0] if self.arguments else "full"
+        if mode not in ("quick", "full"):
+            raise self.error(f"equisae-profile takes 'quick' or 'full', got {mode!r}")
+        root = Path(self.env.srcdir)
+        self.env.note_dependency(str(profile_path(root, mode)))
+        return profile_source_markdown(root, mode)
 
 
 class BuildInfoDirective(_MarkdownDirective):
@@ -514,6 +549,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("build-finished", _build_finished)
     app.add_directive("equisae-timings", TimingsDirective)
     app.add_directive("equisae-build-info", BuildInfoDirective)
+    app.add_directive("equisae-profile", ProfileDirective)
     app.add_directive("equisae-claims", ClaimsDirective)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}
 
@@ -527,6 +563,7 @@ __all__ = [
     "claims_source",
     "copy_mathjax",
     "gallery_source",
+    "profile_source_markdown",
     "read_build_info",
     "show_injected_parameters",
     "timings_markdown",

@@ -27,6 +27,7 @@ from equisae import io
 from equisae.device import current_device, device_config, resolve_device
 from equisae.models.registry import build_model, get_spec, model_config
 from equisae.modes import check_mode, get_mode
+from equisae.timing import Stopwatch, write_timing
 
 CACHE_VERSION = 2  # bump whenever architecture code or training code changes results
 WEIGHTS_FILE = "model.safetensors"
@@ -191,9 +192,14 @@ def train_model(
 
 
 def save_checkpoint(
-    model: nn.Module, folder: str | os.PathLike, config: dict, metrics: dict
+    model: nn.Module,
+    folder: str | os.PathLike,
+    config: dict,
+    metrics: dict,
+    timing: dict | None = None,
 ) -> Path:
-    """Write weights, config, metrics and a sha256 manifest atomically into ``folder``.
+    """Write weights, config, metrics and a sha256 manifest atomically into ``folder``
+    (with ``timing``, also the wall-clock record of :mod:`equisae.timing`).
 
     If ``folder`` already holds an intact checkpoint (another process finished first), it is
     kept; a damaged one is replaced.
@@ -204,6 +210,8 @@ def save_checkpoint(
         save_file(state, str(tmp / WEIGHTS_FILE))
         io.write_json_atomic(tmp / CONFIG_FILE, config)
         io.write_json_atomic(tmp / METRICS_FILE, metrics)
+        if timing is not None:
+            write_timing(tmp, timing)
         io.write_manifest(tmp)
     return folder
 
@@ -329,7 +337,9 @@ def train_or_load(
             info = {**metrics, "cached": True, "load_seconds": time.perf_counter() - start}
             return model, {**info, "folder": str(folder), "config": config}
 
-    data_splits = make()
+    watch = Stopwatch("base models")
+    with watch.part("data"):
+        data_splits = make()
     train_images = _images(data_splits["train"], "train")
     test_images = _images(data_splits["test"], "test")
     val_images = _images(data_splits["val"], "val") if "val" in data_splits else None
@@ -337,30 +347,33 @@ def train_or_load(
         torch.manual_seed(seed)
         model = build_model(name, **overrides)
     start, cpu_start = time.perf_counter(), time.process_time()
-    history = train_model(
-        model,
-        train_images,
-        settings,
-        augment=spec.augment,
-        seed=seed,
-        val_images=val_images,
-        progress=progress,
-        desc=f"training {name}",
-        device=where,
-    )
+    with watch.part("train"):
+        history = train_model(
+            model,
+            train_images,
+            settings,
+            augment=spec.augment,
+            seed=seed,
+            val_images=val_images,
+            progress=progress,
+            desc=f"training {name}",
+            device=where,
+        )
     train_seconds = time.perf_counter() - start
     train_cpu_seconds = time.process_time() - cpu_start
+    with watch.part("evaluate"):
+        errors = evaluate_reconstruction(model, test_images, settings.eval_batch_size)
     metrics = {
         "name": name,
         "n_params": sum(p.numel() for p in model.parameters()),
         "train_seconds": train_seconds,
         "train_cpu_seconds": train_cpu_seconds,
         "history": history,
-        **evaluate_reconstruction(model, test_images, settings.eval_batch_size),
+        **errors,
     }
     if where.type != "cpu":
         metrics["device"] = where.type
         model.to("cpu")
-    save_checkpoint(model, folder, config, metrics)
+    save_checkpoint(model, folder, config, metrics, watch.stop())
     info = {**metrics, "cached": False, "load_seconds": 0.0}
     return model, {**info, "folder": str(folder), "config": config}

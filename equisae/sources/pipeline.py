@@ -35,6 +35,7 @@ import torch
 from equisae import io
 from equisae.modes import SWEEP_SAE_TYPES, check_mode, get_mode
 from equisae.sources.base import ImageSource, as_group
+from equisae.timing import SAE_EVALUATION, logged
 
 __all__ = [
     "SOURCES",
@@ -555,8 +556,10 @@ def _study_model(
     from equisae.sweeps.inputs import subsample_orbits
     from equisae.sweeps.saes import train_sweep_saes
 
-    acts = _orbit_acts(net, splits, grp, layer, model)
-    linrep, M = _linrep_record(model, layer, acts)
+    with logged("activations"):
+        acts = _orbit_acts(net, splits, grp, layer, model)
+    with logged("fit of M"):
+        linrep, M = _linrep_record(model, layer, acts)
     test = acts["test"].acts
     test = test[subsample_orbits(test.shape[0], settings.eval_orbits, seed=0)]
     probe_sets = _probe_sets(acts, settings)
@@ -566,16 +569,17 @@ def _study_model(
     common = {"model": model, "layer": layer, "representative": "fixed"}
     for sae_type in settings.sae_types:
         for k in settings.ks:
-            saes, results = train_sweep_saes(
-                sae_type,
-                acts["train"].acts,
-                k,
-                settings.seeds,
-                training,
-                M=M,
-                group=grp,
-                progress=progress,
-            )
+            with logged(f"SAE training: {sae_type}"):
+                saes, results = train_sweep_saes(
+                    sae_type,
+                    acts["train"].acts,
+                    k,
+                    settings.seeds,
+                    training,
+                    M=M,
+                    group=grp,
+                    progress=progress,
+                )
             for seed, sae, result in zip(settings.seeds, saes, results, strict=True):
                 base = {
                     **common,
@@ -585,16 +589,19 @@ def _study_model(
                     "lambda_inv": training.lambda_inv,
                     "n_steps": training.n_steps,
                 }
-                frontier.append(_sae_record(base, sae, result, test, M))
+                with logged(SAE_EVALUATION):
+                    frontier.append(_sae_record(base, sae, result, test, M))
                 if k == settings.probe_k:
-                    feats = _latent_features(sae, probe_sets)
-                    probes += _probe_rows(base, feats, probe_sets, factors, settings)
+                    with logged("probes"):
+                        feats = _latent_features(sae, probe_sets)
+                        probes += _probe_rows(base, feats, probe_sets, factors, settings)
     d_sae = training.d_sae(acts["train"].dim)
     for ref in settings.references:
         base = {**common, "sae_type": ref, "k": settings.probe_k if ref == "random" else None}
         base.update(seed=settings.seeds[0], lambda_inv=None, n_steps=None)
-        feats = _reference_features(ref, acts, probe_sets, d_sae, settings.probe_k)
-        probes += _probe_rows(base, feats, probe_sets, factors, settings)
+        with logged("probes"):
+            feats = _reference_features(ref, acts, probe_sets, d_sae, settings.probe_k)
+            probes += _probe_rows(base, feats, probe_sets, factors, settings)
     n_rows = {s: int(o.shape[0] * o.shape[1]) for s, (o, _) in probe_sets.items()}
     return {"linrep": linrep, "frontier": frontier, "probes": probes, "probe_rows": n_rows}
 
