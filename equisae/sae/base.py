@@ -30,7 +30,9 @@ __all__ = [
     "SAEOutput",
     "SparseAutoencoder",
     "get_architecture",
+    "normalize_rows_",
     "register_architecture",
+    "remove_parallel_",
 ]
 
 
@@ -101,6 +103,20 @@ def _check_orbit_batch(batch: Any, group_order: int, d_in: int, name: str = "bat
             f"d_in={d_in}), got {tuple(batch.shape)}"
         )
     return batch
+
+
+@torch.no_grad()
+def normalize_rows_(rows: Tensor) -> None:
+    """Rescale each row (last dimension) of ``rows`` to unit norm, in place."""
+    rows.div_(rows.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+
+
+@torch.no_grad()
+def remove_parallel_(grad: Tensor, rows: Tensor) -> None:
+    """Remove from ``grad`` (in place) its component along each row (last dimension) of ``rows``."""
+    norms_sq = rows.pow(2).sum(-1, keepdim=True).clamp_min(1e-12)
+    parallel = (grad * rows).sum(-1, keepdim=True) / norms_sq
+    grad.sub_(parallel * rows)
 
 
 class SparseAutoencoder(nn.Module):
@@ -401,22 +417,21 @@ class SparseAutoencoder(nn.Module):
         with torch.no_grad():
             self.b_dec.copy_(centre.to(self.b_dec.dtype))
 
+    def decoder_rows(self, W_dec: Tensor) -> Tensor:
+        """``W_dec`` (..., d_sae, D) as the rows kept at unit norm (a view; leading dimensions,
+        such as the SAE dimension of a stack, are kept). The rows of ``W_dec`` here."""
+        return W_dec
+
     @torch.no_grad()
     def normalize_decoder(self) -> None:
-        """Rescale every decoder row ``W_dec[j]`` to unit norm (in place)."""
-        norms = self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        self.W_dec.div_(norms)
+        """Rescale every decoder row (:meth:`decoder_rows`) to unit norm (in place)."""
+        normalize_rows_(self.decoder_rows(self.W_dec))
 
     @torch.no_grad()
     def remove_parallel_grads(self) -> None:
         """Remove from ``W_dec.grad`` the component parallel to each (unit) decoder row."""
-        grad = self.W_dec.grad
-        if grad is None:
-            return
-        w = self.W_dec
-        norms_sq = w.pow(2).sum(dim=1, keepdim=True).clamp_min(1e-12)
-        parallel = (grad * w).sum(dim=1, keepdim=True) / norms_sq
-        grad.sub_(parallel * w)
+        if self.W_dec.grad is not None:
+            remove_parallel_(self.decoder_rows(self.W_dec.grad), self.decoder_rows(self.W_dec))
 
     @torch.no_grad()
     def fold_activation_scale(self, scale: float) -> None:
