@@ -248,3 +248,25 @@ def test_unstackable_equivariant_saes_train_one_by_one_through_train_many():
         for name, tensor in sae.state_dict().items():
             assert torch.equal(tensor, ref.state_dict()[name]), name
         assert res.final == ref_res.final and "loss_extra" in res.final
+
+
+@pytest.mark.parametrize("cls_name", ["TopKSAE", "AdaptiveCanonicalSAE", "ReLUSAE"])
+def test_train_sae_is_train_many_of_one(cls_name):
+    """One loop, one optimiser: train_sae on the model's own weights gives exactly what
+    train_many gives a stack of that one model (any class; ReLU through its own loss)."""
+    import equisae.sae as sae_mod
+
+    cls = getattr(sae_mod, cls_name)
+    orbit = cls.takes_orbits
+    data = _data(256 * 8, 8).reshape(256, 8, 8) if orbit else _data(1024, 8)
+    hyper = {"group": "D4"} if orbit else {}
+    if cls_name != "ReLUSAE":
+        hyper["k"] = 2
+    sae = cls(8, 32, seed=3, **hyper)
+    ref = copy.deepcopy(sae)
+    cfg = TrainConfig(n_steps=25, warmup_steps=3, dead_after=64, seed=2)
+    (result,) = train_many([sae], data, cfg, batch_size=16)
+    ref_result = train_sae(ref, minibatches(data, 16, 25, seed=2), cfg, progress=False)
+    for name, tensor in sae.state_dict().items():
+        assert torch.equal(tensor, ref.state_dict()[name]), name
+    assert result.history == ref_result.history and len(result.history) == 3

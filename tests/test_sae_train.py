@@ -208,16 +208,26 @@ def test_non_finite_loss_names_the_step_and_the_weights():
         train_sae(sae, minibatches(data, 64, 5), cfg, progress=False)
 
 
-def test_fired_from_indices_match_the_dense_latents():
-    from equisae.sae.train import fired_latents
+def test_metric_rows_count_fired_latents_from_indices_as_from_dense_latents():
+    from equisae.sae.base import LossOutput
+    from equisae.sae.train import _step_rows, as_stacked
 
     gen = torch.Generator().manual_seed(0)
     sae = TopKSAE(8, 40, k=3, seed=0)
-    out = sae.loss(torch.randn(30, 8, generator=gen) - 5.0)  # some selected latents are zero
-    mask, rows, l0 = fired_latents(out, 40)
+    with torch.no_grad():
+        sae.b_enc.fill_(-1.5)  # some selected latents are zero
+    out = sae.loss(torch.randn(30, 8, generator=gen))
     dense = out.latents != 0
-    assert torch.equal(mask, dense.any(0)) and rows == 30
-    assert l0 == pytest.approx(float(dense.sum(-1).double().mean()))
+    assert 0 < int(dense.sum()) < 30 * 3
+    plain = LossOutput(out.total, out.terms, out.latents, out.recon, out.target)
+    for loss in (out, plain):  # selected (indices, values), or every latent
+        since = torch.full((1, 40), 7, dtype=torch.long)
+        scale = torch.ones(1, dtype=torch.float64)
+        row = _step_rows(as_stacked(loss, 40), torch.tensor([False]), scale, since, 8)[0]
+        assert torch.equal(since[0] == 0, dense.any(0))
+        assert bool((since[0][~dense.any(0)] == 37).all())
+        assert row["l0"] == pytest.approx(float(dense.sum(-1).double().mean()))
+        assert row["mse"] == pytest.approx(float((out.recon - out.target).pow(2).mean()))
 
 
 def test_stacked_auxk_with_different_dead_counts_matches_each_dense_loss():
