@@ -484,7 +484,7 @@ class EquivariantSAE(TopKSAE):
     def stacked_loss(self, stack: Stack, batch: Tensor, dead: Tensor | None) -> StackedLoss:
         """The orbit loss (module docstring) of S SAEs of this class on orbit batches
         (S, B, G, d_in): per-element MSE of every pose's ``rho(g_p) W_dec z_p + b_dec``,
-        ``lambda_inv`` invariance, the :meth:`_representation_terms`, AuxK on per-pose
+        ``lambda_inv`` invariance, the ``_representation_terms``, AuxK on per-pose
         residuals. Canonicalising encoders read ``rho(g_p)^-1 (h_p - b_dec)`` (their mean with
         :attr:`latent_per_orbit`, AuxK then on canonical residuals)."""
         W_dec, b_dec = stack["W_dec"], stack["b_dec"]
