@@ -349,13 +349,12 @@ class SparseAutoencoder(nn.Module):
         pre_acts: Tensor,
         residual: Tensor,
         dead_mask: Tensor | None,
-        decode_fn: Callable[[Tensor], Tensor] | None = None,
     ) -> Tensor | None:
-        """AuxK loss: reconstruct ``residual`` (N, d) from the top-k_aux dead pre-activations.
+        """AuxK loss of the dense loss: reconstruct ``residual`` (N, d) from the top-k_aux
+        dead pre-activations (the TopK family's is :func:`equisae.sae.stack.stacked_auxk`).
 
         ``k_aux`` is ``aux_k`` or ``d_in // 2``, capped by the number of dead latents.
-        ``decode_fn`` maps (N, d_sae) codes to (N, d) without the bias (default ``z W_dec``);
-        orbit SAEs pass their own. Returns ``None`` when there is no dead latent.
+        Returns ``None`` when there is no dead latent.
         """
         n_dead = self._count_dead(dead_mask)
         if n_dead == 0:
@@ -364,8 +363,7 @@ class SparseAutoencoder(nn.Module):
         masked = pre_acts.masked_fill(~dead_mask, float("-inf"))
         vals, idx = masked.topk(k_aux, dim=-1, sorted=False)
         codes = torch.zeros_like(pre_acts).scatter(-1, idx, vals.relu())
-        aux_recon = codes @ self.W_dec if decode_fn is None else decode_fn(codes)
-        return self.normalized_aux_error(aux_recon, residual)
+        return self.normalized_aux_error(codes @ self.W_dec, residual)
 
     def _check_dead_mask(self, dead_mask: Tensor) -> None:
         if dead_mask.shape != (self.d_sae,) or dead_mask.dtype != torch.bool:
