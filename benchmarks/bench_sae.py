@@ -45,7 +45,8 @@ from equisae.sae import (
     train_sae,
 )
 from equisae.sae.batched import can_stack, train_many
-from equisae.sae.train import _step_row, train_step
+from equisae.sae.optim import SAEOptimiser
+from equisae.sae.train import _OwnWeights, _step_rows
 
 BATCH = 4096
 K = 32
@@ -115,19 +116,33 @@ def _floor_fn(d: int, d_sae: int) -> Callable[[], Any]:
 def _equisae_step_fn(
     d: int, d_sae: int, sparse: bool, batch: torch.Tensor, dead_fraction: float = 0.0
 ) -> Callable[[], None]:
-    """One ``train_sae`` step (``train_step`` plus its fired-latent bookkeeping).
+    """One ``train_sae`` step: loss, backward, the update (parallel-gradient removal, clipping,
+    Adam, decoder renormalisation) and the metric row with its fired-latent bookkeeping.
 
     ``dead_fraction`` of the latents are marked dead, so AuxK runs as in training.
     """
     sae = TopKSAE(d, d_sae, K, sparse_training=sparse)
-    opt = torch.optim.Adam(sae.parameters(), lr=1e-4)
+    own = _OwnWeights(sae)
+    opt = SAEOptimiser(
+        own.trained, stacked=False, model=sae, grad_clips=[1.0], betas=[(0.9, 0.999)]
+    )
     n_dead = int(round(dead_fraction * d_sae))
-    dead = (torch.arange(d_sae) >= d_sae - n_dead) if n_dead else None
-    since_fired = torch.zeros(d_sae, dtype=torch.long)
+    dead = (torch.arange(d_sae) >= d_sae - n_dead)[None] if n_dead else None
+    has_dead = torch.tensor([dead is not None])
+    since_fired = torch.zeros(1, d_sae, dtype=torch.long)
+    lr = torch.tensor([1e-4], dtype=torch.float64)
+    scale = torch.ones(1, dtype=torch.float64)
+    stacked = batch[None]
 
     def step() -> None:
-        out = train_step(sae, opt, batch, dead, 1.0)
-        _step_row(out, d_sae, 1.0, since_fired)
+        out = own.loss(stacked, dead)
+        opt.zero_grad()
+        out.total.sum().backward()
+        opt.remove_parallel_grads()
+        opt.clip_grads(0)
+        opt.adam(lr)
+        opt.normalize_decoder()
+        _step_rows(out, has_dead, scale, since_fired, d)
 
     return step
 

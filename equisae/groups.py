@@ -304,14 +304,15 @@ _NAME = re.compile(r"^([CD])(\d+)$")
 
 # --------------------------------------------------------------------------- matrix representations
 def matrix_powers(mat: Tensor, n: int) -> Tensor:
-    """``mat^p`` for ``p = 0 .. n-1`` stacked as ``(n, d, d)`` (differentiable in ``mat``)."""
-    if mat.ndim != 2 or mat.shape[0] != mat.shape[1]:
-        raise ValueError(f"expected a square matrix, got shape {tuple(mat.shape)}")
+    """``mat^p`` for ``p = 0 .. n-1`` of a (..., d, d) stack of square matrices, as
+    ``(..., n, d, d)`` (differentiable in ``mat``)."""
+    if mat.ndim < 2 or mat.shape[-1] != mat.shape[-2]:
+        raise ValueError(f"expected a (stack of) square matrices, got shape {tuple(mat.shape)}")
     _check_order(n)
-    out = [torch.eye(mat.shape[0], dtype=mat.dtype, device=mat.device)]
+    out = [torch.eye(mat.shape[-1], dtype=mat.dtype, device=mat.device).expand_as(mat)]
     for _ in range(1, n):
         out.append(out[-1] @ mat)
-    return torch.stack(out)
+    return torch.stack(out, dim=-3)
 
 
 def generator_names(group: Group) -> tuple[str, ...]:
@@ -323,10 +324,10 @@ def generator_names(group: Group) -> tuple[str, ...]:
 def representation_matrices(group: Group, generators: Mapping[str, Tensor]) -> Tensor:
     """``rho(a)`` for every element ``a`` of ``group``, built from generator matrices.
 
-    ``generators`` maps each name of :func:`generator_names` to a (d, d) matrix: ``"r"`` the
-    rotation, ``"s"`` the flip of D_n. Element ``e < n`` is ``r^e``; element ``n + k`` of D_n is
-    ``r^k s`` (the numbering of :class:`DihedralGroup`). Returns (order, d, d), differentiable
-    in the generators. Exact only if the generators satisfy the relations (``r^n = s^2 = I``,
+    ``generators`` maps each name of :func:`generator_names` to a (d, d) matrix (or a (..., d, d)
+    stack of them, one per model of a stack): ``"r"`` the rotation, ``"s"`` the flip of D_n.
+    Element ``e < n`` is ``r^e``; element ``n + k`` of D_n is ``r^k s`` (the numbering of
+    :class:`DihedralGroup`). Returns (..., order, d, d), differentiable in the generators. Exact only if the generators satisfy the relations (``r^n = s^2 = I``,
     ``s r s = r^-1``); :meth:`Group.relation_error` measures the gap.
     """
     names = generator_names(group)
@@ -346,7 +347,7 @@ def representation_matrices(group: Group, generators: Mapping[str, Tensor]) -> T
         raise ValueError(
             f"generator 's' must have the shape of 'r' {tuple(rot.shape)}, got {tuple(flip.shape)}"
         )
-    return torch.cat([powers, powers @ flip])
+    return torch.cat([powers, powers @ (flip if flip.ndim == 2 else flip.unsqueeze(-3))], dim=-3)
 
 
 def get_group(name: str) -> Group:

@@ -190,19 +190,53 @@ def test_equivariant_can_stack_needs_one_group_and_one_loss():
     ]
     assert not can_stack(bases)
 
-    class Custom(EquivariantSAE):
-        def _representation_terms(self, batch, rho):  # noqa: ANN001, ANN202
-            return {"extra": (1.0, batch.pow(2).mean())}
+    class OwnLoss(EquivariantSAE):  # a loss that is not its stacked loss
+        def loss(self, batch, dead_mask=None):  # noqa: ANN001, ANN202
+            return super().loss(batch, dead_mask)
 
-    assert not can_stack([Custom(8, 16, 2, seed=s) for s in (0, 1)])
+    assert not can_stack([OwnLoss(8, 16, 2, seed=s) for s in (0, 1)])
+    assert can_stack([EquivariantSAE(8, 16, k, seed=s) for s, k in ((0, 2), (1, 3))])
+
+
+class _ExtraTerm:
+    """A representation term written once, on stacked batches (S, B, G, d)."""
+
+    def _representation_terms(self, stack, batch, rho):  # noqa: ANN001, ANN202
+        terms = super()._representation_terms(stack, batch, rho)
+        extra = (batch - stack["b_dec"][:, None, None]).pow(2).mean((1, 2, 3))
+        return {**terms, "extra": (torch.full_like(extra, 0.1), extra)}
+
+
+def test_a_subclass_loss_term_is_trained_stacked_as_one_by_one():
+    from equisae.sae import AdaptiveEquivariantSAE
+
+    class Custom(_ExtraTerm, AdaptiveEquivariantSAE):
+        pass
+
+    orbits = _data(128 * 4, 8).reshape(128, 4, 8)
+    cfg = TrainConfig(n_steps=12, warmup_steps=2, dead_after=64)
+    saes = [Custom(8, 16, k=2, group_order=4, seed=s) for s in (0, 1)]
+    assert can_stack(saes)
+    refs = [copy.deepcopy(s) for s in saes]
+    results = train_many(saes, orbits, cfg, batch_size=16, seeds=[0, 1])
+    ref_results = [
+        train_sae(ref, minibatches(orbits, 16, 12, seed=seed), cfg, progress=False)
+        for ref, seed in zip(refs, (0, 1), strict=True)
+    ]
+    assert {"loss_extra", "loss_equivariance"} <= set(results[0].final)
+    _assert_same(saes, refs, results, ref_results)
 
 
 def test_unstackable_equivariant_saes_train_one_by_one_through_train_many():
     from equisae.sae import EquivariantSAE
 
-    class Custom(EquivariantSAE):
-        def _representation_terms(self, batch, rho):  # noqa: ANN001, ANN202
-            return {"extra": (0.1, batch.pow(2).mean())}
+    class Custom(EquivariantSAE):  # its own loss, not its stacked loss: not stackable
+        def loss(self, batch, dead_mask=None):  # noqa: ANN001, ANN202
+            out = super().loss(batch, dead_mask)
+            extra = batch.pow(2).mean()
+            out.terms["extra"] = extra
+            out.total = out.total + 0.1 * extra
+            return out
 
     orbits = _data(128 * 4, 8).reshape(128, 4, 8)
     cfg = TrainConfig(n_steps=6, warmup_steps=2, dead_after=64)
@@ -214,3 +248,25 @@ def test_unstackable_equivariant_saes_train_one_by_one_through_train_many():
         for name, tensor in sae.state_dict().items():
             assert torch.equal(tensor, ref.state_dict()[name]), name
         assert res.final == ref_res.final and "loss_extra" in res.final
+
+
+@pytest.mark.parametrize("cls_name", ["TopKSAE", "AdaptiveCanonicalSAE", "ReLUSAE"])
+def test_train_sae_is_train_many_of_one(cls_name):
+    """One loop, one optimiser: train_sae on the model's own weights gives exactly what
+    train_many gives a stack of that one model (any class; ReLU through its own loss)."""
+    import equisae.sae as sae_mod
+
+    cls = getattr(sae_mod, cls_name)
+    orbit = cls.takes_orbits
+    data = _data(256 * 8, 8).reshape(256, 8, 8) if orbit else _data(1024, 8)
+    hyper = {"group": "D4"} if orbit else {}
+    if cls_name != "ReLUSAE":
+        hyper["k"] = 2
+    sae = cls(8, 32, seed=3, **hyper)
+    ref = copy.deepcopy(sae)
+    cfg = TrainConfig(n_steps=25, warmup_steps=3, dead_after=64, seed=2)
+    (result,) = train_many([sae], data, cfg, batch_size=16)
+    ref_result = train_sae(ref, minibatches(data, 16, 25, seed=2), cfg, progress=False)
+    for name, tensor in sae.state_dict().items():
+        assert torch.equal(tensor, ref.state_dict()[name]), name
+    assert result.history == ref_result.history and len(result.history) == 3

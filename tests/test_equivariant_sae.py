@@ -508,28 +508,33 @@ def test_traits_and_orbit_methods_match_the_evaluation(cls) -> None:
         sae.orbit_latents(toy.test.acts, pose="guess")
 
 
-@pytest.mark.parametrize("cls", [EquivariantSAE, AdaptiveEquivariantSAE, AdaptiveCanonicalSAE])
-def test_loss_runs_under_vmap_over_stacked_models(cls) -> None:
-    from torch.func import functional_call, stack_module_state, vmap
-
-    class Loss(torch.nn.Module):  # functional_call calls forward: route it to loss
-        def __init__(self, sae) -> None:
-            super().__init__()
-            self.sae = sae
-
-        def forward(self, batch: torch.Tensor) -> torch.Tensor:
-            return self.sae.loss(batch).total
+@pytest.mark.parametrize(
+    "cls", [EquivariantSAE, AdaptiveEquivariantSAE, CanonicalEquivariantSAE, AdaptiveCanonicalSAE]
+)
+def test_stacked_loss_of_several_models_is_each_models_own_loss(cls) -> None:
+    """The loss written once on stacked weights: S models with different weights, k and dead
+    latents give, SAE by SAE, the loss, terms and gradients of each model's own ``loss``."""
+    from equisae.sae.stack import Stack
 
     toy = _toy(d=8)
-    models = [Loss(_perturb(cls(8, 12, 2, M=toy.R, seed=s), seed=s + 1)) for s in range(3)]
-    params, buffers = stack_module_state(models)
+    models = [
+        _perturb(cls(8, 12, k, M=toy.R, seed=s, aux_k=3), seed=s + 1)
+        for s, k in ((0, 2), (1, 3), (2, 2))
+    ]
     batch = toy.train.acts[:16]
-
-    def total(p, b):
-        return functional_call(models[0], (p, b), (batch,))
-
-    batched = vmap(total)(params, buffers)
-    assert torch.allclose(batched, torch.stack([m(batch) for m in models]), atol=1e-6)
+    dead = torch.stack([torch.arange(12) < n for n in (0, 5, 9)])
+    stack = Stack.of(models)
+    out = stack.loss(batch.expand(3, *batch.shape), dead)
+    out.total.sum().backward()
+    for i, model in enumerate(models):
+        own = model.loss(batch, dead[i] if dead[i].any() else None)
+        torch.testing.assert_close(out.total[i], own.total, rtol=1e-5, atol=1e-6)
+        assert set(own.terms) <= set(out.terms) and ("auxk" in own.terms) == bool(dead[i].any())
+        for name, value in own.terms.items():
+            torch.testing.assert_close(out.terms[name][i], value, rtol=1e-5, atol=1e-6)
+        own.total.backward()
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(stack[name].grad[i], p.grad, rtol=1e-4, atol=1e-6)
 
 
 # ---------------------------------------------------------------------- D4: learning r and s

@@ -208,50 +208,63 @@ def test_non_finite_loss_names_the_step_and_the_weights():
         train_sae(sae, minibatches(data, 64, 5), cfg, progress=False)
 
 
-def test_auxk_over_dead_columns_and_fired_from_indices_match_the_dense_forms():
-    from equisae.sae.topk import dead_topk
-    from equisae.sae.train import fired_latents
+def test_metric_rows_count_fired_latents_from_indices_as_from_dense_latents():
+    from equisae.sae.base import LossOutput
+    from equisae.sae.train import _step_rows, as_stacked
 
     gen = torch.Generator().manual_seed(0)
-    pre = torch.randn(50, 40, generator=gen)
-    dead = torch.rand(40, generator=gen) < 0.2
-    vals, idx = dead_topk(pre, dead, 3)
-    ref_vals, ref_idx = pre.masked_fill(~dead, float("-inf")).topk(3, dim=-1)
-    assert torch.equal(vals.sort(-1).values, ref_vals.sort(-1).values)
-    assert torch.equal(idx.sort(-1).values, ref_idx.sort(-1).values)
     sae = TopKSAE(8, 40, k=3, seed=0)
-    out = sae.loss(torch.randn(30, 8, generator=gen) - 5.0)  # some selected latents are zero
-    mask, rows, l0 = fired_latents(out, 40)
-    dense = out.latents != 0
-    assert torch.equal(mask, dense.any(0)) and rows == 30
-    assert l0 == pytest.approx(float(dense.sum(-1).double().mean()))
-
-
-@pytest.mark.parametrize("factor", [0, 1000])
-def test_both_auxk_branches_match_the_dense_loss_and_gradients(monkeypatch, factor):
-    import equisae.sae.topk as topk
-
-    monkeypatch.setattr(topk, "DENSE_AUX_FACTOR", factor)
-    gen = torch.Generator().manual_seed(3)
-    sparse = TopKSAE(16, 48, k=4, seed=1, aux_k=5)
-    dense = TopKSAE(16, 48, k=4, seed=1, aux_k=5, sparse_training=False)
     with torch.no_grad():
-        sparse.b_enc.normal_(generator=gen)
-    dense.load_state_dict(sparse.state_dict())
-    h = 2 * torch.randn(64, 16, generator=gen) + 0.3
-    dead = torch.arange(48) >= 30
-    out_sparse, out_dense = sparse.loss(h, dead), dense.loss(h, dead)
-    torch.testing.assert_close(out_sparse.terms["auxk"], out_dense.terms["auxk"])
-    torch.testing.assert_close(out_sparse.total, out_dense.total)
-    out_sparse.total.backward()
-    out_dense.total.backward()
-    for (name, p), q in zip(sparse.named_parameters(), dense.parameters(), strict=True):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
+        sae.b_enc.fill_(-1.5)  # some selected latents are zero
+    out = sae.loss(torch.randn(30, 8, generator=gen))
+    dense = out.latents != 0
+    assert 0 < int(dense.sum()) < 30 * 3
+    plain = LossOutput(out.total, out.terms, out.latents, out.recon, out.target)
+    for loss in (out, plain):  # selected (indices, values), or every latent
+        since = torch.full((1, 40), 7, dtype=torch.long)
+        scale = torch.ones(1, dtype=torch.float64)
+        row = _step_rows(as_stacked(loss, 40), torch.tensor([False]), scale, since, 8)[0]
+        assert torch.equal(since[0] == 0, dense.any(0))
+        assert bool((since[0][~dense.any(0)] == 37).all())
+        assert row["l0"] == pytest.approx(float(dense.sum(-1).double().mean()))
+        assert row["mse"] == pytest.approx(float((out.recon - out.target).pow(2).mean()))
+
+
+def test_stacked_auxk_with_different_dead_counts_matches_each_dense_loss():
+    """AuxK of a stack whose SAEs have 0, few and many dead latents and their own aux_k and k
+    (dead columns padded to the widest, positions past each k_aux masked): each SAE's loss,
+    terms and gradients equal its dense loss."""
+    from equisae.sae.stack import Stack
+
+    gen = torch.Generator().manual_seed(3)
+    specs = [(4, 5, 0), (3, 2, 6), (4, 7, 30)]  # (k, aux_k, dead latents)
+    sparse = [TopKSAE(16, 48, k=k, seed=i, aux_k=a) for i, (k, a, _) in enumerate(specs)]
+    dense = [
+        TopKSAE(16, 48, k=k, seed=i, aux_k=a, sparse_training=False)
+        for i, (k, a, _) in enumerate(specs)
+    ]
+    for s, d in zip(sparse, dense, strict=True):
+        with torch.no_grad():
+            s.b_enc.normal_(generator=gen)
+        d.load_state_dict(s.state_dict())
+    h = 2 * torch.randn(3, 64, 16, generator=gen) + 0.3
+    dead = torch.stack([torch.arange(48) >= 48 - n for _, _, n in specs])
+    stack = Stack.of(sparse)
+    out = stack.loss(h, dead)
+    out.total.sum().backward()
+    for i, d in enumerate(dense):
+        ref = d.loss(h[i], dead[i])
+        assert ("auxk" in ref.terms) == bool(specs[i][2])
+        torch.testing.assert_close(out.terms["auxk"][i], ref.terms.get("auxk", torch.tensor(0.0)))
+        torch.testing.assert_close(out.total[i], ref.total)
+        ref.total.backward()
+        for name, p in d.named_parameters():
+            torch.testing.assert_close(stack[name].grad[i], p.grad, rtol=1e-5, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize(("shape", "k"), [((50, 256), 8), ((3, 40, 1024), 32), ((7, 30), 4)])
 def test_fast_topk_selects_the_topk_set(shape, k):
-    from equisae.sae.topk import fast_topk
+    from equisae.sae.stack import fast_topk
 
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     vals, idx = fast_topk(x, k)

@@ -50,6 +50,7 @@ from equisae.sae.config import (
     resolve_equivariance_bases,
 )
 from equisae.sae.equivariant import GENERATOR_ATTRS, EquivariantSAE
+from equisae.sae.stack import Stack
 
 __all__ = [
     "EQUIVARIANCE_BASES",  # re-exported from equisae.sae.config
@@ -140,15 +141,25 @@ class AdaptiveEquivariantSAE(EquivariantSAE):
         """What the trainer logs along training (:func:`generator_diagnostics`)."""
         return generator_diagnostics(self.group, self.generators(), self.generator_starts())
 
-    def _representation_terms(self, batch: Tensor, rho: Tensor) -> dict[str, tuple[float, Tensor]]:
-        """``lambda_eq * sum_p ||(h_p - b) - rho(g_p)(h_0 - b)||^2 / (B |G| d)``, b detached;
-        with ``equivariance_bases="all"`` the mean of that over every base pose ``q``."""
-        base = batch - self.b_dec.detach()
+    def stacked_representation_inverse(self, stack: Stack, rho: Tensor) -> Tensor:
+        """``rho(g)^-1`` taken as ``rho(g^-1)`` for every SAE of a stack (see
+        :meth:`representation_inverse`): (S, order, d_in, d_in)."""
+        return rho[:, self._inverse_index]
+
+    def _representation_terms(
+        self, stack: Stack, batch: Tensor, rho: Tensor
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        """``lambda_eq * sum_p ||(h_p - b) - rho(g_p)(h_0 - b)||^2 / (B |G| d)`` of every SAE
+        of a stack (batches (S, B, G, d)), b detached; with ``equivariance_bases="all"`` the
+        mean of that over every base pose ``q``."""
+        base = batch - stack["b_dec"].detach()[:, None, None]
         if self.equivariance_bases == "canonical":
-            pred = torch.einsum("pij,bj->bpi", rho, base[:, 0])
-            eq = (base - pred).pow(2).sum() / float(batch.numel())
+            pred = torch.einsum("spij,sbj->sbpi", rho, base[:, :, 0])
+            eq = (base - pred).pow(2).sum((1, 2, 3)) / float(batch[0].numel())
         else:
-            target = base[:, self._compose_table]  # (B, p, q, d): h_{g_p g_q}
-            pred = torch.einsum("pij,bqj->bpqi", rho, base)
-            eq = (target - pred).pow(2).sum() / float(batch.numel() * self.group_order)
-        return {"equivariance": (self.lambda_eq, eq)}
+            target = base[:, :, self._compose_table]  # (S, B, p, q, d): h_{g_p g_q}
+            pred = torch.einsum("spij,sbqj->sbpqi", rho, base)
+            eq = (target - pred).pow(2).sum((1, 2, 3, 4)) / float(
+                batch[0].numel() * self.group_order
+            )
+        return {"equivariance": (stack.per_sae("lambda_eq"), eq)}

@@ -30,7 +30,9 @@ __all__ = [
     "SAEOutput",
     "SparseAutoencoder",
     "get_architecture",
+    "normalize_rows_",
     "register_architecture",
+    "remove_parallel_",
 ]
 
 
@@ -101,6 +103,20 @@ def _check_orbit_batch(batch: Any, group_order: int, d_in: int, name: str = "bat
             f"d_in={d_in}), got {tuple(batch.shape)}"
         )
     return batch
+
+
+@torch.no_grad()
+def normalize_rows_(rows: Tensor) -> None:
+    """Rescale each row (last dimension) of ``rows`` to unit norm, in place."""
+    rows.div_(rows.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+
+
+@torch.no_grad()
+def remove_parallel_(grad: Tensor, rows: Tensor) -> None:
+    """Remove from ``grad`` (in place) its component along each row (last dimension) of ``rows``."""
+    norms_sq = rows.pow(2).sum(-1, keepdim=True).clamp_min(1e-12)
+    parallel = (grad * rows).sum(-1, keepdim=True) / norms_sq
+    grad.sub_(parallel * rows)
 
 
 class SparseAutoencoder(nn.Module):
@@ -333,13 +349,12 @@ class SparseAutoencoder(nn.Module):
         pre_acts: Tensor,
         residual: Tensor,
         dead_mask: Tensor | None,
-        decode_fn: Callable[[Tensor], Tensor] | None = None,
     ) -> Tensor | None:
-        """AuxK loss: reconstruct ``residual`` (N, d) from the top-k_aux dead pre-activations.
+        """AuxK loss of the dense loss: reconstruct ``residual`` (N, d) from the top-k_aux
+        dead pre-activations (the TopK family's is :func:`equisae.sae.stack.stacked_auxk`).
 
         ``k_aux`` is ``aux_k`` or ``d_in // 2``, capped by the number of dead latents.
-        ``decode_fn`` maps (N, d_sae) codes to (N, d) without the bias (default ``z W_dec``);
-        orbit SAEs pass their own. Returns ``None`` when there is no dead latent.
+        Returns ``None`` when there is no dead latent.
         """
         n_dead = self._count_dead(dead_mask)
         if n_dead == 0:
@@ -348,8 +363,7 @@ class SparseAutoencoder(nn.Module):
         masked = pre_acts.masked_fill(~dead_mask, float("-inf"))
         vals, idx = masked.topk(k_aux, dim=-1, sorted=False)
         codes = torch.zeros_like(pre_acts).scatter(-1, idx, vals.relu())
-        aux_recon = codes @ self.W_dec if decode_fn is None else decode_fn(codes)
-        return self.normalized_aux_error(aux_recon, residual)
+        return self.normalized_aux_error(codes @ self.W_dec, residual)
 
     def _check_dead_mask(self, dead_mask: Tensor) -> None:
         if dead_mask.shape != (self.d_sae,) or dead_mask.dtype != torch.bool:
@@ -401,22 +415,21 @@ class SparseAutoencoder(nn.Module):
         with torch.no_grad():
             self.b_dec.copy_(centre.to(self.b_dec.dtype))
 
+    def decoder_rows(self, W_dec: Tensor) -> Tensor:
+        """``W_dec`` (..., d_sae, D) as the rows kept at unit norm (a view; leading dimensions,
+        such as the SAE dimension of a stack, are kept). The rows of ``W_dec`` here."""
+        return W_dec
+
     @torch.no_grad()
     def normalize_decoder(self) -> None:
-        """Rescale every decoder row ``W_dec[j]`` to unit norm (in place)."""
-        norms = self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        self.W_dec.div_(norms)
+        """Rescale every decoder row (:meth:`decoder_rows`) to unit norm (in place)."""
+        normalize_rows_(self.decoder_rows(self.W_dec))
 
     @torch.no_grad()
     def remove_parallel_grads(self) -> None:
         """Remove from ``W_dec.grad`` the component parallel to each (unit) decoder row."""
-        grad = self.W_dec.grad
-        if grad is None:
-            return
-        w = self.W_dec
-        norms_sq = w.pow(2).sum(dim=1, keepdim=True).clamp_min(1e-12)
-        parallel = (grad * w).sum(dim=1, keepdim=True) / norms_sq
-        grad.sub_(parallel * w)
+        if self.W_dec.grad is not None:
+            remove_parallel_(self.decoder_rows(self.W_dec.grad), self.decoder_rows(self.W_dec))
 
     @torch.no_grad()
     def fold_activation_scale(self, scale: float) -> None:

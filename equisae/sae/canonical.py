@@ -26,7 +26,7 @@ from typing import ClassVar
 from torch import Tensor
 
 from equisae.sae.adaptive import AdaptiveEquivariantSAE
-from equisae.sae.base import LossOutput, register_architecture
+from equisae.sae.base import register_architecture
 from equisae.sae.config import AdaptiveEquivariantConfig, GroupTopKConfig
 from equisae.sae.equivariant import EquivariantSAE, Pose, _apply_by_pose, _apply_per_pose
 
@@ -42,16 +42,6 @@ class _CanonicalEncoder(EquivariantSAE):
         """``rho(g_p)^-1 (h - b_dec)`` for activations (N, d_in) at pose ``p`` (int or (N,))."""
         idx = self._pose_index(pose, h.shape[0])
         return _apply_by_pose(h - self.b_dec, self.representation_inverse(), idx)
-
-    def canonicalize_orbits(self, batch: Tensor) -> Tensor:
-        """Orbit batch (B, G, d_in) -> ``mean_p rho(g_p)^-1 (h_p - b_dec)`` (B, d_in)."""
-        self.check_orbits(batch)
-        inverse = self.representation_inverse()
-        return _apply_per_pose(batch - self.b_dec, inverse).mean(1)
-
-    def encode_canonical(self, c: Tensor) -> tuple[Tensor, Tensor]:
-        """Latents and pre-activations of canonical, centred activations ``c`` (N, d_in)."""
-        return self.encode_centred(c)
 
     def _flat_outputs(self, flat: Tensor, pose: Pose) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         if pose is not None:
@@ -85,17 +75,7 @@ class CanonicalEquivariantSAE(_CanonicalEncoder):
 
     config_class: ClassVar[type[GroupTopKConfig]] = GroupTopKConfig
     variant: ClassVar[str | None] = "equivariant_canonical"
-
-    def loss(self, batch: Tensor, dead_mask: Tensor | None = None) -> LossOutput:
-        """Per-element MSE of ``rho(g_p) W_dec z + b_dec`` against every ``h_p``, with one
-        latent vector per orbit from the canonicalised mean, plus AuxK on its residual."""
-        c = self.canonicalize_orbits(batch)
-        z, pre = self.encode_centred(c)
-        recon = self.decode_orbits(z)
-        mse = (recon - batch).pow(2).mean()
-        aux = self.auxk_loss(pre, c - (z @ self.W_dec).detach(), dead_mask)
-        rho = self.representation()
-        return self._finish_loss(batch, rho, {"mse": mse}, {}, aux, z, recon)
+    latent_per_orbit: ClassVar[bool] = True
 
 
 @register_architecture("adaptive_canonical_topk")
@@ -104,19 +84,3 @@ class AdaptiveCanonicalSAE(_CanonicalEncoder, AdaptiveEquivariantSAE):
 
     config_class: ClassVar[type[AdaptiveEquivariantConfig]] = AdaptiveEquivariantConfig
     variant: ClassVar[str | None] = "adaptive_canonical"
-
-    def loss(self, batch: Tensor, dead_mask: Tensor | None = None) -> LossOutput:
-        """Reconstruction + ``lambda_inv`` invariance + ``lambda_eq`` equivariance on
-        ``z_p = TopK(W_enc^T rho(g_p^-1)(h_p - b_dec) + b_enc)``; AuxK on canonical residuals."""
-        self.check_orbits(batch)
-        n, order, d = batch.shape
-        rho = self.representation()  # once per call, differentiable in the generators
-        canonical = _apply_per_pose(batch - self.b_dec, rho[self._inverse_index])
-        z, pre = self.encode_centred(canonical)  # (B, G, d_sae)
-        recon = _apply_per_pose(z @ self.W_dec, rho) + self.b_dec
-        mse = (recon - batch).pow(2).mean()
-        inv = (z - z.mean(1, keepdim=True)).pow(2).sum() / float(n * order * d)
-        residual = (canonical - (z @ self.W_dec).detach()).reshape(n * order, d)
-        aux = self.auxk_loss(pre.reshape(n * order, self.d_sae), residual, dead_mask)
-        weighted = {"invariance": (self.lambda_inv, inv)}
-        return self._finish_loss(batch, rho, {"mse": mse}, weighted, aux, z, recon)

@@ -11,19 +11,18 @@ the crosscoder treats it as the canonical pose 0.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from equisae.sae.base import (
-    LossOutput,
     SAEOutput,
     _check_orbit_batch,
     register_architecture,
 )
 from equisae.sae.config import CrosscoderConfig
+from equisae.sae.stack import Stack, StackedLoss
 from equisae.sae.topk import TopKSAE
 
 __all__ = ["GroupCrosscoder"]
@@ -145,20 +144,15 @@ class GroupCrosscoder(TopKSAE):
         """Every block of every latent as an atom: (d_sae * |G|, d_in)."""
         return self.decoder_blocks.detach().reshape(-1, self.d_in).clone()
 
-    def loss(self, batch: Tensor, dead_mask: Tensor | None = None) -> LossOutput:
-        """Per-element MSE of the reconstruction of every pose from ``h_0``, plus AuxK."""
+    def check_batch(self, batch: Tensor) -> None:
+        """ValueError unless ``batch`` is an orbit batch (B, group_order, d_in)."""
         self.check_orbits(batch)
-        out = self.forward(batch[:, 0])
-        mse = (out.recon - batch).pow(2).mean()
-        terms: dict[str, Tensor] = {"mse": mse}
-        total = mse
-        residual = (batch - out.recon.detach()).reshape(batch.shape[0], -1)
-        decode_fn: Callable[[Tensor], Tensor] = lambda codes: codes @ self.W_dec  # noqa: E731
-        aux = self.auxk_loss(out.pre_acts, residual, dead_mask, decode_fn)
-        total = self._add_auxk(total, terms, aux)
-        return LossOutput(
-            total=total, terms=terms, latents=out.latents, recon=out.recon, target=batch
-        )
+
+    def stacked_loss(self, stack: Stack, batch: Tensor, dead: Tensor | None) -> StackedLoss:
+        """Per-element MSE of the reconstruction of every pose from ``h_0``, plus AuxK, of S
+        crosscoders on orbit batches (S, B, group_order, d_in)."""
+        target = batch.reshape(stack.s, batch.shape[1], -1)
+        return self._topk_loss(stack, batch[:, :, 0], target, dead, (batch.shape[1],))
 
     # ------------------------------------------------------------------ training hooks
     def init_from_sample(self, sample: Tensor, method: str = "geometric_median") -> None:
@@ -185,19 +179,7 @@ class GroupCrosscoder(TopKSAE):
         with torch.no_grad():
             self.b_dec.copy_(torch.cat(centres).to(self.b_dec.dtype))
 
-    @torch.no_grad()
-    def normalize_decoder(self) -> None:
-        """Rescale every block row ``W_dec[j, block p]`` to unit norm."""
-        blocks = self.decoder_blocks
-        blocks.div_(blocks.norm(dim=-1, keepdim=True).clamp_min(1e-12))
-
-    @torch.no_grad()
-    def remove_parallel_grads(self) -> None:
-        """Remove from each block row's gradient its component along that (unit) block row."""
-        grad = self.W_dec.grad
-        if grad is None:
-            return
-        g = grad.view(self.d_sae, self.group_order, self.d_in)
-        w = self.decoder_blocks
-        parallel = (g * w).sum(-1, keepdim=True) / w.pow(2).sum(-1, keepdim=True).clamp_min(1e-12)
-        g.sub_(parallel * w)
+    def decoder_rows(self, W_dec: Tensor) -> Tensor:
+        """``W_dec`` (..., d_sae, group_order d_in) as its unit-norm block rows
+        (..., d_sae, group_order, d_in): each block of each latent is kept at unit norm."""
+        return W_dec.view(*W_dec.shape[:-1], self.group_order, self.d_in)

@@ -43,13 +43,13 @@ from equisae.groups import (
     representation_matrices,
 )
 from equisae.sae.base import (
-    LossOutput,
     SAEOutput,
     _check_orbit_batch,
     _check_positive_int,
     register_architecture,
 )
 from equisae.sae.config import EquivariantConfig, GroupTopKConfig
+from equisae.sae.stack import Stack, StackedLoss, stacked_auxk, stacked_decode, topk_codes
 from equisae.sae.topk import TopKSAE
 
 __all__ = ["COND_LIMIT", "GENERATOR_ATTRS", "POSE_MODES", "EquivariantSAE", "Pose", "resolve_group"]
@@ -116,6 +116,11 @@ def _apply_per_pose(u: Tensor, mats: Tensor) -> Tensor:
     return torch.einsum("npj,pij->npi", u, mats)
 
 
+def _apply_per_pose_stacked(u: Tensor, mats: Tensor) -> Tensor:
+    """``mats[s, p] @ u[s, b, p]`` for (S, B, G, d) and (S, G, d, d): one batched product."""
+    return torch.einsum("sbpj,spij->sbpi", u, mats)
+
+
 @register_architecture("equivariant_topk")
 class EquivariantSAE(TopKSAE):
     """TopK SAE with per-pose raw encoding and reconstruction ``rho(g_p) W_dec z_p + b_dec``.
@@ -127,7 +132,8 @@ class EquivariantSAE(TopKSAE):
     The hyperparameters are an :class:`~equisae.sae.config.EquivariantConfig` (the group by
     name); the generator matrices are tensors, given beside it. ``group`` may also be a
     :class:`~equisae.groups.Group`, or ``group_order=n`` may name ``C_n``: both are turned into
-    the config's group name. The orbit loss is dense (vmap-friendly): there is no sparse path.
+    the config's group name. The orbit loss is written once, on stacked weights
+    (:meth:`stacked_loss`); :meth:`loss` runs it on a stack of one.
     """
 
     config_class: ClassVar[type[GroupTopKConfig]] = EquivariantConfig
@@ -141,6 +147,8 @@ class EquivariantSAE(TopKSAE):
     encoder: ClassVar[str] = "raw"
     #: whether the generators are learned (nn.Parameter) or frozen buffers
     learns_representation: ClassVar[bool] = False
+    #: whether training encodes one latent vector per orbit (the canonicalised orbit mean)
+    latent_per_orbit: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -441,45 +449,82 @@ class EquivariantSAE(TopKSAE):
         return self.orbit_outputs(acts, pose)[1]
 
     # ------------------------------------------------------------------ training
-    def _representation_terms(self, batch: Tensor, rho: Tensor) -> dict[str, tuple[float, Tensor]]:
-        """Extra weighted loss terms on the representation (none for a fixed one)."""
+    def check_batch(self, batch: Tensor) -> None:
+        """ValueError unless ``batch`` is an orbit batch (B, group_order, d_in)."""
+        self.check_orbits(batch)
+
+    def stacked_representation(self, stack: Stack) -> Tensor:
+        """``rho(g)`` of every SAE of a stack and every element: (S, order, d_in, d_in).
+
+        Learned generators: built from the stacked generator parameters (differentiable);
+        fixed ones: each SAE's own (cached) :meth:`representation`, once per stack.
+        """
+        if self.learns_representation:
+            gens = {name: stack[GENERATOR_ATTRS[name]] for name in generator_names(self.group)}
+            return representation_matrices(self.group, gens)
+        return stack.cached(
+            "rho", lambda: torch.stack([sae.representation().detach() for sae in stack.saes])
+        )
+
+    def stacked_representation_inverse(self, stack: Stack, rho: Tensor) -> Tensor:
+        """``rho(g)^-1`` of every SAE of a stack (S, order, d_in, d_in), given its ``rho``:
+        each SAE's own (cached) :meth:`representation_inverse`."""
+        return stack.cached(
+            "rho_inv",
+            lambda: torch.stack([sae.representation_inverse().detach() for sae in stack.saes]),
+        )
+
+    def _representation_terms(
+        self, stack: Stack, batch: Tensor, rho: Tensor
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        """Extra weighted loss terms on the representation, name -> (weight (S,), value (S,))
+        (none for a fixed one)."""
         return {}
 
-    def _finish_loss(
-        self,
-        batch: Tensor,
-        rho: Tensor,
-        terms: dict[str, Tensor],
-        weighted: dict[str, tuple[float, Tensor]],
-        aux: Tensor | None,
-        latents: Tensor,
-        recon: Tensor,
-    ) -> LossOutput:
-        total = terms["mse"]
-        weighted = {**weighted, **self._representation_terms(batch, rho)}
-        for name, (weight, value) in weighted.items():
-            terms[name] = value
-            total = total + weight * value
-        total = self._add_auxk(total, terms, aux)
-        return LossOutput(total=total, terms=terms, latents=latents, recon=recon, target=batch)
+    def stacked_loss(self, stack: Stack, batch: Tensor, dead: Tensor | None) -> StackedLoss:
+        """The orbit loss (module docstring) of S SAEs of this class on orbit batches
+        (S, B, G, d_in): per-element MSE of every pose's ``rho(g_p) W_dec z_p + b_dec``,
+        ``lambda_inv`` invariance, the ``_representation_terms``, AuxK on per-pose
+        residuals. Canonicalising encoders read ``rho(g_p)^-1 (h_p - b_dec)`` (their mean with
+        :attr:`latent_per_orbit`, AuxK then on canonical residuals)."""
+        W_dec, b_dec = stack["W_dec"], stack["b_dec"]
+        s, b, g, d = batch.shape
+        rho = self.stacked_representation(stack)
+        centred = batch - b_dec[:, None, None]
+        enc_in = centred
+        if self.encoder != "raw":
+            enc_in = _apply_per_pose_stacked(
+                centred, self.stacked_representation_inverse(stack, rho)
+            )
+            if self.latent_per_orbit:
+                enc_in = enc_in.mean(2)
+        flat = enc_in.reshape(s, -1, d)
+        pre, idx, vals = topk_codes(stack, flat)
+        u = stacked_decode(idx, vals, W_dec)  # (S, N, d), no bias
+        if self.latent_per_orbit:
+            recon = torch.einsum("sbj,spij->sbpi", u, rho)
+        else:
+            recon = _apply_per_pose_stacked(u.view(s, b, g, d), rho)
+        recon = recon + b_dec[:, None, None]
+        mse = (recon - batch).pow(2).mean((1, 2, 3))
+        lead = (b,) if self.latent_per_orbit else (b, g)
+        out = StackedLoss(mse, {"mse": mse}, idx, vals.detach(), recon, batch, lead)
+        if not self.latent_per_orbit:
+            z = torch.zeros(s, flat.shape[1], self.d_sae, dtype=vals.dtype, device=vals.device)
+            z = z.scatter(-1, idx, vals).view(s, b, g, self.d_sae)
+            inv = (z - z.mean(2, keepdim=True)).pow(2).sum((1, 2, 3)) / float(b * g * d)
+            out.add("invariance", stack.per_sae("lambda_inv"), inv)
+        for name, (weight, value) in self._representation_terms(stack, batch, rho).items():
+            out.add(name, weight, value)
+        if dead is not None:
+            if self.encoder == "raw":
+                residual = (batch - recon.detach()).reshape(s, -1, d)
 
-    def loss(self, batch: Tensor, dead_mask: Tensor | None = None) -> LossOutput:
-        """Orbit loss on (B, G, d_in) (module docstring): per-element MSE of every pose's
-        ``rho(g_p) W_dec z_p + b_dec``, ``lambda_inv`` invariance, AuxK on per-pose residuals."""
-        self.check_orbits(batch)
-        n, order, d = batch.shape
-        rho = self.representation()  # computed once per call (cached only when frozen)
-        z, pre = self.encode_centred(batch - self.b_dec)  # (B, G, d_sae)
-        recon = _apply_per_pose(z @ self.W_dec, rho) + self.b_dec
-        mse = (recon - batch).pow(2).mean()
-        inv = (z - z.mean(1, keepdim=True)).pow(2).sum() / float(n * order * d)
+                def transform(a: Tensor) -> Tensor:
+                    return _apply_per_pose_stacked(a.view(s, b, g, d), rho).reshape(s, -1, d)
 
-        def decode_fn(codes: Tensor) -> Tensor:
-            u = (codes @ self.W_dec).reshape(n, order, d)
-            return _apply_per_pose(u, rho).reshape(n * order, d)
-
-        residual = (batch - recon.detach()).reshape(n * order, d)
-        aux = self.auxk_loss(pre.reshape(n * order, self.d_sae), residual, dead_mask, decode_fn)
-        return self._finish_loss(
-            batch, rho, {"mse": mse}, {"invariance": (self.lambda_inv, inv)}, aux, z, recon
-        )
+                aux = stacked_auxk(stack, flat, pre, dead, residual, transform)
+            else:
+                aux = stacked_auxk(stack, flat, pre, dead, flat - u.detach())
+            out.add("auxk", stack.per_sae("aux_coef"), aux)
+        return out

@@ -1,7 +1,11 @@
-"""A generic SAE trainer: Adam with warm-up and decay, unit-norm decoder, AuxK for dead latents.
+"""The SAE trainer: Adam with warm-up and decay, unit-norm decoder, AuxK for dead latents.
 
-``train_sae`` works with any :class:`~equisae.sae.base.SparseAutoencoder` (orbit SAEs included,
-since the loss is the model's own ``loss`` method) and any iterable of activation batches.
+One loop, :func:`train_saes`, trains one SAE on its own weights through its own ``loss``
+(:func:`train_sae`: any :class:`~equisae.sae.base.SparseAutoencoder`, orbit SAEs included, on
+any iterable of activation batches) or S SAEs of one class as one stack through their
+``stacked_loss`` (:func:`equisae.sae.batched.train_many`); the update is
+:class:`~equisae.sae.optim.SAEOptimiser` either way. Minibatches (:mod:`equisae.sae.minibatch`)
+and the finiteness checks (:mod:`equisae.sae.checks`) are re-exported here.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,7 +22,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from equisae.sae.base import LossOutput, SparseAutoencoder
+from equisae.sae.checks import (
+    check_finite_batch,
+    check_finite_loss,
+    nonfinite_loss_cause,
+)
 from equisae.sae.init import geometric_median
+from equisae.sae.minibatch import iterate_minibatches, minibatches, orbit_training_data
+from equisae.sae.optim import SAEOptimiser
+from equisae.sae.stack import Stack, StackedLoss, offset_rows
 
 __all__ = [
     "MetricLog",
@@ -26,9 +38,9 @@ __all__ = [
     "TrainResult",
     "activation_scale",
     "check_finite_batch",
+    "as_stacked",
     "check_finite_loss",
     "nonfinite_loss_cause",
-    "fired_latents",
     "geometric_median",
     "head_sample",
     "iterate_minibatches",
@@ -38,7 +50,7 @@ __all__ = [
     "prepare_sae",
     "resolve_n_steps",
     "train_sae",
-    "train_step",
+    "train_saes",
     "training_diagnostics",
 ]
 
@@ -123,69 +135,6 @@ def activation_scale(sample: Tensor) -> float:
     return math.sqrt(sample.shape[-1]) / mean_norm
 
 
-def iterate_minibatches(
-    tensor: Tensor, batch_size: int, n_steps: int, seed: int = 0
-) -> Iterator[Tensor]:
-    """Yield ``n_steps`` random minibatches of ``tensor`` (N, ...) along dim 0, epoch by epoch.
-
-    Each epoch is a fresh permutation from a generator seeded with ``seed``; the last partial
-    batch of an epoch is dropped unless the whole tensor is smaller than one batch.
-    """
-    if not isinstance(tensor, Tensor) or tensor.ndim == 0 or tensor.shape[0] == 0:
-        raise ValueError("tensor must be a torch.Tensor with at least one row")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps <= 0:
-        raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
-    n = tensor.shape[0]
-    size = min(batch_size, n)
-    gen = torch.Generator().manual_seed(seed)
-    step = 0
-    while True:
-        perm = torch.randperm(n, generator=gen)
-        for start in range(0, n - size + 1, size):
-            yield tensor[perm[start : start + size]]
-            step += 1
-            if step >= n_steps:
-                return
-
-
-class _Minibatches:
-    """An iterable with a length, so train_sae can size its schedule from it."""
-
-    def __init__(self, tensor: Tensor, batch_size: int, n_steps: int, seed: int) -> None:
-        self.args = (tensor, batch_size, n_steps, seed)
-        next(iterate_minibatches(*self.args))  # validate eagerly
-
-    def __iter__(self) -> Iterator[Tensor]:
-        return iterate_minibatches(*self.args)
-
-    def __len__(self) -> int:
-        return self.args[2]
-
-
-def minibatches(tensor: Tensor, batch_size: int, n_steps: int, seed: int = 0) -> _Minibatches:
-    """Like :func:`iterate_minibatches` but re-iterable and with ``len()``."""
-    return _Minibatches(tensor, batch_size, n_steps, seed)
-
-
-def orbit_training_data(acts: Tensor, orbit_model: bool, batch_size: int) -> tuple[Tensor, int]:
-    """The training data and rows per step for an SAE fed from orbit activations (N, |G|, d).
-
-    ``batch_size`` counts activations per step. An orbit SAE (``orbit_model``) trains on whole
-    orbits, ``batch_size // |G|`` (at least 1) per step; any other SAE on the flattened
-    activations (N |G|, d), ``batch_size`` per step. Either way every step sees about the same
-    number of activations.
-    """
-    if not isinstance(acts, Tensor) or acts.ndim != 3:
-        shape = tuple(acts.shape) if isinstance(acts, Tensor) else type(acts).__name__
-        raise ValueError(f"acts must have shape (N, |G|, d), got {shape}")
-    n, order, d = acts.shape
-    if orbit_model:
-        return acts, max(1, batch_size // order)
-    return acts.reshape(n * order, d), batch_size
-
-
 def lr_factor(step: int, n_steps: int, cfg: TrainConfig) -> float:
     """Linear warm-up, constant, then linear decay to zero over the last decay_fraction."""
     warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
@@ -193,122 +142,6 @@ def lr_factor(step: int, n_steps: int, cfg: TrainConfig) -> float:
     if decay_steps > 0 and step >= n_steps - decay_steps:
         return warm * max(0.0, (n_steps - step) / (decay_steps + 1))
     return warm
-
-
-def fired_latents(out: LossOutput, d_sae: int) -> tuple[Tensor, int, float] | None:
-    """Latents that fired in a batch: (bool mask (d_sae,), rows, mean L0), or None without latents.
-
-    Read from the selected (indices, values) when the loss carries them
-    (:class:`~equisae.sae.topk.SparseLossOutput`), so no dense (N, d_sae) pass is needed.
-    """
-    idx = getattr(out, "active_idx", None)
-    if idx is not None:
-        nonzero = out.active_vals.reshape(-1, idx.shape[-1]) != 0
-        fired = torch.zeros(d_sae, dtype=torch.bool, device=idx.device)
-        fired[idx.reshape(nonzero.shape)[nonzero]] = True
-        return fired.cpu(), nonzero.shape[0], float(nonzero.sum(-1).double().mean())
-    if out.latents is None:
-        return None
-    nonzero = out.latents.detach().reshape(-1, d_sae) != 0
-    return nonzero.any(0).cpu(), nonzero.shape[0], float(nonzero.sum(-1).double().mean())
-
-
-def _batch_metrics(out: LossOutput, d_sae: int, scale: float = 1.0) -> dict[str, float]:
-    """MSE (in input units: divided by ``scale**2``) and FVU of one batch."""
-    metrics: dict[str, float] = {}
-    if out.recon is not None and out.target is not None:
-        target = out.target.detach()
-        err = (out.recon.detach() - target).pow(2)
-        d = target.shape[-1]
-        flat = target.reshape(-1, d)
-        var = (flat - flat.mean(0)).pow(2).sum()
-        metrics["mse"] = float(err.mean()) / scale**2
-        metrics["fvu"] = float(err.sum() / var.clamp_min(1e-12))
-    return metrics
-
-
-def _nonfinite_cause(tensor: Tensor) -> str | None:
-    """'contains NaN' / 'contains inf' (with a count), or None when ``tensor`` is all finite."""
-    if bool(torch.isfinite(tensor).all()):
-        return None
-    n_nan = int(torch.isnan(tensor).sum())
-    n_inf = int(torch.isinf(tensor).sum())
-    parts = [f"{n} {what}" for n, what in ((n_nan, "NaN"), (n_inf, "inf")) if n]
-    return "contains " + " and ".join(parts) + " values"
-
-
-def check_finite_batch(batch: Tensor, step: int) -> None:
-    """FloatingPointError naming ``step`` when ``batch`` holds NaN or inf."""
-    cause = _nonfinite_cause(batch)
-    if cause is not None:
-        raise FloatingPointError(
-            f"non-finite batch at step {step} (batch {cause}): clean or drop those activations"
-        )
-
-
-#: weights larger than this (in absolute value) have run away: the learning rate is at fault
-RUNAWAY_WEIGHT = 1e6
-
-
-def nonfinite_loss_cause(params: Iterable[Tensor], batch: Tensor | None = None) -> str:
-    """Which of the weights, the input or the learning rate made a finite step's loss
-    non-finite: non-finite weights; an input so large that its square overflows its dtype;
-    weights that have run away (above :data:`RUNAWAY_WEIGHT`); otherwise the learning rate."""
-    params = [p.detach() for p in params]
-    if any(not bool(torch.isfinite(p).all()) for p in params):
-        return "the weights are non-finite: an earlier update diverged; lower the learning rate"
-    if batch is not None and batch.numel():
-        largest = float(batch.detach().abs().max())
-        limit = math.sqrt(torch.finfo(batch.dtype).max) / max(1, batch.shape[-1])
-        if largest > limit:
-            return (
-                f"the input: activations up to {largest:.3g} overflow {batch.dtype} when "
-                f"squared (at most about {limit:.3g}); rescale or clean them"
-            )
-    biggest = max((float(p.abs().max()) for p in params if p.numel()), default=0.0)
-    if biggest > RUNAWAY_WEIGHT:
-        return f"the learning rate: the weights have grown to {biggest:.3g}; lower it"
-    return "the learning rate: finite input and weights of ordinary size; lower it"
-
-
-def check_finite_loss(
-    total: Tensor, step: int, params: Iterable[Tensor], batch: Tensor | None = None
-) -> None:
-    """FloatingPointError naming ``step`` and the likely cause when the loss is not finite
-    (:func:`nonfinite_loss_cause`)."""
-    if bool(torch.isfinite(total)):
-        return
-    cause = nonfinite_loss_cause(params, batch)
-    raise FloatingPointError(f"non-finite loss at step {step} ({cause})")
-
-
-def train_step(
-    sae: SparseAutoencoder,
-    optimizer: torch.optim.Optimizer,
-    batch: Tensor,
-    dead_mask: Tensor | None,
-    grad_clip: float | None,
-    step: int = 0,
-) -> LossOutput:
-    """One optimisation step of :func:`train_sae` (no schedule, no bookkeeping).
-
-    Loss, finiteness checks (batch before the loss, loss and gradient norm before the update,
-    so a failure leaves the weights untouched), backward, parallel-gradient removal, clipping,
-    Adam, decoder renormalisation.
-    """
-    check_finite_batch(batch, step)
-    out = sae.loss(batch, dead_mask=dead_mask)
-    check_finite_loss(out.total.detach(), step, sae.parameters(), batch)
-    optimizer.zero_grad(set_to_none=True)
-    out.total.backward()
-    sae.remove_parallel_grads()
-    if grad_clip is not None:
-        norm = torch.nn.utils.clip_grad_norm_(sae.parameters(), grad_clip)
-        if not bool(torch.isfinite(norm)):
-            raise FloatingPointError(f"non-finite gradient at step {step} (loss was finite)")
-    optimizer.step()
-    sae.normalize_decoder()
-    return out
 
 
 def resolve_n_steps(cfg: TrainConfig, batches: Any) -> int:
@@ -394,17 +227,230 @@ class MetricLog:
         return mean_row
 
 
-def _step_row(out: LossOutput, d_sae: int, scale: float, since_fired: Tensor) -> dict[str, float]:
-    """Update ``since_fired`` in place from a step's latents; return the step's metrics."""
-    row = {"loss": float(out.total.detach())}
-    row.update({f"loss_{name}": float(v.detach()) for name, v in out.terms.items()})
-    row.update(_batch_metrics(out, d_sae, scale))
-    fired = fired_latents(out, d_sae)
-    if fired is not None:
-        mask, n_rows, row["l0"] = fired
-        since_fired += n_rows
-        since_fired[mask] = 0
-    return row
+def as_stacked(out: LossOutput, d_sae: int) -> StackedLoss:
+    """One SAE's :class:`LossOutput` as a :class:`~equisae.sae.stack.StackedLoss` of one: the
+    selected latents of a sparse loss, or every latent of dense ones (their non-zeros fire)."""
+    idx = getattr(out, "active_idx", None)
+    if idx is not None:
+        k = idx.shape[-1]
+        idx, vals = idx.reshape(1, -1, k), out.active_vals.detach().reshape(1, -1, k)
+    else:
+        if out.latents is None:
+            raise ValueError("the loss must give its latents (LossOutput.latents) to train on")
+        vals = out.latents.detach().reshape(1, -1, d_sae)
+        idx = torch.arange(d_sae, device=vals.device).expand_as(vals)
+    return StackedLoss(
+        total=out.total[None],
+        terms={name: value[None] for name, value in out.terms.items()},
+        idx=idx,
+        vals=vals,
+        recon=out.recon[None],
+        target=out.target[None],
+        latent_lead=tuple(vals.shape[1:-1]),
+    )
+
+
+class _OwnWeights:
+    """One SAE trained on its own parameters through its own ``loss`` (any class)."""
+
+    def __init__(self, sae: SparseAutoencoder) -> None:
+        self.saes = [sae]
+        self.trained = [getattr(sae, name) for name in Stack.names(sae)]
+
+    def loss(self, batch: Tensor, dead: Tensor | None) -> StackedLoss:
+        sae = self.saes[0]
+        out = sae.loss(batch[0], dead_mask=None if dead is None else dead[0])
+        return as_stacked(out, sae.d_sae)
+
+    def write_back(self) -> None:
+        """Nothing to copy: the weights are the model's."""
+
+
+def _step_rows(
+    out: StackedLoss, has_dead: Tensor, scales: Tensor, since_fired: Tensor, d_in: int
+) -> list[dict[str, float]]:
+    """Per-SAE metric rows: the loss and its terms (``loss_<name>``; AuxK only for SAEs with
+    dead latents), MSE in input units, FVU, L0; updates ``since_fired`` (S, F) in place."""
+    s, d_sae = since_fired.shape
+    idx, vals = out.idx, out.vals
+    nonzero = vals != 0
+    fired = torch.zeros(s * d_sae, dtype=torch.bool, device=since_fired.device)
+    fired[offset_rows(idx, d_sae)[nonzero]] = True
+    since_fired += idx.shape[1]
+    since_fired[fired.view(s, d_sae)] = 0
+    l0 = nonzero.sum(-1).double().mean(1)
+    target = out.target.detach().reshape(s, -1, d_in)
+    err = (out.recon.detach().reshape(target.shape) - target).pow(2)
+    var = (target - target.mean(1, keepdim=True)).pow(2).sum((1, 2))
+    mse = err.mean((1, 2)).double() / scales.double() ** 2
+    fvu = err.sum((1, 2)) / var.clamp_min(1e-12)
+    cols = {"loss": out.total.detach()}
+    cols.update({f"loss_{name}": v.detach() for name, v in out.terms.items()})
+    cols.update({"mse": mse, "fvu": fvu, "l0": l0})
+    values = {k: v.tolist() for k, v in cols.items()}
+    dead_list = has_dead.tolist()
+    rows = []
+    for i in range(s):
+        rows.append({k: v[i] for k, v in values.items() if k != "loss_auxk" or dead_list[i]})
+    return rows
+
+
+def _lrs(
+    cfgs: Sequence[TrainConfig], step: int, n_steps: int, device: torch.device | None = None
+) -> Tensor:
+    """Each SAE's learning rate at ``step``: ``lr * lr_factor(step)``."""
+    return torch.tensor(
+        [c.lr * lr_factor(step, n_steps, c) for c in cfgs], dtype=torch.float64, device=device
+    )
+
+
+def _next_batch(
+    iterators: list[Iterator[Tensor]],
+    step: int,
+    n_steps: int,
+    scales: Tensor,
+    device: torch.device,
+) -> Tensor:
+    """The next batch of every SAE, scaled, stacked (S, ...) on ``device`` and checked."""
+    batches = []
+    for i, it in enumerate(iterators):
+        try:
+            batches.append(next(it))
+        except StopIteration:
+            who = f"the batches of SAE {i}" if len(iterators) > 1 else "batches"
+            raise ValueError(
+                f"{who} ran out after {step} of cfg.n_steps={n_steps} steps: give at least "
+                "n_steps batches (minibatches(tensor, batch_size, n_steps) makes exactly that many)"
+            ) from None
+    shapes = {tuple(b.shape) for b in batches}
+    if len(shapes) != 1:
+        raise ValueError(f"all SAEs need batches of one shape at step {step}, got {shapes}")
+    if len(batches) == 1:
+        stacked = batches[0].unsqueeze(0).to(device)
+    else:
+        stacked = torch.stack(batches).to(device)  # no copy when already there (the CPU)
+    if bool((scales != 1.0).any()):
+        stacked = stacked * scales.to(stacked.dtype).view(-1, *[1] * (stacked.ndim - 1))
+    if not bool(torch.isfinite(stacked).all()):
+        for i, b in enumerate(stacked):
+            try:
+                check_finite_batch(b, step)
+            except FloatingPointError as exc:
+                raise FloatingPointError(
+                    f"{exc} (SAE {i})" if len(iterators) > 1 else str(exc)
+                ) from None
+    return stacked
+
+
+def _check_losses(
+    total: Tensor, step: int, params: list[Tensor], batch: Tensor, named: bool
+) -> None:
+    """FloatingPointError naming the step (the SAE when ``named``) and the cause of a
+    non-finite loss (:func:`nonfinite_loss_cause` on that SAE's weights and batch)."""
+    finite = torch.isfinite(total)
+    if bool(finite.all()):
+        return
+    i = int((~finite).nonzero()[0])
+    weights = [p[i] for p in params] if named else params
+    cause = nonfinite_loss_cause(weights, batch[i])
+    where = f" in SAE {i}" if named else ""
+    raise FloatingPointError(f"non-finite loss at step {step}{where} ({cause})")
+
+
+def train_saes(
+    saes: Sequence[SparseAutoencoder],
+    streams: Sequence[Iterable[Tensor]],
+    cfgs: Sequence[TrainConfig],
+    n_steps: int,
+    *,
+    stacked: bool,
+    progress: bool = False,
+) -> list[TrainResult]:
+    """The training loop of :func:`train_sae` (one SAE, ``stacked=False``: its own weights
+    and ``loss``) and of :func:`equisae.sae.batched.train_many` (``stacked=True``: S SAEs of
+    one class as a :class:`~equisae.sae.stack.Stack`, their ``stacked_loss``).
+
+    Per SAE: ``b_dec`` and the activation scale from its first ``init_batches`` batches; per
+    step the batch is checked, the loss computed and checked, then backward, parallel-gradient
+    removal, clipping, Adam with its schedule, decoder renormalisation, dead-latent tracking
+    and the metric row; the weights are written back and the scale folded in at the end.
+    """
+    iterators: list[Iterator[Tensor]] = []
+    scales: list[float] = []
+    for sae, batches, c in zip(saes, streams, cfgs, strict=True):
+        torch.manual_seed(c.seed)
+        where = sae.W_dec.device  # the batches follow the SAE (no copy on the CPU)
+        it = (b.to(where) if isinstance(b, Tensor) else b for b in batches)
+        head = list(itertools.islice(it, c.init_batches))
+        scales.append(prepare_sae(sae, head_sample(head, sae.d_in), c))
+        iterators.append(itertools.chain(head, it))
+    model = Stack.of(saes) if stacked else _OwnWeights(saes[0])
+    optimiser = SAEOptimiser(
+        model.trained,
+        stacked=stacked,
+        model=saes[0],
+        grad_clips=[c.grad_clip for c in cfgs],
+        betas=[c.betas for c in cfgs],
+    )
+    s, d_sae, d_in = len(saes), saes[0].d_sae, saes[0].d_in
+    dev = saes[0].W_dec.device
+    diagnosed = callable(getattr(saes[0], "training_diagnostics", None))
+    scale_t = torch.tensor(scales, dtype=torch.float64, device=dev)
+    dead_after = torch.tensor([c.dead_after for c in cfgs], device=dev)
+    use_auxk = torch.tensor([c.use_auxk for c in cfgs], device=dev)
+    since_fired = torch.zeros(s, d_sae, dtype=torch.long, device=dev)
+    logs = [MetricLog(n_steps, c.log_every) for c in cfgs]
+    name = saes[0].architecture + (f" x{s}" if stacked else "")
+    bar = tqdm(total=n_steps, desc=f"train {name}", disable=not progress)
+    start = time.perf_counter()
+    for step in range(n_steps):
+        batch = _next_batch(iterators, step, n_steps, scale_t, dev)
+        dead = (since_fired >= dead_after[:, None]) & use_auxk[:, None]
+        has_dead = dead.any(1)
+        out = model.loss(batch, dead if bool(has_dead.any()) else None)
+        _check_losses(out.total.detach(), step, model.trained, batch, stacked)
+        optimiser.zero_grad()
+        out.total.sum().backward()
+        optimiser.remove_parallel_grads()
+        optimiser.clip_grads(step)
+        optimiser.adam(_lrs(cfgs, step, n_steps, dev))
+        optimiser.normalize_decoder()
+        rows = _step_rows(out, has_dead, scale_t, since_fired, d_in)
+        dead_frac = (since_fired >= dead_after[:, None]).double().mean(1).tolist()
+        next_lrs = _lrs(cfgs, step + 1, n_steps).tolist()
+        logged = []
+        for i, row in enumerate(rows):
+            row["dead_fraction"] = dead_frac[i]
+            if logs[i].add(step, row, next_lrs[i]) is not None:
+                logged.append(i)
+        if logged and diagnosed:  # the model state logged with the metrics (learned generators)
+            model.write_back()
+            for i in logged:
+                logs[i].history[-1].update(training_diagnostics(saes[i]))
+        if logged and s == 1:
+            last = logs[0].history[-1]
+            bar.set_postfix({k: f"{last[k]:.3g}" for k in ("loss", "fvu", "l0") if k in last})
+        bar.update(1)
+    bar.close()
+    seconds = time.perf_counter() - start
+    model.write_back()
+    results = []
+    for i, (sae, c) in enumerate(zip(saes, cfgs, strict=True)):
+        if scales[i] != 1.0:
+            sae.fold_activation_scale(scales[i])
+        sae.eval()
+        results.append(
+            TrainResult(
+                history=logs[i].history,
+                final=dict(logs[i].history[-1]) if logs[i].history else {},
+                dead_mask=(since_fired[i] >= c.dead_after).cpu(),
+                activation_scale=scales[i],
+                n_steps=n_steps,
+                seconds=seconds,
+                config=asdict(c),
+            )
+        )
+    return results
 
 
 def train_sae(
@@ -419,64 +465,18 @@ def train_sae(
     ``device`` (e.g. ``"cuda"``): the SAE is moved there and every batch is moved there as it
     is drawn (the batches may stay on the CPU); ``None`` trains where the SAE already is.
 
-    Steps: b_dec from the geometric median (or mean) of the first ``init_batches`` batches;
-    optional normalisation of activations to mean norm sqrt(d_in); Adam with warm-up and
-    linear decay; per step the gradient parallel to each decoder row is removed, gradients
-    are clipped and decoder rows are renormalised; AuxK on latents dead for ``dead_after``
-    examples. Deterministic under ``cfg.seed`` on CPU. A batch, loss or gradient norm that is
-    not finite raises FloatingPointError naming the step and the cause, before the update.
+    Steps (:func:`train_saes`): b_dec from the geometric median (or mean) of the first
+    ``init_batches`` batches; optional normalisation of activations to mean norm sqrt(d_in);
+    Adam with warm-up and linear decay; per step the gradient parallel to each decoder row is
+    removed, gradients are clipped and decoder rows are renormalised; AuxK on latents dead for
+    ``dead_after`` examples. Deterministic under ``cfg.seed`` on CPU. A batch, loss or gradient
+    norm that is not finite raises FloatingPointError naming the step and the cause, before
+    the update. The same loop as ``train_many``: ``train_sae(sae)`` equals ``train_many([sae])``.
     """
     cfg = cfg or TrainConfig()
     if not isinstance(sae, SparseAutoencoder):
         raise ValueError(f"sae must be a SparseAutoencoder, got {type(sae).__name__}")
     n_steps = resolve_n_steps(cfg, batches)
-    torch.manual_seed(cfg.seed)
     if device is not None:
         sae.to(device)
-    where = sae.W_dec.device
-    iterator = (b.to(where) if isinstance(b, Tensor) else b for b in batches)
-    head = list(itertools.islice(iterator, cfg.init_batches))
-    scale = prepare_sae(sae, head_sample(head, sae.d_in), cfg)
-    optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.betas)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, n_steps, cfg)
-    )
-    since_fired = torch.zeros(sae.d_sae, dtype=torch.long)
-    log = MetricLog(n_steps, cfg.log_every)
-    start = time.perf_counter()
-    stream = itertools.chain(head, iterator)
-    bar = tqdm(total=n_steps, desc=f"train {sae.architecture}", disable=not progress)
-    step = 0
-    for step, batch in enumerate(itertools.islice(stream, n_steps)):
-        if scale != 1.0:
-            batch = batch * scale
-        dead = since_fired >= cfg.dead_after
-        dead_mask = dead.to(where) if cfg.use_auxk and bool(dead.any()) else None
-        out = train_step(sae, optimizer, batch, dead_mask, cfg.grad_clip, step)
-        scheduler.step()
-        row = _step_row(out, sae.d_sae, scale, since_fired)
-        row["dead_fraction"] = float((since_fired >= cfg.dead_after).double().mean())
-        logged = log.add(step, row, optimizer.param_groups[0]["lr"])
-        if logged is not None:
-            log.history[-1].update(training_diagnostics(sae))
-            bar.set_postfix({k: f"{logged[k]:.3g}" for k in ("loss", "fvu", "l0") if k in logged})
-        bar.update(1)
-    bar.close()
-    steps_done = step + 1
-    if steps_done < n_steps:
-        raise ValueError(
-            f"batches ran out after {steps_done} of cfg.n_steps={n_steps} steps: give at least "
-            "n_steps batches (minibatches(tensor, batch_size, n_steps) makes exactly that many)"
-        )
-    if scale != 1.0:
-        sae.fold_activation_scale(scale)
-    sae.eval()
-    return TrainResult(
-        history=log.history,
-        final=dict(log.history[-1]) if log.history else {},
-        dead_mask=since_fired >= cfg.dead_after,
-        activation_scale=scale,
-        n_steps=steps_done,
-        seconds=time.perf_counter() - start,
-        config=asdict(cfg),
-    )
+    return train_saes([sae], [batches], [cfg], n_steps, stacked=False, progress=progress)[0]
